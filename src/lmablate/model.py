@@ -1,0 +1,194 @@
+"""The language model: a decoder-only transformer, Llama-compatible by construction.
+
+Token embedding -> ``n_layers`` pre-norm blocks -> final RMSNorm -> LM head (tied to the
+embedding by default). Each block is ``x = x + attn(attn_norm(x)); x = x + mlp(mlp_norm(x))``.
+
+Choices that keep it interchangeable with ``transformers.LlamaForCausalLM`` (a test checks logit
+parity on a tiny config):
+- RMSNorm computed in float32 and cast back before the weight multiply, as Llama does.
+- Rotary embeddings in the "rotate-half" layout of the Hugging Face implementation (the first
+  and second halves of each head are the rotated pairs, not interleaved even/odd dimensions).
+- Separate q/k/v/o projections with no biases; grouped-query attention via ``n_kv_heads``.
+
+Deliberate additions beyond Llama: ``mlp: silu``, a plain two-matrix MLP down(silu(up x)), the
+form the reference study used; it has no Llama equivalent.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmablate.config import ModelConfig
+from lmablate.errors import ConfigError
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # float32 statistics even under autocast, as in Llama (bf16 variance underflows)
+        x32 = x.float()
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * normed.to(x.dtype)
+
+
+def rope_cos_sin(
+    positions: torch.Tensor, head_dim: int, theta: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin tables of shape (T, head_dim) for integer ``positions`` (T,), in float32."""
+    exponents = torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32)
+    inv_freq = 1.0 / (theta ** (exponents / head_dim))
+    freqs = torch.outer(positions.float(), inv_freq)  # (T, head_dim / 2)
+    angles = torch.cat((freqs, freqs), dim=-1)  # rotate-half layout: both halves share a freq
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, H, T, D) queries or keys; cos/sin are (T, D)."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.kv_heads, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.d_model, cfg.n_heads * cfg.head_dim, bias=False)
+        self.k_proj = nn.Linear(cfg.d_model, cfg.kv_heads * cfg.head_dim, bias=False)
+        self.v_proj = nn.Linear(cfg.d_model, cfg.kv_heads * cfg.head_dim, bias=False)
+        self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        batch, seq, _ = x.shape
+        q = self.q_proj(x).view(batch, seq, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(batch, seq, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(batch, seq, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (B, H, T, D), (B, KV, T, D)
+        if self.n_kv_heads != self.n_heads:
+            # each kv head serves n_heads / n_kv_heads consecutive query heads, as in Llama
+            repeats = self.n_heads // self.n_kv_heads
+            k = k.repeat_interleave(repeats, dim=1)
+            v = v.repeat_interleave(repeats, dim=1)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, D)
+        return self.o_proj(out.transpose(1, 2).reshape(batch, seq, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.gated = cfg.mlp == "swiglu"
+        if self.gated:
+            self.gate_proj = nn.Linear(cfg.d_model, cfg.d_ff, bias=False)
+        self.up_proj = nn.Linear(cfg.d_model, cfg.d_ff, bias=False)
+        self.down_proj = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gated:
+            return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(F.silu(self.up_proj(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.attn = Attention(cfg)
+        self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class LM(nn.Module):
+    """Maps token ids (B, T) to next-token logits (B, T, vocab_size)."""
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int) -> None:
+        super().__init__()
+        self.cfg, self.vocab_size = cfg, vocab_size
+        self.embed = nn.Embedding(vocab_size, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.d_model, vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """N(0, init_std) for every weight matrix, ones for norms (re-seed first for a fixed init)."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear | nn.Embedding):
+                nn.init.normal_(module.weight, mean=0.0, std=self.cfg.init_std)
+            elif isinstance(module, RMSNorm):
+                nn.init.ones_(module.weight)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        cos, sin = rope_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta)
+        x = self.embed(input_ids)  # (B, T, d_model)
+        for block in self.blocks:
+            x = block(x, cos, sin)
+        return self.lm_head(self.norm(x))
+
+
+# ------------------------------------------------------------------------ parameters and FLOPs
+
+
+def count_parameters(cfg: ModelConfig, vocab_size: int) -> dict[str, int]:
+    """Parameter counts from the config alone (a test checks them against a built model).
+
+    ``non_embedding`` excludes the token embedding and the LM head, as in Kaplan et al. (2020)
+    "Scaling Laws for Neural Language Models"; ``total`` counts a tied matrix once.
+    """
+    d, kv_dim = cfg.d_model, cfg.kv_heads * cfg.head_dim
+    attention = 2 * d * d + 2 * d * kv_dim  # q, o: d x d; k, v: d x kv_dim
+    mlp = (3 if cfg.mlp == "swiglu" else 2) * d * cfg.d_ff
+    per_block = attention + mlp + 2 * d  # two RMSNorm weights
+    non_embedding = cfg.n_layers * per_block + d  # + final norm
+    embedding = vocab_size * d
+    head = 0 if cfg.tie_embeddings else vocab_size * d
+    return {
+        "total": non_embedding + embedding + head,
+        "non_embedding": non_embedding,
+        "embedding": embedding,
+    }
+
+
+def training_flops_per_token(cfg: ModelConfig, vocab_size: int, seq_len: int) -> int:
+    """Training FLOPs per token: 6N + 12·L·d·T (Chowdhery et al. 2022, PaLM, appendix B).
+
+    N counts every weight used in a matrix multiply: the non-embedding weights plus the LM head
+    (the embedding lookup itself is free). 6N is forward (2N) plus backward (4N); 12·L·d·T is
+    the attention score and value products (QKᵀ and AV, 2·T·d each per layer forward, times 3
+    for training), counted over the full T×T square as is customary although causal masking
+    skips half of it.
+    """
+    matmul_params = count_parameters(cfg, vocab_size)["non_embedding"] + vocab_size * cfg.d_model
+    return 6 * matmul_params + 12 * cfg.n_layers * cfg.d_model * seq_len
+
+
+def padded_vocab_size(tokenizer_vocab: int, multiple: int = 64) -> int:
+    """Round the embedding up to a multiple of 64 rows: matmuls on such shapes run faster."""
+    return math.ceil(tokenizer_vocab / multiple) * multiple
+
+
+def resolve_vocab_size(cfg: ModelConfig, tokenizer_vocab: int) -> int:
+    """Embedding rows for a tokenizer: ``model.vocab_size`` if set (and large enough)."""
+    if cfg.vocab_size is None:
+        return padded_vocab_size(tokenizer_vocab)
+    if tokenizer_vocab > cfg.vocab_size:
+        raise ConfigError(
+            f"model.vocab_size ({cfg.vocab_size}) is smaller than the tokenizer's vocabulary "
+            f"({tokenizer_vocab} tokens); set model.vocab_size to at least {tokenizer_vocab} "
+            "or to null to size it from the tokenizer"
+        )
+    return cfg.vocab_size
