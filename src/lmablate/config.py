@@ -220,11 +220,16 @@ class DataConfig(_Section):
                 raise ValueError("data.path is required when data.source is 'local'")
             if not Path(self.path).expanduser().exists():
                 raise ValueError(f"data.path {self.path!r} does not exist")
-        if isinstance(self.tokenizer, str) and looks_like_path(self.tokenizer):
-            if not Path(self.tokenizer).expanduser().exists():
-                raise ValueError(f"data.tokenizer {self.tokenizer!r} looks like a path but does "
-                                 "not exist; give a hub id, a tokenizer directory or a "
-                                 "tokenizer.json file")
+        tokenizer = self.tokenizer
+        if (
+            isinstance(tokenizer, str)
+            and looks_like_path(tokenizer)
+            and not Path(tokenizer).expanduser().exists()
+        ):
+            raise ValueError(
+                f"data.tokenizer {tokenizer!r} looks like a path but does not exist; give a "
+                "hub id, a tokenizer directory or a tokenizer.json file"
+            )
         return self
 
 
@@ -252,7 +257,8 @@ assert len(FLAT_KEYS) == sum(len(cls.model_fields) for cls in SECTIONS.values())
 
 
 def looks_like_path(value: str) -> bool:
-    return value.startswith((".", "/", "~")) or value.endswith(".json") or Path(value).exists()
+    """A tokenizer spec meant as a file system path rather than a hub id."""
+    return value.startswith((".", "/", "~")) or value.endswith(".json")
 
 
 def _divisors(n: int, even_quotient: bool = False) -> list[int]:
@@ -288,7 +294,7 @@ _Loader.add_implicit_resolver(
 
 def parse_yaml(text: str, source: str = "<string>") -> Any:
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader derives from SafeLoader
+        return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
@@ -335,7 +341,9 @@ def _nested_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def unknown_key_errors(cls: type[BaseModel], data: Mapping[str, Any], prefix: str = "") -> list[str]:
+def unknown_key_errors(
+    cls: type[BaseModel], data: Mapping[str, Any], prefix: str = ""
+) -> list[str]:
     """Messages for keys in ``data`` (recursively) that ``cls`` does not define."""
     errors = []
     for key, value in data.items():
@@ -373,8 +381,9 @@ def nest_flat_keys(raw: Mapping[str, Any], where: str = "") -> dict[str, Any]:
         elif key in FLAT_KEYS:
             section = out.setdefault(FLAT_KEYS[key], {})
             if key in section:
-                raise ConfigError(f"{where}{FLAT_KEYS[key]}.{key} is given twice "
-                                  "(once as a flat key)")
+                raise ConfigError(
+                    f"{where}{FLAT_KEYS[key]}.{key} is given twice (once as a flat key)"
+                )
             section[key] = value
         else:
             out[key] = value

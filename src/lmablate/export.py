@@ -47,9 +47,7 @@ def name_pairs(n_layers: int) -> list[tuple[str, str]]:
     return pairs
 
 
-def to_hf_state_dict(
-    state: dict[str, torch.Tensor], cfg: ModelConfig
-) -> dict[str, torch.Tensor]:
+def to_hf_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """lmablate ``state_dict`` -> ``LlamaForCausalLM`` ``state_dict`` (same tensors)."""
     check_exportable(cfg)
     return {theirs: state[ours] for ours, theirs in name_pairs(cfg.n_layers)}

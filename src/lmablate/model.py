@@ -124,7 +124,7 @@ class LM(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """N(0, init_std) for every weight matrix, ones for norms (re-seed first for a fixed init)."""
+        """N(0, init_std) for every weight matrix, ones for norms; seed torch first to fix it."""
         for module in self.modules():
             if isinstance(module, nn.Linear | nn.Embedding):
                 nn.init.normal_(module.weight, mean=0.0, std=self.cfg.init_std)

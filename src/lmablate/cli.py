@@ -1,0 +1,199 @@
+"""The ``lmablate`` command line: subcommands mapped to functions, nothing else.
+
+A user mistake (``LmablateError``) prints one clear message and exits with code 2; anything
+else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from lmablate import __version__
+from lmablate.errors import LmablateError
+
+EXAMPLES = """\
+examples:
+  lmablate data inspect configs/builtin.yaml       corpus, split, tokens and cache of a config
+  lmablate config configs/builtin.yaml --set learning_rate=1e-3
+                                                   the resolved config, every default filled in
+  lmablate config --reference                      every config field, its default and meaning
+"""
+
+
+def _add_overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field (dotted or flat key, YAML-typed value); repeatable, "
+        "e.g. --set train.learning_rate=1e-3 --set d_model=256",
+    )
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from lmablate.config import field_reference, load_run_config
+
+    if args.reference:
+        print(field_reference())
+        return 0
+    if args.config is None:
+        raise LmablateError("lmablate config: give a CONFIG file, or --reference")
+    cfg = load_run_config(args.config, args.overrides)
+    print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
+    return 0
+
+
+def cmd_data_inspect(args: argparse.Namespace) -> int:
+    from lmablate.config import load_run_config
+    from lmablate.data import prepare, validation_set
+    from lmablate.model import count_parameters, resolve_vocab_size, training_flops_per_token
+
+    cfg = load_run_config(args.config, args.overrides)
+    log: Callable[[str], None] = (
+        (lambda _: None) if args.json else (lambda message: print(message, file=sys.stderr))
+    )
+    data = prepare(cfg.data, progress=not args.json, log=log)
+    tokenizer, meta, train = data.tokenizer, data.meta, cfg.train
+    model_vocab = resolve_vocab_size(cfg.model, tokenizer.vocab_size)
+    val = validation_set(data.val_tokens, train.seq_len, train.eval_tokens, tokenizer.decode)
+    train_budget = train.max_steps * train.batch_size * train.seq_len
+    params = count_parameters(cfg.model, model_vocab)
+    flops = training_flops_per_token(cfg.model, model_vocab, train.seq_len)
+    report = {
+        "source": meta["source"],
+        "documents": meta["documents"],
+        "tokens": meta["tokens"],
+        "characters_per_token": round(
+            meta["characters"]["total"] / sum(meta["tokens"].values()), 3
+        ),
+        "tokenizer": {
+            "name": tokenizer.name,
+            "vocab_size": tokenizer.vocab_size,
+            "eos": tokenizer.eos_token,
+            "eos_id": tokenizer.eos_id,
+        },
+        "model_vocab_size": model_vocab,
+        "model_parameters": params,
+        "training_flops_per_token": flops,
+        "eval": {
+            "targets": val.n_targets,
+            "bytes": val.n_bytes,
+            "windows": len(val.inputs),
+            "seq_len": train.seq_len,
+        },
+        "train_budget": {
+            "tokens": train_budget,
+            "epochs": round(train_budget / meta["tokens"]["train"], 2),
+        },
+        "replaced_characters": meta["replaced_characters"],
+        "cache": {"path": str(data.cache_dir), "reused": data.cache_hit},
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    docs, tokens = meta["documents"], meta["tokens"]
+    rows = [
+        ("source", meta["source"]),
+        (
+            "documents",
+            f"{docs['total']:,} (train {docs['train']:,}, validation {docs['val']:,}; "
+            "split by document)",
+        ),
+        (
+            "tokenizer",
+            f"{tokenizer.name} ({tokenizer.vocab_size:,} tokens, EOS "
+            f"{tokenizer.eos_token!r} = {tokenizer.eos_id})",
+        ),
+        ("model vocab", f"{model_vocab:,} embedding rows"),
+        (
+            "model size",
+            f"{params['total'] / 1e6:.2f}M parameters ({params['non_embedding'] / 1e6:.2f}M "
+            f"non-embedding), {flops / 1e6:.1f} MFLOPs per training token",
+        ),
+        (
+            "tokens",
+            f"train {tokens['train']:,}, validation {tokens['val']:,} "
+            f"({report['characters_per_token']} characters per token)",
+        ),
+        (
+            "eval targets",
+            f"{val.n_targets:,} tokens ({val.n_bytes:,} bytes) in {len(val.inputs)} "
+            f"windows of {train.seq_len}",
+        ),
+        (
+            "train budget",
+            f"{train.max_steps:,} steps x {train.batch_size} x {train.seq_len} = "
+            f"{train_budget:,} tokens = {report['train_budget']['epochs']} epochs = "
+            f"{flops * train_budget:.2e} FLOPs",
+        ),
+        ("cache", f"{data.cache_dir} ({'reused' if data.cache_hit else 'written'})"),
+    ]
+    if meta["replaced_characters"]:
+        rows.append(
+            ("non-UTF-8", f"{meta['replaced_characters']:,} undecodable bytes replaced by U+FFFD")
+        )
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    sample = tokenizer.decode(data.train_tokens[:48].tolist()).replace("\n", " ")
+    print(f"{'sample':<{width}}  {sample[:100]!r}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lmablate",
+        description="Ablation studies of small autoregressive transformer language models, "
+        "turned into a research package.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"lmablate {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    config = commands.add_parser(
+        "config",
+        help="validate a config and print it resolved, or list every field",
+        description="Validate a run config and print it with every default filled in.",
+    )
+    config.add_argument("config", nargs="?", metavar="CONFIG", help="run config YAML file")
+    config.add_argument(
+        "--reference",
+        action="store_true",
+        help="print every config field with its default and meaning (Markdown)",
+    )
+    _add_overrides(config)
+    config.set_defaults(func=cmd_config)
+
+    data = commands.add_parser("data", help="prepare and inspect the corpus of a config")
+    data_commands = data.add_subparsers(title="data commands", metavar="COMMAND", required=True)
+    inspect = data_commands.add_parser(
+        "inspect",
+        help="documents, train/validation split, tokens and cache of a config",
+        description="Load (or reuse) the corpus and tokenizer a config names, split it by "
+        "document, tokenize it into the cache, and print what a run would train and evaluate on.",
+    )
+    inspect.add_argument("config", metavar="CONFIG", help="run config YAML file")
+    inspect.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    _add_overrides(inspect)
+    inspect.set_defaults(func=cmd_data_inspect)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except LmablateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,155 @@
+"""The data pipeline: corpus -> document-level split -> tokenizer -> cached token streams.
+
+``prepare(data_config)`` is the one entry point. Documents are split into training and
+validation *by document* (seeded), so no validation text is ever trained on; each side is
+tokenized once in batches with the fast tokenizer, with the EOS token after every document, and
+cached on disk under a key that changes when any input changes (see ``cache``). A second call
+with the same inputs memory-maps the cache and skips reading and tokenizing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lmablate.config import DataConfig, TrainedTokenizer
+from lmablate.data.batches import IGNORE_INDEX, TrainBatches, ValidationSet, validation_set
+from lmablate.data.cache import (
+    cache_root,
+    digest,
+    documents_digest,
+    read_cache,
+    token_dtype,
+    write_cache,
+)
+from lmablate.data.sources import Corpus, builtin_documents, describe_source, load_corpus
+from lmablate.data.tokenizers import (
+    Tokenizer,
+    load_tokenizer,
+    load_trained,
+    save_backend,
+    train_bpe,
+)
+
+__all__ = [
+    "IGNORE_INDEX",
+    "PreparedData",
+    "TrainBatches",
+    "ValidationSet",
+    "builtin_documents",
+    "prepare",
+    "split_documents",
+    "validation_set",
+]
+
+ENCODE_BATCH = 256  # documents per encode_batch call: enough to keep the Rust threads busy
+
+
+@dataclass
+class PreparedData:
+    train_tokens: np.ndarray
+    val_tokens: np.ndarray
+    tokenizer: Tokenizer
+    meta: dict[str, Any]
+    cache_dir: Path
+    cache_hit: bool
+
+
+def split_documents(
+    n_documents: int, val_fraction: float, seed: int
+) -> tuple[list[int], list[int]]:
+    """Seeded document-level split: (train indices, validation indices), each in source order."""
+    n_val = max(1, round(n_documents * val_fraction))
+    order = np.random.default_rng(seed).permutation(n_documents)
+    return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
+
+
+def _token_stream(
+    tokenizer: Tokenizer, documents: list[str], desc: str, progress: bool
+) -> np.ndarray:
+    dtype = token_dtype(tokenizer.vocab_size)
+    batches = range(0, len(documents), ENCODE_BATCH)
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, desc=f"tokenizing {desc}", unit="batch", leave=False, disable=None)
+    pieces = []
+    eos = np.array([tokenizer.eos_id], dtype=dtype)
+    for start in batches:
+        for ids in tokenizer.encode_batch(documents[start : start + ENCODE_BATCH]):
+            pieces += [np.asarray(ids, dtype=dtype), eos]
+    return np.concatenate(pieces)
+
+
+def prepare(
+    cfg: DataConfig, progress: bool = True, log: Callable[[str], None] = lambda _: None
+) -> PreparedData:
+    """Token streams for a data config, from the cache when it holds them."""
+    root = cache_root(cfg)
+    corpus: Corpus | None = None
+    if cfg.source == "hf":  # keyed by what names the documents, so a cache hit needs no network
+        source_key: dict[str, Any] = {
+            "source": "hf",
+            "dataset": cfg.dataset,
+            "subset": cfg.subset,
+            "split": cfg.split,
+            "text_field": cfg.text_field,
+            "num_documents": cfg.num_documents,
+        }
+    else:  # local files are hashed by content: an edited file invalidates the cache
+        corpus = load_corpus(cfg, progress)
+        source_key = {"source": cfg.source, "documents": documents_digest(corpus.documents)}
+    split_key = {"val_fraction": cfg.val_fraction, "split_seed": cfg.split_seed}
+
+    def get_corpus() -> Corpus:
+        nonlocal corpus
+        if corpus is None:
+            corpus = load_corpus(cfg, progress)
+        return corpus
+
+    if isinstance(cfg.tokenizer, TrainedTokenizer):
+        vocab = cfg.tokenizer.train_bpe.vocab_size
+        tok_path = root / "tokenizers" / digest([source_key, split_key, vocab]) / "tokenizer.json"
+        if tok_path.is_file():
+            tokenizer = load_trained(tok_path, f"bpe-{vocab}")
+        else:
+            documents = get_corpus().documents
+            train_idx, _ = split_documents(len(documents), cfg.val_fraction, cfg.split_seed)
+            log(f"training a {vocab}-token BPE tokenizer on {len(train_idx)} documents")
+            tokenizer = train_bpe([documents[i] for i in train_idx], vocab)
+            tok_path.parent.mkdir(parents=True, exist_ok=True)
+            save_backend(tokenizer, tok_path)
+    else:
+        tokenizer = load_tokenizer(cfg.tokenizer)
+
+    directory = root / "tokens" / digest([source_key, split_key, tokenizer.identity()])
+    cached = read_cache(directory)
+    if cached is not None:
+        meta, train, val = cached
+        log(f"reusing token cache {directory}")
+        return PreparedData(train, val, tokenizer, meta, directory, cache_hit=True)
+
+    documents = get_corpus().documents
+    train_idx, val_idx = split_documents(len(documents), cfg.val_fraction, cfg.split_seed)
+    train = _token_stream(tokenizer, [documents[i] for i in train_idx], "train", progress)
+    val = _token_stream(tokenizer, [documents[i] for i in val_idx], "validation", progress)
+    meta = {
+        "source": describe_source(cfg),
+        "source_key": source_key,
+        "tokenizer": tokenizer.name,
+        "tokenizer_vocab_size": tokenizer.vocab_size,
+        "eos_id": tokenizer.eos_id,
+        "documents": {"total": len(documents), "train": len(train_idx), "val": len(val_idx)},
+        "tokens": {"train": len(train), "val": len(val)},
+        "characters": {"total": sum(map(len, documents))},
+        "replaced_characters": get_corpus().replaced_characters,
+        "val_document_indices": val_idx,
+    }
+    write_cache(directory, meta, train, val)
+    log(f"wrote token cache {directory}")
+    meta, train, val = read_cache(directory)  # type: ignore[misc]
+    return PreparedData(train, val, tokenizer, meta, directory, cache_hit=False)

@@ -1,0 +1,164 @@
+"""Corpus sources: where documents come from.
+
+- ``hf``: stream the first ``num_documents`` records of a Hugging Face dataset with ``datasets``
+  (a hub id, or a local folder laid out like a hub dataset repository).
+- ``local``: a .txt file (documents separated by blank lines), a directory of .txt files (one
+  document per file), or a .jsonl/.json/.parquet file of records (read through ``datasets``).
+- ``builtin``: the documentation topics that ship with every CPython (``pydoc_data``), split at
+  their section headings: real English prose that needs no download.
+
+Text is decoded as UTF-8; undecodable bytes become U+FFFD and are counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmablate.config import DataConfig
+from lmablate.errors import DataError
+
+RECORD_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+
+
+@dataclass(frozen=True)
+class Corpus:
+    documents: list[str]
+    replaced_characters: int = 0  # U+FFFD inserted while decoding non-UTF-8 bytes
+
+
+def load_corpus(cfg: DataConfig, progress: bool = True) -> Corpus:
+    """Read the documents a data config names, without empty ones, in source order."""
+    if cfg.source == "builtin":
+        corpus = Corpus(builtin_documents())
+    elif cfg.source == "local":
+        corpus = _local_corpus(Path(cfg.path).expanduser(), cfg)  # type: ignore[arg-type]
+    else:
+        corpus = Corpus(_hub_documents(cfg, progress))
+    documents = [doc for doc in corpus.documents if doc.strip()][: cfg.num_documents]
+    if len(documents) < 2:
+        raise DataError(
+            f"{describe_source(cfg)} holds {len(documents)} non-empty document(s); at least 2 "
+            "are needed (validation documents are held out from training)"
+        )
+    return Corpus(documents, corpus.replaced_characters)
+
+
+def describe_source(cfg: DataConfig) -> str:
+    if cfg.source == "builtin":
+        return "the builtin corpus"
+    if cfg.source == "local":
+        return f"local corpus {cfg.path}"
+    subset = f" ({cfg.subset})" if cfg.subset else ""
+    return f"dataset {cfg.dataset}{subset}, split {cfg.split}"
+
+
+# ----------------------------------------------------------------------------------- builtin
+
+_HEADING = re.compile(r"\n(?=[^\n]+\n[*=\-~^]{3,}\n)")  # a line underlined with *** / === / ---
+
+
+def builtin_documents(min_chars: int = 600) -> list[str]:
+    """CPython's documentation topics, one document per section of at least ``min_chars``."""
+    from pydoc_data.topics import topics
+
+    documents = []
+    for name in sorted(topics):
+        current = ""
+        for section in _HEADING.split(topics[name]):
+            section = section.strip()
+            if not section:
+                continue
+            if len(current) < min_chars:  # too short to stand alone: merge with the next
+                current = f"{current}\n\n{section}".strip()
+            else:
+                documents.append(current)
+                current = section
+        if current:
+            documents.append(current)
+    return documents
+
+
+# ------------------------------------------------------------------------------------- local
+
+
+def _read_text(path: Path) -> tuple[str, int]:
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    return text, text.count("\ufffd")
+
+
+def _local_corpus(path: Path, cfg: DataConfig) -> Corpus:
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
+        if not files:
+            raise DataError(f"local corpus {path} is a directory with no .txt files")
+        texts = [_read_text(f) for f in itertools.islice(files, cfg.num_documents)]
+        return Corpus([t for t, _ in texts], sum(n for _, n in texts))
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        text, replaced = _read_text(path)
+        return Corpus([doc.strip("\n") for doc in re.split(r"\n\s*\n", text)], replaced)
+    if suffix in RECORD_FORMATS:
+        import datasets
+
+        try:
+            stream = datasets.load_dataset(
+                RECORD_FORMATS[suffix], data_files=str(path), split="train", streaming=True
+            )
+            return Corpus(list(_texts(stream, cfg, str(path), progress=False)))
+        except DataError:
+            raise
+        except Exception as exc:  # datasets raises many types for a malformed file
+            raise DataError(f"could not read {path} as {suffix} records: {exc}") from exc
+    raise DataError(
+        f"local corpus {path}: unsupported file type {suffix or '(none)'!r}; use .txt, .jsonl, "
+        ".json, .parquet or a directory of .txt files"
+    )
+
+
+# --------------------------------------------------------------------------------------- hub
+
+
+def _texts(records: Iterable[dict], cfg: DataConfig, where: str, progress: bool) -> Iterator[str]:
+    records = itertools.islice(records, cfg.num_documents)
+    if progress:
+        from tqdm.auto import tqdm
+
+        records = tqdm(
+            records,
+            total=cfg.num_documents,
+            desc="reading documents",
+            unit="doc",
+            leave=False,
+            disable=None,
+        )
+    for record in records:
+        if cfg.text_field not in record:
+            raise DataError(
+                f"{where}: records have no field {cfg.text_field!r} (data.text_field); "
+                f"fields present: {', '.join(map(str, record))}"
+            )
+        text = record[cfg.text_field]
+        yield text if isinstance(text, str) else str(text)
+
+
+def _hub_documents(cfg: DataConfig, progress: bool) -> list[str]:
+    import datasets
+
+    try:
+        stream = datasets.load_dataset(
+            cfg.dataset, name=cfg.subset, split=cfg.split, streaming=True
+        )
+        return list(_texts(stream, cfg, describe_source(cfg), progress))
+    except DataError:
+        raise
+    except Exception as exc:  # connection, not-found, auth, bad config name: all user-fixable
+        raise DataError(
+            f"could not load {describe_source(cfg)} with the datasets library: "
+            f"{type(exc).__name__}: {exc}\nIf the Hugging Face Hub is unreachable from this "
+            "machine, download the documents once elsewhere and use source: local with path: "
+            "<file or folder>, or source: builtin for the offline corpus."
+        ) from exc
