@@ -16,6 +16,8 @@ from lmablate.errors import LmablateError
 
 EXAMPLES = """\
 examples:
+  lmablate train configs/builtin.yaml --out runs/builtin
+                                                   train one run (run again to resume)
   lmablate data inspect configs/builtin.yaml       corpus, split, tokens and cache of a config
   lmablate config configs/builtin.yaml --set learning_rate=1e-3
                                                    the resolved config, every default filled in
@@ -147,6 +149,78 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from lmablate.config import load_run_config
+    from lmablate.train import train
+
+    cfg = load_run_config(args.config, args.overrides)
+
+    def log(message: str) -> None:
+        if not args.quiet:
+            print(message, file=sys.stderr)
+
+    result = train(cfg, args.out, progress=not args.quiet, stop_at=args.stop_at, log=log)
+    resume = f"lmablate train {args.config} --out {args.out}" + "".join(
+        f" --set {o}" for o in args.overrides
+    )
+    if result.status == "interrupted":
+        print(
+            f"interrupted at step {result.step}; checkpoint saved. Resume with:\n  {resume}",
+            file=sys.stderr,
+        )
+        return 130
+    if result.status == "stopped":
+        print(
+            f"stopped at step {result.step} as asked; continue with:\n  {resume}", file=sys.stderr
+        )
+        return 0
+    summary = result.summary or {}
+    if result.status == "diverged":
+        print(
+            f"run diverged at step {summary.get('diverged_at_step')}: {summary.get('message')}"
+            f"\nsummary: {result.run_dir / 'summary.json'}"
+        )
+        return 1
+    print(_summary_lines(summary, result.run_dir))
+    return 0
+
+
+def _summary_lines(summary: dict, run_dir) -> str:
+    def fmt(value: float | None, spec: str) -> str:
+        return "n/a" if value is None else format(value, spec)
+
+    mfu = summary.get("mfu")
+    rows = [
+        ("status", f"{summary['status']} at step {summary['step']:,}"),
+        (
+            "val loss",
+            f"{fmt(summary['final_val_loss'], '.4f')} (best "
+            f"{fmt(summary['best_val_loss'], '.4f')} at step {summary['best_val_step']})",
+        ),
+        ("val bpb", fmt(summary["final_val_bpb"], ".4f")),
+        (
+            "val accuracy",
+            f"{fmt(summary['final_val_accuracy'], '.3f')} (top-5 "
+            f"{fmt(summary['final_val_top5_accuracy'], '.3f')})",
+        ),
+        (
+            "train loss",
+            f"{fmt(summary['final_train_loss'], '.4f')} (mean of the last 10% of logged steps)",
+        ),
+        ("tokens", f"{summary['tokens_seen']:,} ({summary['epochs']:.2f} epochs)"),
+        (
+            "throughput",
+            f"{fmt(summary['tokens_per_s'], ',.0f')} tokens/s, "
+            f"{fmt((summary['achieved_flops_per_s'] or 0) / 1e9, ',.1f')} GFLOP/s, "
+            f"MFU {'n/a (peak unknown)' if mfu is None else format(mfu, '.1%')}",
+        ),
+        ("wall time", f"{summary['wall_time_s']:.1f} s"),
+        ("run dir", str(run_dir)),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lmablate",
@@ -171,6 +245,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_overrides(config)
     config.set_defaults(func=cmd_config)
+
+    train = commands.add_parser(
+        "train",
+        help="train one run: evaluate, checkpoint, resume",
+        description="Train one run config into RUN_DIR (config.json, metrics.jsonl, "
+        "checkpoint/, summary.json). Run it again on the same RUN_DIR to resume from the last "
+        "checkpoint; a finished run is left as it is. Ctrl-C saves a checkpoint and exits.",
+    )
+    train.add_argument("config", metavar="CONFIG", help="run config YAML file")
+    train.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory")
+    train.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
+    train.add_argument(
+        "--stop-at",
+        type=int,
+        metavar="STEP",
+        help="checkpoint and stop after STEP optimizer steps (e.g. to fit a "
+        "time-limited job); run again to continue",
+    )
+    _add_overrides(train)
+    train.set_defaults(func=cmd_train)
 
     data = commands.add_parser("data", help="prepare and inspect the corpus of a config")
     data_commands = data.add_subparsers(title="data commands", metavar="COMMAND", required=True)

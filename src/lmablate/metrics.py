@@ -1,0 +1,140 @@
+"""Measurements: evaluation metrics, throughput and MFU, and the append-only metrics log.
+
+Evaluation scores the fixed validation targets (``data.ValidationSet``) and returns
+
+- ``val_loss``: mean next-token cross-entropy in nats; ``val_ppl`` = exp(val_loss);
+- ``val_bpb``: bits per UTF-8 byte, total nats / ln 2 / bytes of the scored text, which does
+  not depend on the tokenizer (Gao et al. 2020, "The Pile", section 3);
+- ``val_accuracy`` and ``val_top5_accuracy``: the target is the top-1 / among the top-5 logits;
+- ``val_confidence``: mean probability of the model's top prediction;
+- ``val_entropy``: mean entropy of the predicted distribution, in nats.
+
+All of it is computed on the device with tensor operations and summed there; the host reads
+six numbers once per evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from lmablate.data import IGNORE_INDEX, ValidationSet
+from lmablate.hardware import autocast
+
+EVAL_LOGITS_BUDGET = 2**25  # logits (float32) per evaluation forward pass: 128 MiB
+
+
+@torch.inference_mode()
+def evaluate(
+    model: torch.nn.Module,
+    val: ValidationSet,
+    vocab_size: int,
+    device: torch.device,
+    precision: str,
+) -> dict[str, float]:
+    """All validation metrics for ``model`` on ``val``."""
+    was_training = model.training
+    model.eval()
+    rows = max(1, EVAL_LOGITS_BUDGET // (val.inputs.shape[1] * vocab_size))
+    # nll, correct, top-5 correct, max-probability, entropy, summed over scored targets
+    sums = torch.zeros(5, dtype=torch.float64, device=device)
+    for start in range(0, len(val.inputs), rows):
+        inputs = val.inputs[start : start + rows].to(device, non_blocking=True)
+        targets = val.targets[start : start + rows].to(device, non_blocking=True)
+        with autocast(device, precision):
+            logits = model(inputs)
+        sums += _target_sums(logits.float(), targets)
+    model.train(was_training)
+    nll, correct, top5, confidence, entropy = (sums / val.n_targets).tolist()
+    total_nats = float(sums[0])
+    return {
+        "val_loss": nll,
+        "val_ppl": math.exp(min(nll, 700.0)),
+        "val_bpb": total_nats / math.log(2) / val.n_bytes,
+        "val_accuracy": correct,
+        "val_top5_accuracy": top5,
+        "val_confidence": confidence,
+        "val_entropy": entropy,
+    }
+
+
+def _target_sums(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Sums over scored targets of (nll, top-1 hit, top-5 hit, max prob, entropy)."""
+    logits, targets = logits.flatten(0, 1), targets.flatten()  # (N, V), (N,)
+    scored = targets != IGNORE_INDEX
+    logits, targets = logits[scored], targets[scored]
+    log_probs = F.log_softmax(logits, dim=-1)
+    nll = -log_probs.gather(1, targets[:, None]).squeeze(1)
+    top5 = log_probs.topk(min(5, log_probs.shape[-1]), dim=-1).indices  # (N, 5), best first
+    hits = top5 == targets[:, None]
+    entropy = -(log_probs.exp() * log_probs).sum(-1)
+    max_prob = log_probs.max(-1).values.exp()
+    stats = torch.stack(
+        [nll, hits[:, 0].float(), hits.any(-1).float(), max_prob, entropy]
+    )  # (5, N)
+    return stats.double().sum(-1)
+
+
+def mfu(flops_per_s: float | None, peak: float | None) -> float | None:
+    """Model FLOPs utilization; None where the device's peak is not known."""
+    if flops_per_s is None or not peak:
+        return None
+    return flops_per_s / peak
+
+
+def smoothed_train_loss(records: list[dict[str, Any]], fraction: float = 0.1) -> float | None:
+    """Mean logged training loss over the last ``fraction`` of logged steps (at least one)."""
+    losses = [r["loss"] for r in records if r.get("kind") == "train"]
+    if not losses:
+        return None
+    tail = losses[-max(1, math.ceil(len(losses) * fraction)) :]
+    return sum(tail) / len(tail)
+
+
+# -------------------------------------------------------------------------------------- JSONL
+
+
+class MetricsLog:
+    """Append-only JSONL; every line is flushed, so a killed run keeps what it logged."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = path.open("a", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record, allow_nan=True) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Records of a metrics log; a torn last line (a kill mid-write) is skipped."""
+    return list(_records(path))
+
+
+def _records(path: Path) -> Iterator[dict[str, Any]]:
+    if not path.is_file():
+        return
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if not line.endswith("\n"):
+                return  # torn final write
+            yield json.loads(line)
+
+
+def truncate_jsonl(path: Path, last_step: int) -> list[dict[str, Any]]:
+    """Keep only records up to ``last_step`` (atomically); what a resumed run replays is dropped."""
+    kept = [r for r in read_jsonl(path) if r["step"] <= last_step]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r, allow_nan=True) + "\n" for r in kept), encoding="utf-8")
+    os.replace(tmp, path)
+    return kept

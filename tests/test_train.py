@@ -1,0 +1,340 @@
+"""Training one run: learning, schedule, exact resume, divergence, checkpoints, metrics."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import run_cli, write_yaml
+from safetensors.torch import load_file
+
+from lmablate.checkpoint import checkpoints
+from lmablate.config import RunConfig, TrainConfig, validate_run_config
+from lmablate.data import ValidationSet, validation_set
+from lmablate.errors import LmablateError
+from lmablate.metrics import evaluate, read_jsonl
+from lmablate.model import LM
+from lmablate.train import build_optimizer, lr_at, train
+
+TIMING_FIELDS = {"step_time_s", "tokens_per_s", "elapsed_s"}
+
+
+@pytest.fixture
+def corpus(tmp_path, documents) -> Path:
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps({"text": doc}) + "\n" for doc in documents))
+    return path
+
+
+def tiny_config(corpus: Path, tokenizer, **train) -> RunConfig:
+    return validate_run_config(
+        {
+            "model": {"d_model": 32, "n_heads": 2, "n_layers": 2, "d_ff": 64},
+            "train": {
+                "batch_size": 8,
+                "seq_len": 32,
+                "learning_rate": 3e-3,
+                "warmup_steps": 5,
+                "max_steps": 30,
+                "eval_every": 10,
+                "eval_tokens": 2048,
+                "log_every": 5,
+                "checkpoint_every": 10,
+                **train,
+            },
+            "data": {
+                "source": "local",
+                "path": str(corpus),
+                "tokenizer": str(tokenizer),
+                "num_documents": None,
+            },
+        }
+    )
+
+
+def trajectory(run_dir: Path) -> list[dict]:
+    """Every logged number that does not depend on wall-clock time."""
+    return [
+        {k: v for k, v in r.items() if k not in TIMING_FIELDS}
+        for r in read_jsonl(run_dir / "metrics.jsonl")
+    ]
+
+
+def quiet_train(cfg: RunConfig, run_dir: Path, **kwargs):
+    return train(cfg, run_dir, progress=False, log=lambda _: None, **kwargs)
+
+
+# ------------------------------------------------------------------------------- schedule
+
+
+def test_lr_schedule_edges():
+    cfg = TrainConfig(learning_rate=1e-3, min_lr_ratio=0.1, warmup_steps=10, max_steps=110)
+    assert lr_at(0, cfg) == pytest.approx(1e-4)
+    assert lr_at(4, cfg) == pytest.approx(5e-4)
+    assert lr_at(9, cfg) == pytest.approx(1e-3)  # last warmup update reaches the peak
+    assert lr_at(10, cfg) == pytest.approx(1e-3)  # cosine starts at the peak
+    assert lr_at(60, cfg) == pytest.approx(0.55e-3)  # halfway: midpoint of peak and floor
+    assert lr_at(110, cfg) == pytest.approx(1e-4)  # floor = min_lr_ratio * lr at max_steps
+    decay = [lr_at(s, cfg) for s in range(10, 111)]
+    assert all(a >= b for a, b in itertools.pairwise(decay))
+    assert lr_at(109, cfg) > 1e-4
+
+
+def test_lr_schedule_without_warmup_or_floor():
+    cfg = TrainConfig(learning_rate=2e-3, min_lr_ratio=0.0, warmup_steps=0, max_steps=100)
+    assert lr_at(0, cfg) == pytest.approx(2e-3)
+    assert lr_at(100, cfg) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_weight_decay_only_on_matrices():
+    model = LM(RunConfig(model={"d_model": 32, "n_heads": 2, "n_layers": 2, "d_ff": 64}).model, 64)
+    optimizer = build_optimizer(model, TrainConfig(weight_decay=0.1), torch.device("cpu"))
+    decayed, plain = optimizer.param_groups
+    assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
+    assert all(p.ndim == 2 for p in decayed["params"])
+    assert len(plain["params"]) == 2 * 2 + 1  # two norms per block and the final norm
+    assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == sum(
+        p.numel() for p in model.parameters()
+    )
+    assert (decayed["betas"], decayed["eps"]) == ((0.9, 0.95), 1e-8)
+
+
+# ------------------------------------------------------------------------------ training
+
+
+def test_a_tiny_model_learns(tmp_path, corpus, tokenizer_dir):
+    cfg = tiny_config(corpus, tokenizer_dir, max_steps=60, eval_every=30)
+    result = quiet_train(cfg, tmp_path / "run")
+    summary = result.summary
+    evals = [r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "eval"]
+    assert [r["step"] for r in evals] == [0, 30, 60]
+    assert evals[0]["val_loss"] == pytest.approx(math.log(512), abs=0.1)  # uniform at init
+    assert summary["status"] == "complete"
+    assert summary["final_val_loss"] < evals[0]["val_loss"] - 0.8
+    assert summary["final_val_accuracy"] > evals[0]["val_accuracy"]
+    assert summary["tokens_seen"] == 60 * 8 * 32
+    for name in (
+        "status",
+        "final_val_loss",
+        "final_val_bpb",
+        "best_val_loss",
+        "final_train_loss",
+        "tokens_seen",
+        "wall_time_s",
+        "tokens_per_s",
+        "mfu",
+    ):
+        assert name in summary
+    assert summary["mfu"] is None  # no known peak for a CPU: never a guess
+    assert summary["tokens_per_s"] > 0 and summary["environment"]["torch"] == torch.__version__
+    run = tmp_path / "run"
+    for name in ("config.json", "metrics.jsonl", "summary.json", "tokenizer/tokenizer.json"):
+        assert (run / name).is_file()
+    assert [p.name for p in checkpoints(run)] == ["step-00000060"]  # final one kept on success
+
+
+def test_resume_is_bit_identical(tmp_path, corpus, tokenizer_dir):
+    cfg = tiny_config(corpus, tokenizer_dir)
+    quiet_train(cfg, tmp_path / "whole")
+
+    stopped = quiet_train(cfg, tmp_path / "split", stop_at=13)
+    assert stopped.status == "stopped" and stopped.step == 13
+    assert not (tmp_path / "split" / "summary.json").exists()
+    resumed = quiet_train(cfg, tmp_path / "split")
+    assert resumed.status == "complete"
+
+    assert trajectory(tmp_path / "split") == trajectory(tmp_path / "whole")
+    final = "checkpoint/step-00000030/model.safetensors"
+    whole, split = load_file(tmp_path / "whole" / final), load_file(tmp_path / "split" / final)
+    for name, tensor in whole.items():
+        assert torch.equal(tensor, split[name]), name
+
+
+def test_resume_from_an_older_checkpoint_drops_replayed_lines(tmp_path, corpus, tokenizer_dir):
+    cfg = tiny_config(corpus, tokenizer_dir)
+    quiet_train(cfg, tmp_path / "whole")
+    quiet_train(cfg, tmp_path / "split", stop_at=13)
+    # as if killed after logging step 13 but before its checkpoint landed: newest is step 10
+    newest = checkpoints(tmp_path / "split")[-1]
+    (newest / "model.safetensors").write_bytes(b"torn")  # corrupt: checksum must catch it
+    messages: list[str] = []
+    train(cfg, tmp_path / "split", progress=False, log=messages.append)
+    assert any("corrupt" in m and "does not match its checksum" in m for m in messages)
+    assert any("resuming" in m and "from step 10" in m for m in messages)
+    assert trajectory(tmp_path / "split") == trajectory(tmp_path / "whole")
+
+
+def test_finished_runs_are_left_alone(tmp_path, corpus, tokenizer_dir):
+    cfg = tiny_config(corpus, tokenizer_dir, max_steps=10, eval_every=5)
+    quiet_train(cfg, tmp_path / "run")
+    before = (tmp_path / "run" / "metrics.jsonl").read_text()
+    messages: list[str] = []
+    result = train(cfg, tmp_path / "run", progress=False, log=messages.append)
+    assert result.status == "complete" and "already finished" in messages[0]
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
+
+
+def test_resuming_with_another_config_is_refused(tmp_path, corpus, tokenizer_dir):
+    quiet_train(tiny_config(corpus, tokenizer_dir), tmp_path / "run", stop_at=5)
+    changed = tiny_config(corpus, tokenizer_dir, learning_rate=1e-3)
+    with pytest.raises(LmablateError, match=r"different config \(train.learning_rate: 0.003 -> "):
+        quiet_train(changed, tmp_path / "run")
+
+
+def test_divergence_is_a_status_not_a_crash(tmp_path, corpus, tokenizer_dir):
+    cfg = tiny_config(corpus, tokenizer_dir, learning_rate=1e6, max_steps=20)
+    result = quiet_train(cfg, tmp_path / "run")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert result.status == summary["status"] == "diverged"
+    assert 1 <= summary["diverged_at_step"] <= 5
+    assert "non-finite" in summary["message"]
+    assert summary["final_val_loss"] is None  # a diverged run has no final result
+    assert summary["best_val_loss"] == pytest.approx(math.log(512), abs=0.1)  # the step-0 eval
+    assert [r["step"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")] == [0]
+    for path in checkpoints(tmp_path / "run"):  # nothing non-finite was checkpointed
+        assert all(torch.isfinite(t).all() for t in load_file(path / "model.safetensors").values())
+
+
+def test_seed_fixes_init_and_data_seed_fixes_batches(tmp_path, corpus, tokenizer_dir):
+    def step0_and_first_loss(**seeds) -> tuple[float, float]:
+        run = tmp_path / "-".join(f"{k}{v}" for k, v in seeds.items())
+        quiet_train(tiny_config(corpus, tokenizer_dir, max_steps=6, eval_every=6, **seeds), run)
+        records = read_jsonl(run / "metrics.jsonl")
+        return records[0]["val_loss"], records[1]["loss"]
+
+    base = step0_and_first_loss(seed=0, data_seed=0)
+    other_data = step0_and_first_loss(seed=0, data_seed=1)
+    other_init = step0_and_first_loss(seed=1, data_seed=0)
+    assert other_data[0] == base[0] and other_data[1] != base[1]  # same init, other batches
+    assert other_init[0] != base[0]  # other init
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path, corpus, tokenizer_dir):
+    one = tiny_config(corpus, tokenizer_dir, max_steps=10, eval_every=10)
+    four = tiny_config(corpus, tokenizer_dir, max_steps=10, eval_every=10, grad_accum_steps=4)
+    quiet_train(one, tmp_path / "one")
+    quiet_train(four, tmp_path / "four")
+    for a, b in zip(trajectory(tmp_path / "one"), trajectory(tmp_path / "four"), strict=True):
+        for key in ("loss", "val_loss", "grad_norm"):
+            if key in a:
+                assert a[key] == pytest.approx(b[key], rel=1e-4), key
+
+
+# ------------------------------------------------------------------------------- metrics
+
+
+def test_eval_metrics_match_a_per_token_reference():
+    torch.manual_seed(0)
+    vocab = 50
+    model = LM(
+        RunConfig(model={"d_model": 32, "n_heads": 2, "n_layers": 1, "d_ff": 64}).model, vocab
+    ).eval()
+    tokens = np.random.default_rng(0).integers(0, vocab, 300).astype(np.uint16)
+    val: ValidationSet = validation_set(tokens, 16, 200, lambda ids: "ab" * len(ids))
+    got = evaluate(model, val, vocab, torch.device("cpu"), "fp32")
+
+    nll = correct = top5 = confidence = entropy = 0.0
+    with torch.no_grad():
+        logits = model(val.inputs)
+    for w in range(val.inputs.shape[0]):
+        for t in range(val.inputs.shape[1]):
+            target = int(val.targets[w, t])
+            if target < 0:
+                continue
+            probs = F.softmax(logits[w, t].double(), dim=-1)
+            nll -= math.log(probs[target])
+            ranking = sorted(range(vocab), key=lambda i: -probs[i])
+            correct += ranking[0] == target
+            top5 += target in ranking[:5]
+            confidence += float(probs.max())
+            entropy -= sum(float(p) * math.log(float(p)) for p in probs)
+    n = 200
+    assert got["val_loss"] == pytest.approx(nll / n, rel=1e-5)
+    assert got["val_bpb"] == pytest.approx(nll / math.log(2) / 400, rel=1e-5)
+    assert got["val_ppl"] == pytest.approx(math.exp(nll / n), rel=1e-5)
+    assert got["val_accuracy"] == pytest.approx(correct / n)
+    assert got["val_top5_accuracy"] == pytest.approx(top5 / n)
+    assert got["val_confidence"] == pytest.approx(confidence / n, rel=1e-5)
+    assert got["val_entropy"] == pytest.approx(entropy / n, rel=1e-5)
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def smollm_sized_tokenizer(directory: Path, documents: list[str]) -> Path:
+    """A tokenizer directory with SmolLM's 49,152-token vocabulary (BPE + reserved tokens)."""
+    from lmablate.data.tokenizers import train_bpe
+
+    tokenizer = train_bpe(documents, 2000)
+    missing = 49_152 - tokenizer.vocab_size
+    tokenizer.backend.add_tokens([f"<reserved_{i}>" for i in range(missing)])
+    assert tokenizer.vocab_size == 49_152
+    tokenizer.save(directory)
+    return directory
+
+
+def test_cli_train_local_jsonl_with_smollm_sized_vocab(tmp_path, corpus, documents):
+    tokenizer = smollm_sized_tokenizer(tmp_path / "tokenizer", documents)
+    config = write_yaml(
+        tmp_path / "run.yaml",
+        f"""\
+        model: {{d_model: 32, n_heads: 2, n_layers: 2, d_ff: 64}}
+        train: {{batch_size: 4, seq_len: 32, max_steps: 12, warmup_steps: 2, eval_every: 6,
+                eval_tokens: 512, log_every: 3, checkpoint_every: 6, learning_rate: 3e-3}}
+        data: {{source: local, path: {corpus}, tokenizer: {tokenizer}, num_documents: null}}
+        """,
+    )
+    out = tmp_path / "run"
+    result = run_cli("train", str(config), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "status        complete at step 12" in result.stdout
+    assert "val loss" in result.stdout and "tokens/s" in result.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["vocab_size"] == 49_152 and summary["status"] == "complete"
+    assert json.loads((out / "config.json").read_text())["train"]["max_steps"] == 12
+
+    again = run_cli("train", str(config), "--out", str(out), "--quiet")
+    assert again.returncode == 0 and again.stderr == ""
+
+
+def test_ctrl_c_checkpoints_and_says_how_to_resume(tmp_path, corpus, tokenizer_dir):
+    config = write_yaml(
+        tmp_path / "run.yaml",
+        f"""\
+        model: {{d_model: 32, n_heads: 2, n_layers: 2, d_ff: 64}}
+        train: {{batch_size: 8, seq_len: 32, max_steps: 100000, warmup_steps: 2,
+                eval_every: 100000, eval_tokens: 512, log_every: 1, checkpoint_every: 100000}}
+        data: {{source: local, path: {corpus}, tokenizer: {tokenizer_dir}, num_documents: null}}
+        """,
+    )
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lmablate", "train", str(config), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(read_jsonl(metrics)) < 5:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "checkpoint saved. Resume with:" in stderr
+    assert f"lmablate train {config} --out {out}" in stderr
+    assert "Traceback" not in stderr
+    saved = checkpoints(out)
+    assert len(saved) == 1
+    step = int(saved[0].name.split("-")[1])
+    assert read_jsonl(metrics)[-1]["step"] == step
