@@ -26,7 +26,7 @@ test: lint
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 demo: install
-	$(BIN)/lmablate data inspect configs/builtin.yaml
+	$(BIN)/lmablate train configs/builtin.yaml --out results/builtin
 
 format: install
 	$(BIN)/ruff format .

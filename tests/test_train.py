@@ -26,7 +26,7 @@ from lmablate.metrics import evaluate, read_jsonl
 from lmablate.model import LM
 from lmablate.train import build_optimizer, lr_at, train
 
-TIMING_FIELDS = {"step_time_s", "tokens_per_s", "elapsed_s"}
+TIMING_FIELDS = {"step_time", "tokens_per_s", "elapsed"}
 
 
 @pytest.fixture

@@ -209,7 +209,7 @@ class _Interval:
             "loss": float(self.loss) / self.steps,  # mean over the steps since the last record
             "lr": lr,
             "grad_norm": grad_norm,  # pre-clip norm of the logged step
-            "step_time_s": self.time_s / self.steps,
+            "step_time": self.time_s / self.steps,
             "tokens_per_s": self.steps * tokens_per_step / self.time_s,
         }
 
@@ -317,7 +317,7 @@ def _train(
             "step": step,
             "tokens_seen": step * tokens_per_step,
             **evaluate(model, val, vocab_size, device, precision),
-            "elapsed_s": elapsed(),
+            "elapsed": elapsed(),
         }
         metrics.write(record)
         log(
@@ -384,7 +384,7 @@ def _train(
                 if log_due:
                     loop["train_time_s"] += pending.time_s
                     record = pending.record(step, tokens_per_step, lr, float(grad_norm))
-                    metrics.write({**record, "elapsed_s": elapsed()})
+                    metrics.write({**record, "elapsed": elapsed()})
                     bar.update(step - bar.n)
                     bar.set_postfix(
                         loss=f"{record['loss']:.3f}",
