@@ -29,7 +29,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
 
+from lmablate.config import RunConfig, read_run_config
+from lmablate.data.tokenizers import Tokenizer, load_tokenizer
 from lmablate.errors import LmablateError
+from lmablate.model import LM, resolve_vocab_size
 
 CHECKPOINT_DIR = "checkpoint"
 FILES = ("model.safetensors", "trainer.pt")
@@ -155,6 +158,17 @@ def load_checkpoint(
     set_rng_state(state["rng"])
     meta = json.loads((path / "meta.json").read_text())
     return meta["step"], state["loop"]
+
+
+def load_run(run_dir: Path, device: str = "cpu") -> tuple[LM, Tokenizer, RunConfig, int]:
+    """A run's model (newest valid weights, eval mode), tokenizer, config and weights' step."""
+    cfg = read_run_config(run_dir)
+    if not (run_dir / "tokenizer" / "tokenizer.json").is_file():
+        raise LmablateError(f"{run_dir} has no tokenizer/ (was the run started?)")
+    tokenizer = load_tokenizer(str(run_dir / "tokenizer"))
+    model = LM(cfg.model, resolve_vocab_size(cfg.model, tokenizer.vocab_size))
+    step = load_weights(model, run_dir, device)
+    return model.to(device).eval(), tokenizer, cfg, step
 
 
 def load_weights(model: torch.nn.Module, run_dir: Path, device: str = "cpu") -> int:

@@ -16,6 +16,8 @@ from lmablate.errors import LmablateError
 
 EXAMPLES = """\
 examples:
+  lmablate run studies/quickstart.yaml             the quick-start study and its report
+  lmablate run studies/seed.yaml --dry-run         what a study would run, and how long
   lmablate train configs/builtin.yaml --out runs/builtin
                                                    train one run (run again to resume)
   lmablate data inspect configs/builtin.yaml       corpus, split, tokens and cache of a config
@@ -154,11 +156,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from lmablate.train import train
 
     cfg = load_run_config(args.config, args.overrides)
-
-    def log(message: str) -> None:
-        if not args.quiet:
-            print(message, file=sys.stderr)
-
+    log = _logger(args.quiet)
     result = train(cfg, args.out, progress=not args.quiet, stop_at=args.stop_at, log=log)
     resume = f"lmablate train {args.config} --out {args.out}" + "".join(
         f" --set {o}" for o in args.overrides
@@ -221,6 +219,93 @@ def _summary_lines(summary: dict, run_dir) -> str:
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lmablate.study import dry_run, run_study
+    from lmablate.study_config import load_study
+
+    study = load_study(args.study, args.overrides, seeds=args.seeds)
+    directory = Path(args.out or f"results/{study.config.name}")
+    log = _logger(args.quiet)
+    if args.dry_run:
+        rows = dry_run(study, only=args.only, log=log)
+        _print_dry_run(rows)
+        return 0
+    outcome = run_study(
+        study, directory, only=args.only, force=args.force, progress=not args.quiet, log=log
+    )
+    command = (
+        " ".join(["lmablate run", *sys.argv[2:]])
+        if sys.argv[1:2] == ["run"]
+        else f"lmablate run {args.study}"
+    )
+    if outcome.interrupted:
+        print(
+            f"interrupted; finished runs and checkpoints are kept. Resume with:\n  {command}",
+            file=sys.stderr,
+        )
+        return 130
+    failed = [path for path, status in outcome.statuses.items() if status != "complete"]
+    data = json.loads((outcome.report / "research_data.json").read_text())
+    findings = data["results_summary"]["key_findings"]
+    print(
+        f"study {study.config.name}: {len(outcome.statuses) - len(failed)} of "
+        f"{len(outcome.statuses)} runs complete"
+        + (f"; not complete: {', '.join(failed)}" if failed else "")
+    )
+    print(
+        f"best (lowest validation loss): {findings['best_performing_config']}; "
+        f"most efficient (FLOPs to target loss): {findings['most_efficient_config']}"
+    )
+    print(f"report: {outcome.report / 'research_report.md'}")
+    return 0
+
+
+def _print_dry_run(rows: list[dict]) -> None:
+    print(
+        f"{'variant':<16} {'seed':>4} {'params':>9} {'tokens':>12} {'FLOPs':>9} "
+        f"{'s/step':>7} {'est. time':>9}  changes from baseline"
+    )
+    for row in rows:
+        changes = ", ".join(f"{k}={v}" for k, v in row["changes"].items()) or "-"
+        print(
+            f"{row['variant']:<16} {row['seed']:>4} {row['params'] / 1e6:>8.2f}M "
+            f"{row['tokens']:>12,} {row['flops']:>9.2e} {row['step_time_s']:>7.3f} "
+            f"{row['estimated_s'] / 60:>8.1f}m  {changes}"
+        )
+    total = sum(r["estimated_s"] for r in rows)
+    print(
+        f"{len(rows)} runs, estimated {total / 60:.1f} minutes on this machine (from timed "
+        "steps of each shape; evaluation included, data preparation not)"
+    )
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from lmablate.report import build_report
+
+    out = build_report(args.directory)
+    print(f"report: {out / 'research_report.md'}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lmablate.study import print_status, study_status
+
+    print_status(study_status(Path(args.directory)))
+    return 0
+
+
+def _logger(quiet: bool) -> Callable[[str], None]:
+    def log(message: str) -> None:
+        if not quiet:
+            print(message, file=sys.stderr)
+
+    return log
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lmablate",
@@ -245,6 +330,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_overrides(config)
     config.set_defaults(func=cmd_config)
+
+    run = commands.add_parser(
+        "run",
+        help="run a study (variants x seeds) and build its research package",
+        description="Expand a study into runs under DIR/runs/<variant>/seed-<k>/, train each "
+        "(skipping finished runs, resuming partial ones), generate text samples, and build "
+        "DIR/report/. Run it again to continue an interrupted study.",
+    )
+    run.add_argument("study", metavar="STUDY", help="study YAML file")
+    run.add_argument("--out", metavar="DIR", help="study directory (default: results/<name>)")
+    run.add_argument("--only", nargs="+", metavar="VARIANT", help="run only these variants")
+    run.add_argument("--seeds", type=int, metavar="N", help="replicate with seeds 0..N-1")
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="retrain from scratch runs whose config no longer matches the study",
+    )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the expanded runs, their size, cost and an estimated time "
+        "from a few timed steps of each shape, then exit",
+    )
+    run.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    _add_overrides(run)
+    run.set_defaults(func=cmd_run)
+
+    report = commands.add_parser(
+        "report",
+        help="rebuild a study's research package from its run directories",
+        description="Rebuild DIR/report/ (JSON, CSV, figures, Markdown report, samples, zip) "
+        "from the run directories alone; no training or model work.",
+    )
+    report.add_argument("directory", metavar="DIR", help="study directory")
+    report.set_defaults(func=cmd_report)
+
+    status = commands.add_parser("status", help="list a study's runs and their state")
+    status.add_argument("directory", metavar="DIR", help="study directory")
+    status.set_defaults(func=cmd_status)
 
     train = commands.add_parser(
         "train",

@@ -13,6 +13,7 @@ nearest valid name), wrong types, impossible shapes. This module does not import
 from __future__ import annotations
 
 import difflib
+import json
 import re
 import types
 import typing
@@ -21,7 +22,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
 from lmablate.errors import ConfigError
 
@@ -214,7 +222,9 @@ class DataConfig(_Section):
     )
 
     @model_validator(mode="after")
-    def _check_paths(self) -> DataConfig:
+    def _check_paths(self, info: ValidationInfo) -> DataConfig:
+        if info.context and not info.context.get("check_paths", True):
+            return self  # a finished run's config: its corpus may have moved since
         if self.source == "local":
             if self.path is None:
                 raise ValueError("data.path is required when data.source is 'local'")
@@ -482,6 +492,14 @@ def load_run_config(path: str | Path, overrides: Iterable[str] = ()) -> RunConfi
     """Read, override and validate a run config file."""
     raw = read_yaml_mapping(path)
     return validate_run_config(apply_overrides(raw, overrides), where=f"{path}: ")
+
+
+def read_run_config(run_dir: str | Path) -> RunConfig:
+    """The config a run directory was trained with (paths are not re-checked)."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a run directory (no config.json)")
+    return RunConfig.model_validate(json.loads(path.read_text()), context={"check_paths": False})
 
 
 # ------------------------------------------------------------------------------ documentation

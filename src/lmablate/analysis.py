@@ -1,0 +1,338 @@
+"""Analysis: turns a study's run directories into tables and findings. No torch.
+
+Everything here reads what training left on disk (study.yaml, each run's config.json,
+metrics.jsonl, summary.json and samples.json), never live objects, so ``lmablate report``
+rebuilds a package from the files alone.
+
+Definitions a reader of the report needs:
+- Rankings use the **final validation loss** on held-out documents (the same target tokens
+  for every run), averaged over the seeds of a variant; training loss is shown beside it.
+- **Efficiency** is the training compute (FLOPs, 6N + 12·L·d·T per token) a run needed to
+  reach a target validation loss: by default the baseline's final validation loss. It is read
+  off each run's evaluation curve by linear interpolation between evaluations. A run that
+  never reaches the target is less efficient than every run that does. Steps per second are
+  reported but never used to rank: they ignore how much each step learns.
+- **Convergence**: ``total_improvement`` is the relative drop of validation loss from step 0
+  to the end; ``early_phase_loss`` / ``late_phase_loss`` are mean logged training losses over
+  the first / last 10% of logged steps; ``converged`` means the validation loss improved by
+  less than 1% over the last 20% of training.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONVERGED_TOLERANCE = 0.01  # relative val-loss improvement over the last 20% of training
+PHASE_FRACTION = 0.1
+
+
+@dataclass
+class RunData:
+    variant: str
+    seed: int
+    path: Path
+    config: dict[str, Any] | None
+    summary: dict[str, Any] | None
+    records: list[dict[str, Any]] = field(default_factory=list)
+    samples: dict[str, Any] | None = None
+
+    @property
+    def status(self) -> str:
+        if self.summary is not None:
+            return self.summary["status"]
+        return "partial" if self.records else "not started"
+
+    @property
+    def train_records(self) -> list[dict[str, Any]]:
+        return [r for r in self.records if r["kind"] == "train"]
+
+    @property
+    def eval_records(self) -> list[dict[str, Any]]:
+        return [r for r in self.records if r["kind"] == "eval"]
+
+
+@dataclass
+class StudyData:
+    directory: Path
+    study: dict[str, Any]
+    runs: list[RunData]
+
+    @property
+    def variants(self) -> list[str]:
+        return ["baseline", *self.study.get("variants", {})]
+
+    def runs_of(self, variant: str, complete_only: bool = False) -> list[RunData]:
+        return [
+            r
+            for r in self.runs
+            if r.variant == variant and (not complete_only or r.status == "complete")
+        ]
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    records = []
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.endswith("\n"):  # a torn last line (a kill mid-write) is skipped
+                records.append(json.loads(line))
+    return records
+
+
+def load_study_dir(directory: str | Path) -> StudyData:
+    directory = Path(directory)
+    study_file = directory / "study.yaml"
+    if not study_file.is_file():
+        from lmablate.errors import LmablateError
+
+        raise LmablateError(
+            f"{directory} is not a study directory (no study.yaml); "
+            "create one with lmablate run STUDY.yaml"
+        )
+    study = yaml.safe_load(study_file.read_text())
+    runs = []
+    for variant in ["baseline", *study.get("variants", {})]:
+        for seed in study["seeds"]:
+            path = directory / "runs" / variant / f"seed-{seed}"
+            runs.append(
+                RunData(
+                    variant=variant,
+                    seed=seed,
+                    path=path,
+                    config=_read_json(path / "config.json"),
+                    summary=_read_json(path / "summary.json"),
+                    records=_read_jsonl(path / "metrics.jsonl"),
+                    samples=_read_json(path / "samples.json"),
+                )
+            )
+    return StudyData(directory, study, runs)
+
+
+# ----------------------------------------------------------------------------- per run
+
+
+def _mean(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(values) / len(values) if values else None
+
+
+def cumulative_train_time(run: RunData) -> dict[int, float]:
+    """Seconds of training (evaluation excluded) spent up to each logged step."""
+    elapsed, previous, out = 0.0, 0, {0: 0.0}
+    for record in run.train_records:
+        elapsed += record["step_time"] * (record["step"] - previous)
+        previous = record["step"]
+        out[previous] = elapsed
+    return out
+
+
+def eval_curve(run: RunData) -> list[dict[str, float]]:
+    """Evaluation points with their budgets: tokens, training FLOPs, training seconds."""
+    flops_per_token = (run.summary or {}).get("flops_per_token")
+    train_time = cumulative_train_time(run)
+    curve = []
+    for record in run.eval_records:
+        point = {
+            "step": record["step"],
+            "tokens": record["tokens_seen"],
+            "val_loss": record["val_loss"],
+            "val_bpb": record["val_bpb"],
+            "val_accuracy": record["val_accuracy"],
+        }
+        point["flops"] = record["tokens_seen"] * flops_per_token if flops_per_token else None
+        point["time_s"] = train_time.get(record["step"])
+        curve.append(point)
+    return curve
+
+
+def budget_to_reach(curve: list[dict[str, float]], target: float, budget: str) -> float | None:
+    """The ``budget`` (tokens, flops or time_s) at which the val loss first reaches ``target``,
+    interpolated linearly between evaluations; None if it never does."""
+    for before, after in zip([None, *curve[:-1]], curve, strict=True):
+        if after[budget] is None or after["val_loss"] > target:
+            continue
+        if before is None or before["val_loss"] == after["val_loss"]:
+            return after[budget]
+        fraction = (before["val_loss"] - target) / (before["val_loss"] - after["val_loss"])
+        return before[budget] + fraction * (after[budget] - before[budget])
+    return None
+
+
+def run_metrics(run: RunData, target: float | None) -> dict[str, Any]:
+    """Every per-run number the report uses."""
+    summary = run.summary or {}
+    train, evals = run.train_records, run.eval_records
+    losses = [r["loss"] for r in train]
+    phase = max(1, math.ceil(len(losses) * PHASE_FRACTION))
+    step_times = [r["step_time"] for r in train]
+    curve = eval_curve(run)
+    initial = evals[0]["val_loss"] if evals else None
+    final = summary.get("final_val_loss")
+    converged = None
+    if final is not None and len(evals) >= 2:
+        cutoff = 0.8 * evals[-1]["step"]
+        reference = next(
+            (r for r in evals if r["step"] >= cutoff and r is not evals[-1]), evals[-2]
+        )
+        converged = (reference["val_loss"] - final) / reference["val_loss"] < CONVERGED_TOLERANCE
+    avg_step = _mean(step_times)
+    return {
+        "variant": run.variant,
+        "seed": run.seed,
+        "status": run.status,
+        "message": summary.get("message"),
+        "train_loss": summary.get("final_train_loss"),
+        "eval_loss": final,
+        "val_bpb": summary.get("final_val_bpb"),
+        "accuracy": summary.get("final_val_accuracy"),
+        "top5_accuracy": summary.get("final_val_top5_accuracy"),
+        "perplexity": summary.get("final_val_ppl"),
+        "avg_confidence": summary.get("final_val_confidence"),
+        "entropy": summary.get("final_val_entropy"),
+        "best_val_loss": summary.get("best_val_loss"),
+        "convergence_total_improvement": (initial - final) / initial if final and initial else None,
+        "convergence_early_phase_loss": _mean(losses[:phase]) if losses else None,
+        "convergence_late_phase_loss": _mean(losses[-phase:]) if losses else None,
+        "convergence_converged": converged,
+        "efficiency_avg_step_time": avg_step,
+        "efficiency_steps_per_second": 1 / avg_step if avg_step else None,
+        "efficiency_step_time_std": statistics.stdev(step_times) if len(step_times) > 1 else None,
+        "tokens_seen": summary.get("tokens_seen"),
+        "epochs": summary.get("epochs"),
+        "params": (summary.get("params") or {}).get("total"),
+        "non_embedding_params": (summary.get("params") or {}).get("non_embedding"),
+        "total_flops": summary.get("total_flops"),
+        "tokens_per_s": summary.get("tokens_per_s"),
+        "mfu": summary.get("mfu"),
+        "wall_time": summary.get("wall_time_s"),
+        "train_time": summary.get("train_time_s"),
+        "flops_to_target": budget_to_reach(curve, target, "flops") if target else None,
+        "tokens_to_target": budget_to_reach(curve, target, "tokens") if target else None,
+        "time_to_target": budget_to_reach(curve, target, "time_s") if target else None,
+    }
+
+
+# ------------------------------------------------------------------------------ study level
+
+AGGREGATED = (
+    "train_loss",
+    "eval_loss",
+    "val_bpb",
+    "accuracy",
+    "top5_accuracy",
+    "perplexity",
+    "avg_confidence",
+    "entropy",
+    "best_val_loss",
+    "convergence_total_improvement",
+    "convergence_early_phase_loss",
+    "convergence_late_phase_loss",
+    "efficiency_avg_step_time",
+    "efficiency_steps_per_second",
+    "efficiency_step_time_std",
+    "tokens_seen",
+    "epochs",
+    "params",
+    "non_embedding_params",
+    "total_flops",
+    "tokens_per_s",
+    "mfu",
+    "wall_time",
+    "train_time",
+    "flops_to_target",
+    "tokens_to_target",
+    "time_to_target",
+)
+
+
+@dataclass
+class Analysis:
+    per_run: list[dict[str, Any]]
+    per_variant: dict[str, dict[str, Any]]  # means over complete seeds, plus n and stds
+    target_loss: float | None
+    target_source: str
+    ranking: list[tuple[str, float]]  # (variant, mean final val loss), best first
+    efficiency_ranking: list[tuple[str, float | None]]  # (variant, FLOPs to target), best first
+    findings: dict[str, Any]
+
+
+def target_loss(study: StudyData) -> tuple[float | None, str]:
+    """The baseline's mean final val loss; else the worst complete variant's (all reach it)."""
+    baseline = [r.summary["final_val_loss"] for r in study.runs_of("baseline", True)]
+    if baseline:
+        return sum(baseline) / len(baseline), "the baseline's final validation loss"
+    finals = {
+        v: _mean([r.summary["final_val_loss"] for r in study.runs_of(v, True)])
+        for v in study.variants
+    }
+    finals = {v: x for v, x in finals.items() if x is not None}
+    if not finals:
+        return None, "no complete run"
+    return max(
+        finals.values()
+    ), "the highest final validation loss among complete variants (the baseline did not complete)"
+
+
+def analyze(study: StudyData) -> Analysis:
+    target, source = target_loss(study)
+    per_run = [run_metrics(run, target) for run in study.runs]
+    per_variant: dict[str, dict[str, Any]] = {}
+    for variant in study.variants:
+        rows = [m for m in per_run if m["variant"] == variant and m["status"] == "complete"]
+        statuses = [m["status"] for m in per_run if m["variant"] == variant]
+        entry: dict[str, Any] = {
+            "variant": variant,
+            "n_complete": len(rows),
+            "n_seeds": len(statuses),
+            "statuses": statuses,
+        }
+        for key in AGGREGATED:
+            values = [m[key] for m in rows if m[key] is not None]
+            entry[key] = _mean(values)
+            entry[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None
+        # a variant reaches the target only if every complete seed does
+        if rows and any(m["flops_to_target"] is None for m in rows):
+            for key in ("flops_to_target", "tokens_to_target", "time_to_target"):
+                entry[key] = None
+        entry["converged"] = all(m["convergence_converged"] for m in rows) if rows else None
+        per_variant[variant] = entry
+
+    complete = {v: e for v, e in per_variant.items() if e["n_complete"] and e["eval_loss"]}
+    ranking = sorted(((v, e["eval_loss"]) for v, e in complete.items()), key=lambda x: x[1])
+    # reached the target: fewest FLOPs first; then the rest, closest final loss first
+    reached = sorted(
+        (v for v in complete if complete[v]["flops_to_target"] is not None),
+        key=lambda v: complete[v]["flops_to_target"],
+    )
+    missed = sorted(
+        (v for v in complete if complete[v]["flops_to_target"] is None),
+        key=lambda v: complete[v]["eval_loss"],
+    )
+    efficiency = [(v, complete[v]["flops_to_target"]) for v in [*reached, *missed]]
+    findings: dict[str, Any] = {
+        "best_performing_config": ranking[0][0] if ranking else None,
+        "worst_performing_config": ranking[-1][0] if ranking else None,
+        "performance_gap": ranking[-1][1] - ranking[0][1] if ranking else None,
+        "most_efficient_config": efficiency[0][0] if efficiency else None,
+        "least_efficient_config": efficiency[-1][0] if efficiency else None,
+        "ranking_metric": "final validation loss on held-out documents (nats per token), "
+        "mean over seeds",
+        "efficiency_measure": "training FLOPs to reach the target validation loss "
+        f"({source}); runs that never reach it rank last",
+        "target_val_loss": target,
+        "not_reaching_target": missed,
+        "incomplete": [v for v, e in per_variant.items() if e["n_complete"] < e["n_seeds"]],
+    }
+    return Analysis(per_run, per_variant, target, source, ranking, efficiency, findings)

@@ -1,0 +1,260 @@
+"""Figures of a study, drawn from the analysis tables with matplotlib's Agg backend. No torch.
+
+Every figure has a title, axis labels with units and a legend. Curves of a variant with
+several complete seeds are the mean over seeds, with the seeds' range shaded.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from lmablate.analysis import Analysis, RunData, StudyData, eval_curve
+
+LOSS = "loss (nats / token)"
+FIGURES = {
+    "training_loss_comparison.png": "Training and validation loss against tokens seen",
+    "final_performance_comparison.png": "Final validation loss, bits per byte, accuracy and "
+    "top-5 accuracy per configuration (training loss beside validation loss)",
+    "efficiency_analysis.png": "Validation loss against training compute, compute to reach the "
+    "target loss, and throughput",
+    "convergence_analysis.png": "Validation loss by step, and how fast it was still falling "
+    "(loss drop per million tokens between evaluations)",
+    "val_loss_vs_tokens.png": "Validation loss against tokens seen (equal-data view)",
+    "val_loss_vs_time.png": "Validation loss against training time (equal-time view)",
+}
+
+
+def _colors(variants: list[str]) -> dict[str, Any]:
+    cmap = plt.get_cmap("tab10")
+    return {v: cmap(i % 10) for i, v in enumerate(variants)}
+
+
+def _mean_series(
+    runs: list[RunData], points: Callable[[RunData], list[tuple[float, float]]]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """x, mean y, min y, max y over runs, on the x values every run has."""
+    series = [dict(points(r)) for r in runs]
+    series = [s for s in series if s]
+    if not series:
+        return None
+    xs = sorted(set.intersection(*(set(s) for s in series)))
+    if not xs:
+        return None
+    ys = np.array([[s[x] for x in xs] for s in series], dtype=float)
+    return np.array(xs, dtype=float), ys.mean(0), ys.min(0), ys.max(0)
+
+
+def _plot_curves(ax, study: StudyData, colors, points, complete_only: bool = False) -> None:
+    for variant in study.variants:
+        runs = [
+            r
+            for r in study.runs_of(variant)
+            if r.records and (r.status == "complete" or not complete_only)
+        ]
+        line = _mean_series(runs, points)
+        if line is None:
+            continue
+        x, mean, low, high = line
+        ax.plot(x, mean, color=colors[variant], label=variant, linewidth=1.6)
+        if len(runs) > 1:
+            ax.fill_between(x, low, high, color=colors[variant], alpha=0.15, linewidth=0)
+
+
+def _eval_points(key: str, budget: str) -> Callable[[RunData], list[tuple[float, float]]]:
+    def points(run: RunData) -> list[tuple[float, float]]:
+        return [(p[budget], p[key]) for p in eval_curve(run) if p[budget] is not None]
+
+    return points
+
+
+def _train_points(run: RunData) -> list[tuple[float, float]]:
+    return [(r["tokens_seen"], r["loss"]) for r in run.train_records]
+
+
+def _finish(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _target_line(ax, analysis: Analysis) -> None:
+    if analysis.target_loss is not None:
+        ax.axhline(
+            analysis.target_loss,
+            color="0.3",
+            linestyle="--",
+            linewidth=1,
+            label=f"target {analysis.target_loss:.3f}",
+        )
+
+
+def _bars(
+    ax,
+    names: list[str],
+    values: list[float | None],
+    errors: list[float | None],
+    colors,
+    title: str,
+    ylabel: str,
+    missing: str = "n/a",
+) -> None:
+    shown = [v if v is not None else 0.0 for v in values]
+    yerr = [e or 0.0 for e in errors]
+    ax.bar(
+        names, shown, color=[colors[n] for n in names], yerr=yerr if any(yerr) else None, capsize=3
+    )
+    for i, value in enumerate(values):
+        if value is None:
+            ax.text(
+                i,
+                0.02,
+                missing,
+                ha="center",
+                va="bottom",
+                fontsize=8,
+                rotation=90,
+                transform=ax.get_xaxis_transform(),
+            )
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    ax.tick_params(axis="x", rotation=30)
+
+
+def draw_all(study: StudyData, analysis: Analysis, out: Path) -> dict[str, str]:
+    """Write every figure into ``out``; returns {file name: description}."""
+    out.mkdir(parents=True, exist_ok=True)
+    colors = _colors(study.variants)
+    variants = [v for v, _ in analysis.ranking] or study.variants
+    table = analysis.per_variant
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    _plot_curves(left, study, colors, _train_points)
+    left.set(title="Training loss (mean over logged steps)", xlabel="tokens seen", ylabel=LOSS)
+    _plot_curves(right, study, colors, _eval_points("val_loss", "tokens"))
+    right.set(title="Validation loss (held-out documents)", xlabel="tokens seen", ylabel=LOSS)
+    for ax in (left, right):
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    _finish(fig, out / "training_loss_comparison.png")
+
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    ax = axes[0, 0]
+    x = np.arange(len(variants))
+    val = [table[v]["eval_loss"] or 0.0 for v in variants]
+    train = [table[v]["train_loss"] or 0.0 for v in variants]
+    ax.bar(
+        x - 0.2,
+        val,
+        0.4,
+        color=[colors[v] for v in variants],
+        label="validation",
+        yerr=[table[v]["eval_loss_std"] or 0.0 for v in variants],
+        capsize=3,
+    )
+    ax.bar(
+        x + 0.2,
+        train,
+        0.4,
+        color=[colors[v] for v in variants],
+        alpha=0.45,
+        hatch="//",
+        label="training (last 10% of steps)",
+    )
+    ax.set_xticks(x, variants, rotation=30)
+    ax.set(title="Final loss (ranked by validation loss)", ylabel=LOSS)
+    ax.legend(fontsize=8)
+    for ax, key, title, unit in (
+        (axes[0, 1], "val_bpb", "Validation bits per byte", "bits / byte"),
+        (axes[1, 0], "accuracy", "Validation next-token accuracy", "fraction of targets"),
+        (axes[1, 1], "top5_accuracy", "Validation top-5 accuracy", "fraction of targets"),
+    ):
+        _bars(
+            ax,
+            variants,
+            [table[v][key] for v in variants],
+            [table[v][f"{key}_std"] for v in variants],
+            colors,
+            title,
+            unit,
+        )
+    _finish(fig, out / "final_performance_comparison.png")
+
+    fig, (curve_ax, target_ax, speed_ax) = plt.subplots(1, 3, figsize=(16, 4.5))
+    _plot_curves(curve_ax, study, colors, _eval_points("val_loss", "flops"))
+    _target_line(curve_ax, analysis)
+    curve_ax.set(title="Validation loss against compute", xlabel="training FLOPs", ylabel=LOSS)
+    curve_ax.legend(fontsize=8)
+    curve_ax.grid(alpha=0.3)
+    ranked = [v for v, _ in analysis.efficiency_ranking]
+    flops = [table[v]["flops_to_target"] for v in ranked]
+    _bars(
+        target_ax,
+        ranked,
+        flops,
+        [None] * len(ranked),
+        colors,
+        "Compute to reach the target loss (lower is better)",
+        "training FLOPs",
+        missing="not reached",
+    )
+    _bars(
+        speed_ax,
+        variants,
+        [table[v]["tokens_per_s"] for v in variants],
+        [table[v]["tokens_per_s_std"] for v in variants],
+        colors,
+        "Training throughput",
+        "tokens / second",
+    )
+    _finish(fig, out / "efficiency_analysis.png")
+
+    fig, (step_ax, rate_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    _plot_curves(step_ax, study, colors, _eval_points("val_loss", "step"))
+    _target_line(step_ax, analysis)
+    step_ax.set(title="Validation loss by optimizer step", xlabel="step", ylabel=LOSS)
+
+    def rate_points(run: RunData) -> list[tuple[float, float]]:
+        evals = run.eval_records
+        return [
+            (
+                after["step"],
+                (before["val_loss"] - after["val_loss"])
+                / (after["tokens_seen"] - before["tokens_seen"])
+                * 1e6,
+            )
+            for before, after in itertools.pairwise(evals)
+        ]
+
+    _plot_curves(rate_ax, study, colors, rate_points)
+    rate_ax.axhline(0, color="0.5", linewidth=0.8)
+    rate_ax.set(
+        title="Rate of improvement between evaluations",
+        xlabel="step",
+        ylabel="validation loss drop per million tokens (nats)",
+    )
+    for ax in (step_ax, rate_ax):
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    _finish(fig, out / "convergence_analysis.png")
+
+    for name, budget, xlabel in (
+        ("val_loss_vs_tokens.png", "tokens", "tokens seen"),
+        ("val_loss_vs_time.png", "time_s", "training time (seconds, evaluation excluded)"),
+    ):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        _plot_curves(ax, study, colors, _eval_points("val_loss", budget))
+        _target_line(ax, analysis)
+        ax.set(title=f"Validation loss against {xlabel.split(' (')[0]}", xlabel=xlabel, ylabel=LOSS)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        _finish(fig, out / name)
+    return dict(FIGURES)

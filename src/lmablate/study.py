@@ -1,0 +1,293 @@
+"""Running a study: expand it into runs, train what is not finished, sample, build the report.
+
+``run_study`` is safe to repeat: finished runs are skipped, partial ones resume from their
+checkpoint, and a run whose recorded config no longer matches the study is refused up front
+(``force`` retrains it from scratch). A run that diverges or fails is recorded with its reason
+and the study goes on; only a problem every run shares (the study file, the data) stops it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lmablate.analysis import load_study_dir
+from lmablate.checkpoint import load_run
+from lmablate.config import RunConfig
+from lmablate.data import prepare
+from lmablate.errors import LmablateError
+from lmablate.generation import generate
+from lmablate.hardware import resolve_device, resolve_precision
+from lmablate.model import count_parameters, resolve_vocab_size, training_flops_per_token
+from lmablate.report import build_report
+from lmablate.study_config import Study, StudyRun
+from lmablate.train import FINISHED, read_summary, train, write_json_atomic
+
+
+@dataclass
+class StudyOutcome:
+    directory: Path
+    statuses: dict[str, str]  # run path -> status
+    interrupted: bool = False
+    report: Path | None = None
+
+
+def run_flops(config: RunConfig, vocab_size: int) -> float:
+    tc = config.train
+    per_token = training_flops_per_token(config.model, vocab_size, tc.seq_len)
+    return per_token * tc.max_steps * tc.batch_size * tc.seq_len
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return (
+        f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
+        if seconds >= 3600
+        else f"{seconds // 60}m{seconds % 60:02d}s"
+    )
+
+
+def config_conflicts(study: Study, directory: Path, runs: list[StudyRun]) -> list[str]:
+    """Runs on disk whose recorded config differs from what the study now asks for."""
+    conflicts = []
+    for run in runs:
+        path = directory / run.path / "config.json"
+        if path.is_file() and json.loads(path.read_text()) != run.config.model_dump(mode="json"):
+            conflicts.append(run.path)
+    return conflicts
+
+
+def write_samples(run: StudyRun, run_dir: Path, study: Study, device: str) -> None:
+    """samples.json for a finished run, unless it already holds these settings' samples."""
+    settings = study.config.samples.model_dump(mode="json")
+    path = run_dir / "samples.json"
+    if path.is_file() and json.loads(path.read_text()).get("settings") == settings:
+        return
+    model, tokenizer, cfg, step = load_run(run_dir, device)
+    samples = generate(
+        model,
+        tokenizer,
+        list(settings["prompts"]),
+        max_new_tokens=settings["max_new_tokens"],
+        temperature=settings["temperature"],
+        top_k=settings["top_k"],
+        seed=settings["seed"],
+        context=cfg.train.seq_len,
+        device=device,
+    )
+    write_json_atomic(path, {"settings": settings, "step": step, "samples": samples})
+
+
+def run_study(
+    study: Study,
+    directory: Path,
+    *,
+    only: list[str] | None = None,
+    force: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> StudyOutcome:
+    runs = study.runs
+    if only:
+        unknown = sorted(set(only) - set(study.variants))
+        if unknown:
+            raise LmablateError(
+                f"--only: no variant named {', '.join(unknown)}; the study has "
+                f"{', '.join(study.variants)}"
+            )
+        runs = [r for r in runs if r.variant in only]
+    directory.mkdir(parents=True, exist_ok=True)
+    conflicts = config_conflicts(study, directory, runs)
+    if conflicts and not force:
+        raise LmablateError(
+            "the study changed since these runs were trained, so their results no longer "
+            f"match it: {', '.join(conflicts)}. Restore the study, train into another --out, "
+            "or pass --force to retrain them from scratch"
+        )
+    for path in conflicts:
+        log(f"--force: retraining {path} from scratch")
+        shutil.rmtree(directory / path)
+    (directory / "study.yaml").write_text(yaml.safe_dump(study.resolved(), sort_keys=False))
+
+    data = prepare(study.data, progress=progress, log=log)  # once: every run reuses the cache
+    vocab = {r.path: resolve_vocab_size(r.config.model, data.tokenizer.vocab_size) for r in runs}
+    remaining_flops = {r.path: run_flops(r.config, vocab[r.path]) for r in runs}
+    device = str(resolve_device(study.baseline.train.device))
+    statuses: dict[str, str] = {}
+    started = time.perf_counter()
+    done_flops = 0.0
+    outcome = StudyOutcome(directory, statuses)
+    try:
+        for index, run in enumerate(runs, 1):
+            run_dir = directory / run.path
+            summary = read_summary(run_dir)
+            elapsed = time.perf_counter() - started
+            eta = (
+                f", ETA {_duration(elapsed / done_flops * sum(remaining_flops.values()))}"
+                if done_flops
+                else ""
+            )
+            state = "finished" if summary and summary["status"] in FINISHED else "training"
+            log(
+                f"[run {index}/{len(runs)}] {run.variant} seed {run.seed} ({state}) — elapsed "
+                f"{_duration(elapsed)}{eta}"
+            )
+            try:
+                result = train(run.config, run_dir, progress=progress, log=log)
+            except Exception as exc:  # one failed run never takes the study down
+                statuses[run.path] = "failed"
+                log(f"run {run.path} failed: {type(exc).__name__}: {exc}; the study goes on")
+                remaining_flops.pop(run.path)
+                continue
+            if result.status == "interrupted":
+                raise KeyboardInterrupt
+            statuses[run.path] = result.status
+            if summary is None or summary["status"] not in FINISHED:
+                done_flops += remaining_flops[run.path]
+            remaining_flops.pop(run.path)
+            if result.status == "complete":
+                with _deferred_interrupts():
+                    write_samples(run, run_dir, study, device)
+    except KeyboardInterrupt:
+        outcome.interrupted = True
+    if not outcome.interrupted:
+        log("building the report")
+        outcome.report = build_report(directory)
+    return outcome
+
+
+class _deferred_interrupts:
+    """Let a short step (writing samples) finish before a Ctrl-C or SIGTERM takes effect."""
+
+    def __enter__(self) -> None:
+        self.pending: int | None = None
+        self.previous = {
+            sig: signal.signal(sig, self._hold) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+
+    def _hold(self, signum: int, frame: Any) -> None:
+        self.pending = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        if self.pending is not None:
+            raise KeyboardInterrupt
+
+
+def estimate_step_time(config: RunConfig, vocab_size: int, device: str, steps: int = 2) -> float:
+    """Seconds per optimizer step of this shape on this machine (random tokens, after warm-up)."""
+    import torch
+
+    from lmablate.hardware import synchronize
+    from lmablate.model import LM
+    from lmablate.train import build_optimizer, train_step
+
+    tc, torch_device = config.train, torch.device(device)
+    precision = resolve_precision(tc.precision, torch_device)
+    model = LM(config.model, vocab_size).to(torch_device)
+    optimizer = build_optimizer(model, tc, torch_device)
+    scaler = torch.amp.GradScaler(torch_device.type, enabled=precision == "fp16")
+    tokens = torch.randint(0, vocab_size, (tc.batch_size, tc.seq_len + 1))
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    train_step(model, optimizer, scaler, inputs, targets, tc, torch_device, precision)
+    synchronize(torch_device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        train_step(model, optimizer, scaler, inputs, targets, tc, torch_device, precision)
+    synchronize(torch_device)
+    return (time.perf_counter() - start) / steps
+
+
+def dry_run(
+    study: Study, only: list[str] | None = None, log: Callable[[str], None] = print
+) -> list[dict[str, Any]]:
+    """The expanded runs with their size and cost, and an estimated wall-clock per run."""
+    data = prepare(study.data, log=log)
+    device = str(resolve_device(study.baseline.train.device))
+    step_time: dict[str, float] = {}
+    rows = []
+    for run in study.runs:
+        if only and run.variant not in only:
+            continue
+        cfg, tc = run.config, run.config.train
+        vocab = resolve_vocab_size(cfg.model, data.tokenizer.vocab_size)
+        shape = json.dumps(
+            [
+                cfg.model.model_dump(mode="json"),
+                tc.batch_size,
+                tc.seq_len,
+                tc.grad_accum_steps,
+                tc.precision,
+            ]
+        )
+        if shape not in step_time:
+            log(f"timing a few steps of {run.variant}'s shape on {device}")
+            step_time[shape] = estimate_step_time(cfg, vocab, device)
+        seconds = step_time[shape]
+        # an evaluation is a forward pass (about a third of a training step) over eval_tokens
+        evals = tc.max_steps // tc.eval_every + 2
+        eval_seconds = evals * seconds / 3 * tc.eval_tokens / (tc.batch_size * tc.seq_len)
+        params = count_parameters(cfg.model, vocab)
+        rows.append(
+            {
+                "variant": run.variant,
+                "seed": run.seed,
+                "changes": run.changes,
+                "params": params["total"],
+                "non_embedding_params": params["non_embedding"],
+                "tokens": tc.max_steps * tc.batch_size * tc.seq_len,
+                "flops": run_flops(cfg, vocab),
+                "step_time_s": seconds,
+                "estimated_s": seconds * tc.max_steps + eval_seconds,
+            }
+        )
+    return rows
+
+
+def study_status(directory: Path) -> list[dict[str, Any]]:
+    """One row per run of a study directory: its state and headline numbers."""
+    study = load_study_dir(directory)
+    rows = []
+    for run in study.runs:
+        summary = run.summary or {}
+        last = run.records[-1]["step"] if run.records else 0
+        max_steps = (run.config or {}).get("train", {}).get("max_steps")
+        rows.append(
+            {
+                "variant": run.variant,
+                "seed": run.seed,
+                "status": run.status,
+                "step": summary.get("step", last),
+                "max_steps": max_steps,
+                "final_val_loss": summary.get("final_val_loss"),
+                "wall_time_s": summary.get("wall_time_s"),
+                "message": summary.get("message"),
+            }
+        )
+    return rows
+
+
+def print_status(rows: list[dict[str, Any]], file: Any = sys.stdout) -> None:
+    header = f"{'variant':<16} {'seed':>4}  {'status':<12} {'step':>13}  {'val loss':>8}  wall"
+    print(header, file=file)
+    for row in rows:
+        steps = f"{row['step']}/{row['max_steps']}" if row["max_steps"] else "-"
+        loss = f"{row['final_val_loss']:.4f}" if row["final_val_loss"] is not None else "-"
+        wall = _duration(row["wall_time_s"]) if row["wall_time_s"] else "-"
+        line = (
+            f"{row['variant']:<16} {row['seed']:>4}  {row['status']:<12} {steps:>13}  "
+            f"{loss:>8}  {wall}"
+        )
+        if row["message"]:
+            line += f"  ({row['message']})"
+        print(line, file=file)
