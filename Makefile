@@ -26,7 +26,7 @@ test: lint
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 demo: install
-	$(BIN)/lmablate train configs/builtin.yaml --out results/builtin
+	$(BIN)/lmablate run studies/quickstart.yaml
 
 format: install
 	$(BIN)/ruff format .

@@ -160,7 +160,7 @@ def eval_curve(run: RunData) -> list[dict[str, float]]:
 def budget_to_reach(curve: list[dict[str, float]], target: float, budget: str) -> float | None:
     """The ``budget`` (tokens, flops or time_s) at which the val loss first reaches ``target``,
     interpolated linearly between evaluations; None if it never does."""
-    for before, after in zip([None, *curve[:-1]], curve, strict=True):
+    for before, after in zip([None, *curve], curve, strict=False):
         if after[budget] is None or after["val_loss"] > target:
             continue
         if before is None or before["val_loss"] == after["val_loss"]:

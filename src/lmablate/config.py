@@ -415,6 +415,8 @@ def format_validation_error(exc: ValidationError, where: str = "") -> str:
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "value_error" or not loc:
             lines.append(f"{where}{message}")
+        elif err["type"] == "missing":
+            lines.append(f"{where}{'.'.join(loc)}: required, but missing")
         else:
             lines.append(f"{where}{'.'.join(loc)}: {message} (got {err['input']!r})")
     return "\n".join(dict.fromkeys(lines))

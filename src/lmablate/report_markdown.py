@@ -48,6 +48,20 @@ def _sci(value: float | None) -> str:
     return "not reached" if value is None else f"{value:.3g}"
 
 
+def _budget_caveat(best: str, table: dict[str, dict[str, Any]]) -> list[str]:
+    """Flag a winner that simply trained on more: more compute is not a better recipe."""
+    base = table.get("baseline", {}).get("total_flops")
+    mine = table[best]["total_flops"]
+    if best == "baseline" or not base or not mine or mine <= 1.05 * base:
+        return []
+    return [
+        f"- **Note:** {best} used {mine / base:.2f}x the baseline's training compute "
+        f"({table[best]['tokens_seen']:,.0f} tokens against "
+        f"{table['baseline']['tokens_seen']:,.0f}); compare at equal compute under "
+        "*Efficiency* before crediting its recipe."
+    ]
+
+
 def markdown_report(study: StudyData, analysis: Analysis, data: dict[str, Any]) -> str:
     meta, setup = data["metadata"], data["experimental_setup"]
     findings, table = analysis.findings, analysis.per_variant
@@ -120,6 +134,7 @@ def markdown_report(study: StudyData, analysis: Analysis, data: dict[str, Any]) 
             f"({_sci(table[findings['most_efficient_config']]['flops_to_target'])} FLOPs to "
             "reach the target)",
             f"- **Least Efficient Configuration:** {findings['least_efficient_config']}",
+            *_budget_caveat(best, table),
             f"- **Measures:** performance is the {findings['ranking_metric']}; efficiency is "
             f"{findings['efficiency_measure']}, target {_fmt(findings['target_val_loss'])}.",
         ]

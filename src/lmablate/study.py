@@ -161,7 +161,10 @@ def run_study(
         outcome.interrupted = True
     if not outcome.interrupted:
         log("building the report")
-        outcome.report = build_report(directory)
+        try:
+            outcome.report = build_report(directory)
+        except KeyboardInterrupt:  # the runs are done; rerunning rebuilds the report
+            outcome.interrupted = True
     return outcome
 
 

@@ -93,7 +93,7 @@ class StudyConfig(BaseModel):
     )
     data: dict[str, Any] = Field(default_factory=dict, description="The data section of every run.")
     baseline: dict[str, Any] = Field(
-        default_factory=dict, description="A run config (model and train sections or flat keys)."
+        description="A run config (model and train sections or flat keys); itself a run."
     )
     variants: dict[str, dict[str, Any] | None] = Field(
         default_factory=dict, description="Named overrides of the baseline (flat keys allowed)."

@@ -1,0 +1,398 @@
+"""Studies end to end: expansion, the runner, the research package, kills and resumes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+from helpers import run_cli, write_yaml
+
+from lmablate.errors import ConfigError, LmablateError
+from lmablate.study import run_study
+from lmablate.study_config import load_study
+
+REFERENCE = Path(__file__).parents[1].parent / "shared" / "reference"
+REFERENCE_KEYS = [
+    "metadata",
+    "experimental_setup",
+    "results_summary",
+    "detailed_metrics",
+    "text_samples",
+    "statistical_analysis",
+    "visualizations",
+]
+REFERENCE_COLUMNS = [
+    "configuration",
+    "train_loss",
+    "eval_loss",
+    "accuracy",
+    "perplexity",
+    "avg_confidence",
+    "top5_accuracy",
+    "convergence_total_improvement",
+    "convergence_early_phase_loss",
+    "convergence_late_phase_loss",
+    "convergence_converged",
+    "efficiency_avg_step_time",
+    "efficiency_steps_per_second",
+    "efficiency_step_time_std",
+]
+TIMING = {"step_time", "tokens_per_s", "elapsed"}
+
+
+def study_file(
+    tmp_path: Path,
+    corpus: Path,
+    tokenizer: Path,
+    extra: str = "",
+    variants: str | None = None,
+    max_steps: int = 12,
+) -> Path:
+    variants = textwrap.dedent(
+        variants
+        or """\
+        high_lr: {description: Higher learning rate, learning_rate: 1.0e-2}
+        short_seq: {description: Shorter sequences, seq_len: 16, batch_size: 8}
+        small_model: {description: Smaller model, d_model: 16, n_heads: 2, n_layers: 1}
+        """
+    )
+    head = textwrap.dedent(f"""\
+        name: tiny
+        description: A tiny study for tests
+        seeds: [0]
+        data: {{source: local, path: {corpus}, tokenizer: {tokenizer}, num_documents: null}}
+        baseline:
+          description: Tiny baseline
+          model: {{d_model: 32, n_heads: 2, n_layers: 2, d_ff: 64}}
+          train: {{batch_size: 4, seq_len: 32, learning_rate: 3.0e-3, warmup_steps: 2,
+                  max_steps: {max_steps}, eval_every: 4, eval_tokens: 512, log_every: 2,
+                  checkpoint_every: 4}}
+        samples: {{prompts: [The function, A class], max_new_tokens: 6}}
+        variants:
+        """)
+    path = tmp_path / "study.yaml"
+    path.write_text(head + textwrap.indent(variants, "  ") + extra)
+    return path
+
+
+@pytest.fixture
+def corpus(tmp_path, documents) -> Path:
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps({"text": doc}) + "\n" for doc in documents))
+    return path
+
+
+def trajectories(directory: Path) -> dict[str, list[dict]]:
+    out = {}
+    for metrics in sorted(directory.glob("runs/*/seed-*/metrics.jsonl")):
+        lines = [json.loads(line) for line in metrics.read_text().splitlines()]
+        out[str(metrics.parent.relative_to(directory))] = [
+            {k: v for k, v in r.items() if k not in TIMING} for r in lines
+        ]
+    return out
+
+
+# --------------------------------------------------------------------------------- expansion
+
+
+def test_expansion_pairs_replicates(tmp_path, corpus, tokenizer_dir):
+    study = load_study(study_file(tmp_path, corpus, tokenizer_dir), seeds=2)
+    assert study.variants == ["baseline", "high_lr", "short_seq", "small_model"]
+    assert [(r.variant, r.seed) for r in study.runs][:3] == [
+        ("baseline", 0),
+        ("baseline", 1),
+        ("high_lr", 0),
+    ]
+    for run in study.runs:  # replicate k: seed k and data order k for every variant
+        assert run.config.train.seed == run.config.train.data_seed == run.seed
+        assert run.config.data == study.data
+    high = next(r for r in study.runs if r.variant == "high_lr")
+    assert high.changes == {"learning_rate": 1e-2} and high.config.model.d_model == 32
+    assert next(r for r in study.runs if r.variant == "small_model").changes == {
+        "d_model": 16,
+        "n_layers": 1,
+    }  # n_heads equals the baseline's, so it is no change
+    resolved = study.resolved()
+    assert resolved["variants"]["short_seq"] == {
+        "description": "Shorter sequences",
+        "seq_len": 16,
+        "batch_size": 8,
+    }
+    assert "seed" not in resolved["baseline"]["train"]
+
+
+def test_set_routes_study_baseline_variant_and_every_run(tmp_path, corpus, tokenizer_dir):
+    path = study_file(tmp_path, corpus, tokenizer_dir)
+    study = load_study(
+        path,
+        [
+            "max_steps=20",
+            "variants.high_lr.learning_rate=5e-3",
+            "baseline.d_ff=48",
+            "data.val_fraction=0.2",
+            "seeds=[3]",
+            "samples.max_new_tokens=3",
+        ],
+    )
+    by_name = {r.variant: r.config for r in study.runs}
+    assert all(c.train.max_steps == 20 for c in by_name.values())
+    assert by_name["high_lr"].train.learning_rate == 5e-3
+    assert by_name["short_seq"].model.d_ff == 48 and by_name["baseline"].model.d_ff == 48
+    assert study.data.val_fraction == 0.2 and study.config.seeds == [3]
+    assert study.config.samples.max_new_tokens == 3
+    with pytest.raises(ConfigError, match="no variant 'high_l'; did you mean 'high_lr'"):
+        load_study(path, ["variants.high_l.learning_rate=1"])
+
+
+@pytest.mark.parametrize(
+    ("variants", "extra", "message"),
+    [
+        ("baseline: {learning_rate: 1.0e-3}\n", "", "variants.baseline: the baseline is its own"),
+        ("bad: {data: {val_fraction: 0.2}}\n", "", "belong to the study's data section"),
+        ("bad: {seed: 3}\n", "", "set per replicate by the study's seeds"),
+        ("bad: {learning_rat: 1.0e-3}\n", "", "did you mean 'learning_rate'"),
+        ("bad: {n_heads: 5}\n", "", "variants.bad: model.d_model (32) must be divisible"),
+        ("a: {seq_len: 8}\na: {seq_len: 16}\n", "", "duplicate key 'a'"),
+        ("ok: {seq_len: 16}\n", "seedz: [1]\n", "seedz: unknown study key; did you mean 'seeds'"),
+        ("ok: {seq_len: 16}\n", "learning_rate: 1\n", "run settings go under baseline"),
+        ("ok: {seq_len: 16}\n", "", None),
+    ],
+)
+def test_study_mistakes(tmp_path, corpus, tokenizer_dir, variants, extra, message):
+    path = study_file(tmp_path, corpus, tokenizer_dir, extra=extra, variants=variants)
+    if message is None:
+        assert len(load_study(path).runs) == 2
+        return
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_study(path)
+
+
+def test_a_study_needs_a_baseline(tmp_path):
+    path = write_yaml(tmp_path / "s.yaml", "name: x\nvariants: {a: {learning_rate: 1.0e-3}}\n")
+    with pytest.raises(ConfigError, match="baseline: required, but missing"):
+        load_study(path)
+
+
+# ------------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture
+def finished_study(tmp_path_factory, documents, tokenizer_dir):
+    tmp = tmp_path_factory.mktemp("study")
+    corpus = tmp / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": doc}) + "\n" for doc in documents))
+    path = study_file(tmp, corpus, tokenizer_dir)
+    outcome = run_study(load_study(path), tmp / "out", progress=False, log=lambda _: None)
+    return path, tmp / "out", outcome
+
+
+def test_tiny_study_builds_a_complete_package(finished_study):
+    _, directory, outcome = finished_study
+    assert set(outcome.statuses.values()) == {"complete"} and len(outcome.statuses) == 4
+    report = directory / "report"
+    for name in (
+        "research_data.json",
+        "performance_metrics.csv",
+        "research_report.md",
+        "research_package.zip",
+        "text_samples/baseline.json",
+        "text_samples/high_lr.md",
+    ):
+        assert (report / name).is_file(), name
+    for name in (
+        "training_loss_comparison.png",
+        "final_performance_comparison.png",
+        "efficiency_analysis.png",
+        "convergence_analysis.png",
+        "val_loss_vs_tokens.png",
+        "val_loss_vs_time.png",
+    ):
+        image = matplotlib.image.imread(report / name)
+        assert image.shape[0] > 300 and image.shape[1] > 500, name
+
+    data = json.loads((report / "research_data.json").read_text())
+    reference = json.loads((REFERENCE / "original_research_data.json").read_text())
+    assert list(reference) == REFERENCE_KEYS
+    assert set(REFERENCE_KEYS) <= set(data)
+    for section in ("metadata", "experimental_setup", "results_summary", "statistical_analysis"):
+        assert set(reference[section]) <= set(data[section]), section
+    assert set(reference["results_summary"]["key_findings"]) <= set(
+        data["results_summary"]["key_findings"]
+    )
+    assert data["metadata"]["hardware"] and "Colab" not in json.dumps(data["metadata"])
+    assert data["text_samples"]["high_lr"]["prompt_2"]["prompt"] == "A class"
+
+    with (report / "performance_metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert set(REFERENCE_COLUMNS) <= set(rows[0])
+    for added in (
+        "val_bpb",
+        "tokens_seen",
+        "epochs",
+        "params",
+        "tokens_per_s",
+        "mfu",
+        "wall_time",
+        "status",
+    ):
+        assert added in rows[0]
+    means = {r["configuration"]: r for r in rows if r["seed"] == "mean"}
+    assert len(means) == 4 and len(rows) == 8
+
+    findings = data["results_summary"]["key_findings"]
+    best = min(means, key=lambda v: float(means[v]["eval_loss"]))
+    worst = max(means, key=lambda v: float(means[v]["eval_loss"]))
+    assert findings["best_performing_config"] == best
+    assert findings["worst_performing_config"] == worst
+    reached = {v: float(r["flops_to_target"]) for v, r in means.items() if r["flops_to_target"]}
+    assert findings["most_efficient_config"] == min(reached, key=reached.get)
+    assert "baseline" in reached  # the baseline always reaches its own final loss
+
+    markdown = (report / "research_report.md").read_text()
+    for section in (
+        "## Experiment Overview",
+        "## Experimental Setup",
+        "## Key Findings",
+        "## Configuration Details",
+        "## Results Summary",
+        "## Visualizations",
+        "## Data Files",
+        "## Usage for Research Paper",
+        "### Citation Data",
+        "## Text Generation",
+    ):
+        assert section in markdown
+    assert f"**Best Performing Configuration:** {best}" in markdown
+    assert "![" in markdown and "(efficiency_analysis.png)" in markdown
+
+
+def test_samples_are_generated_per_run(finished_study):
+    _, directory, _ = finished_study
+    samples = json.loads((directory / "runs/high_lr/seed-0/samples.json").read_text())
+    assert samples["settings"]["max_new_tokens"] == 6
+    assert [s["prompt"] for s in samples["samples"]] == ["The function", "A class"]
+    assert all(0 < s["new_tokens"] <= 6 for s in samples["samples"])
+    assert all(s["generated"].startswith(s["prompt"]) for s in samples["samples"])
+
+
+def test_rerun_skips_finished_runs_and_report_rebuilds_without_torch(finished_study):
+    path, directory, _ = finished_study
+    before = trajectories(directory)
+    messages: list[str] = []
+    run_study(load_study(path), directory, progress=False, log=messages.append)
+    assert sum("already finished" in m for m in messages) == 4
+    assert trajectories(directory) == before
+
+    (directory / "report" / "research_data.json").unlink()
+    code = (
+        "import sys; from lmablate.report import build_report; "
+        f"build_report({str(directory)!r}); "
+        "assert 'torch' not in sys.modules, 'report imported torch'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert (directory / "report" / "research_data.json").is_file()
+
+    status = run_cli("status", str(directory))
+    assert status.returncode == 0
+    assert "high_lr" in status.stdout and status.stdout.count("complete") == 4
+
+
+def test_changing_a_finished_run_is_refused_unless_forced(finished_study):
+    path, directory, _ = finished_study
+    changed = load_study(path, ["variants.high_lr.learning_rate=5e-3"])
+    with pytest.raises(LmablateError, match=r"the study changed .*runs/high_lr/seed-0.*--force"):
+        run_study(changed, directory, progress=False, log=lambda _: None)
+    messages: list[str] = []
+    run_study(changed, directory, force=True, only=["high_lr"], progress=False, log=messages.append)
+    assert any("retraining runs/high_lr/seed-0" in m for m in messages)
+    config = json.loads((directory / "runs/high_lr/seed-0/config.json").read_text())
+    assert config["train"]["learning_rate"] == 5e-3
+
+
+def test_failed_and_diverged_runs_do_not_stop_the_study(tmp_path, corpus, tokenizer_dir):
+    variants = """\
+      exploding: {description: Far too high a learning rate, learning_rate: 1.0e+6}
+      gpu_only: {description: Needs a GPU, device: "cuda:7"}
+      short_seq: {description: Shorter sequences, seq_len: 16}
+    """
+    path = study_file(tmp_path, corpus, tokenizer_dir, variants=variants, max_steps=8)
+    outcome = run_study(load_study(path), tmp_path / "out", progress=False, log=lambda _: None)
+    assert outcome.statuses == {
+        "runs/baseline/seed-0": "complete",
+        "runs/exploding/seed-0": "diverged",
+        "runs/gpu_only/seed-0": "failed",
+        "runs/short_seq/seed-0": "complete",
+    }
+    failed = json.loads((tmp_path / "out/runs/gpu_only/seed-0/summary.json").read_text())
+    assert "cuda:7" in failed["message"]
+    markdown = (tmp_path / "out/report/research_report.md").read_text()
+    assert "### Runs that did not complete" in markdown
+    assert "| exploding | 0 | diverged | non-finite" in markdown
+    data = json.loads((tmp_path / "out/report/research_data.json").read_text())
+    assert data["results_summary"]["key_findings"]["incomplete"] == ["exploding", "gpu_only"]
+
+
+def test_killed_study_resumes_to_the_same_results(tmp_path, corpus, tokenizer_dir):
+    """SIGINT inside a run, then SIGTERM between runs; the rerun finishes the study and every
+    run's logged numbers equal an uninterrupted study's."""
+    path = study_file(tmp_path, corpus, tokenizer_dir, max_steps=24)
+    run_study(load_study(path), tmp_path / "whole", progress=False, log=lambda _: None)
+
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "lmablate", "run", str(path), "--out", str(out)]
+
+    # 1. inside the first run, once it has logged a few steps
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = out / "runs/baseline/seed-0/metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (
+        not metrics.is_file() or metrics.read_text().count('"train"') < 3
+    ):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Resume with:" in stderr and "Traceback" not in stderr
+    assert not (out / "report").exists()
+    first_run_was_cut = not (out / "runs/baseline/seed-0/summary.json").exists()
+
+    # 2. between runs: as soon as the runner announces run 3
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if "[run 3/4]" in line:
+            process.send_signal(signal.SIGTERM)
+            break
+    _, rest = process.communicate(timeout=120)
+    assert process.returncode == 130, "".join(seen) + rest
+    if first_run_was_cut:  # it continued from its checkpoint rather than restarting
+        assert any("resuming" in line for line in seen), "".join(seen)
+
+    # 3. finish
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "4 of 4 runs complete" in result.stdout
+    assert trajectories(out) == trajectories(tmp_path / "whole")
+    for run in ("baseline", "high_lr", "short_seq", "small_model"):
+        ours = json.loads((out / f"runs/{run}/seed-0/samples.json").read_text())
+        theirs = json.loads((tmp_path / f"whole/runs/{run}/seed-0/samples.json").read_text())
+        assert ours == theirs
+
+
+def test_dry_run_prints_runs_and_an_estimate(tmp_path, corpus, tokenizer_dir):
+    path = study_file(tmp_path, corpus, tokenizer_dir)
+    result = run_cli("run", str(path), "--dry-run", "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert "learning_rate=0.01" in result.stdout and "seq_len=16" in result.stdout
+    assert "4 runs, estimated" in result.stdout
+    assert not (tmp_path / "out").exists()
