@@ -291,9 +291,9 @@ def test_non_utf8_bytes_are_replaced_and_counted(tmp_path):
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
-        ("empty.txt", "", "0 non-empty document"),
-        ("blank.txt", "\n\n   \n\n", "0 non-empty document"),
-        ("one.txt", "just one document", "1 non-empty document"),
+        ("empty.txt", "", "0 distinct non-empty document"),
+        ("blank.txt", "\n\n   \n\n", "0 distinct non-empty document"),
+        ("one.txt", "just one document", "1 distinct non-empty document"),
         ("corpus.csv", "a,b\n", "unsupported file type '.csv'"),
         ("broken.jsonl", '{"text": "ok"}\n{broken\n', "could not read"),
     ],
@@ -303,6 +303,19 @@ def test_unusable_local_corpora(tmp_path, name, content, message):
     path.write_text(content)
     with pytest.raises(DataError, match=message):
         load_corpus(DataConfig(source="local", path=str(path)), progress=False)
+
+
+def test_repeated_documents_are_dropped_so_none_can_leak(tmp_path, documents, tokenizer_dir):
+    docs = documents[:20]
+    repeated = [*docs, *docs[:7], docs[3]]  # eight exact repeats
+    cfg = local_config(
+        jsonl_corpus(tmp_path / "c.jsonl", repeated), str(tokenizer_dir), val_fraction=0.5
+    )
+    prepared = prepare(cfg, progress=False)
+    assert prepared.meta["documents"]["total"] == 20
+    assert prepared.meta["leakage"]["duplicates_removed"] == 8
+    assert prepared.meta["leakage"]["val_documents_in_training"] == 0
+    assert load_corpus(cfg, progress=False).documents == docs
 
 
 def test_empty_directory_corpus(tmp_path):

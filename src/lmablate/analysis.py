@@ -20,104 +20,15 @@ Definitions a reader of the report needs:
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-import yaml
+from lmablate.rundata import RunData, StudyData, budget_to_reach, eval_curve
 
 CONVERGED_TOLERANCE = 0.01  # relative val-loss improvement over the last 20% of training
 PHASE_FRACTION = 0.1
-
-
-@dataclass
-class RunData:
-    variant: str
-    seed: int
-    path: Path
-    config: dict[str, Any] | None
-    summary: dict[str, Any] | None
-    records: list[dict[str, Any]] = field(default_factory=list)
-    samples: dict[str, Any] | None = None
-
-    @property
-    def status(self) -> str:
-        if self.summary is not None:
-            return self.summary["status"]
-        return "partial" if self.records else "not started"
-
-    @property
-    def train_records(self) -> list[dict[str, Any]]:
-        return [r for r in self.records if r["kind"] == "train"]
-
-    @property
-    def eval_records(self) -> list[dict[str, Any]]:
-        return [r for r in self.records if r["kind"] == "eval"]
-
-
-@dataclass
-class StudyData:
-    directory: Path
-    study: dict[str, Any]
-    runs: list[RunData]
-
-    @property
-    def variants(self) -> list[str]:
-        return ["baseline", *self.study.get("variants", {})]
-
-    def runs_of(self, variant: str, complete_only: bool = False) -> list[RunData]:
-        return [
-            r
-            for r in self.runs
-            if r.variant == variant and (not complete_only or r.status == "complete")
-        ]
-
-
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    records = []
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            if line.endswith("\n"):  # a torn last line (a kill mid-write) is skipped
-                records.append(json.loads(line))
-    return records
-
-
-def load_study_dir(directory: str | Path) -> StudyData:
-    directory = Path(directory)
-    study_file = directory / "study.yaml"
-    if not study_file.is_file():
-        from lmablate.errors import LmablateError
-
-        raise LmablateError(
-            f"{directory} is not a study directory (no study.yaml); "
-            "create one with lmablate run STUDY.yaml"
-        )
-    study = yaml.safe_load(study_file.read_text())
-    runs = []
-    for variant in ["baseline", *study.get("variants", {})]:
-        for seed in study["seeds"]:
-            path = directory / "runs" / variant / f"seed-{seed}"
-            runs.append(
-                RunData(
-                    variant=variant,
-                    seed=seed,
-                    path=path,
-                    config=_read_json(path / "config.json"),
-                    summary=_read_json(path / "summary.json"),
-                    records=_read_jsonl(path / "metrics.jsonl"),
-                    samples=_read_json(path / "samples.json"),
-                )
-            )
-    return StudyData(directory, study, runs)
 
 
 # ----------------------------------------------------------------------------- per run
@@ -126,48 +37,6 @@ def load_study_dir(directory: str | Path) -> StudyData:
 def _mean(values: list[float]) -> float | None:
     values = [v for v in values if v is not None and math.isfinite(v)]
     return sum(values) / len(values) if values else None
-
-
-def cumulative_train_time(run: RunData) -> dict[int, float]:
-    """Seconds of training (evaluation excluded) spent up to each logged step."""
-    elapsed, previous, out = 0.0, 0, {0: 0.0}
-    for record in run.train_records:
-        elapsed += record["step_time"] * (record["step"] - previous)
-        previous = record["step"]
-        out[previous] = elapsed
-    return out
-
-
-def eval_curve(run: RunData) -> list[dict[str, float]]:
-    """Evaluation points with their budgets: tokens, training FLOPs, training seconds."""
-    flops_per_token = (run.summary or {}).get("flops_per_token")
-    train_time = cumulative_train_time(run)
-    curve = []
-    for record in run.eval_records:
-        point = {
-            "step": record["step"],
-            "tokens": record["tokens_seen"],
-            "val_loss": record["val_loss"],
-            "val_bpb": record["val_bpb"],
-            "val_accuracy": record["val_accuracy"],
-        }
-        point["flops"] = record["tokens_seen"] * flops_per_token if flops_per_token else None
-        point["time_s"] = train_time.get(record["step"])
-        curve.append(point)
-    return curve
-
-
-def budget_to_reach(curve: list[dict[str, float]], target: float, budget: str) -> float | None:
-    """The ``budget`` (tokens, flops or time_s) at which the val loss first reaches ``target``,
-    interpolated linearly between evaluations; None if it never does."""
-    for before, after in zip([None, *curve], curve, strict=False):
-        if after[budget] is None or after["val_loss"] > target:
-            continue
-        if before is None or before["val_loss"] == after["val_loss"]:
-            return after[budget]
-        fraction = (before["val_loss"] - target) / (before["val_loss"] - after["val_loss"])
-        return before[budget] + fraction * (after[budget] - before[budget])
-    return None
 
 
 def run_metrics(run: RunData, target: float | None) -> dict[str, Any]:

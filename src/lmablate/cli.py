@@ -99,6 +99,7 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
             "epochs": round(train_budget / meta["tokens"]["train"], 2),
         },
         "replaced_characters": meta["replaced_characters"],
+        "leakage": meta["leakage"],
         "cache": {"path": str(data.cache_dir), "reused": data.cache_hit},
     }
     if args.json:
@@ -138,6 +139,12 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
             f"{train.max_steps:,} steps x {train.batch_size} x {train.seq_len} = "
             f"{train_budget:,} tokens = {report['train_budget']['epochs']} epochs = "
             f"{flops * train_budget:.2e} FLOPs",
+        ),
+        (
+            "leakage",
+            f"{meta['leakage']['val_documents_in_training']} validation documents found in "
+            f"training (SHA-256 per document); {meta['leakage']['duplicates_removed']} repeated "
+            "documents removed",
         ),
         ("cache", f"{data.cache_dir} ({'reused' if data.cache_hit else 'written'})"),
     ]

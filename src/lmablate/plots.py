@@ -17,7 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from lmablate.analysis import Analysis, RunData, StudyData, eval_curve
+from lmablate.analysis import Analysis
+from lmablate.rundata import RunData, StudyData, eval_curve
 
 LOSS = "loss (nats / token)"
 FIGURES = {

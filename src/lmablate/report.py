@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from lmablate import __version__
-from lmablate.analysis import AGGREGATED, Analysis, StudyData, analyze, load_study_dir
+from lmablate.analysis import AGGREGATED, Analysis, analyze
 from lmablate.plots import draw_all
 from lmablate.report_markdown import markdown_report
+from lmablate.rundata import StudyData, load_study_dir
 
 CSV_COLUMNS = [
     "configuration",

@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from lmablate.analysis import Analysis, StudyData
+from lmablate.analysis import Analysis
+from lmablate.rundata import StudyData
 
 SMOLLM_CITATION = """\
 @misc{benallal2024smollmcorpus,

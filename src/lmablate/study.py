@@ -20,7 +20,6 @@ from typing import Any
 
 import yaml
 
-from lmablate.analysis import load_study_dir
 from lmablate.checkpoint import load_run
 from lmablate.config import RunConfig
 from lmablate.data import prepare
@@ -29,6 +28,7 @@ from lmablate.generation import generate
 from lmablate.hardware import resolve_device, resolve_precision
 from lmablate.model import count_parameters, resolve_vocab_size, training_flops_per_token
 from lmablate.report import build_report
+from lmablate.rundata import load_study_dir
 from lmablate.study_config import Study, StudyRun
 from lmablate.train import FINISHED, read_summary, train, write_json_atomic
 

@@ -429,6 +429,7 @@ def _train(
         train_tokens=len(data.train_tokens),
         data_key=data.cache_dir.name,
         tokenizer=data.tokenizer.name,
+        data_meta={key: data.meta[key] for key in ("documents", "tokens", "leakage")},
     )
     write_json_atomic(run_dir / "summary.json", summary)
     if status == "complete":  # only the final checkpoint is worth its disk space now
@@ -454,6 +455,7 @@ def build_summary(
     train_tokens: int,
     data_key: str,
     tokenizer: str,
+    data_meta: dict[str, Any],
 ) -> dict[str, Any]:
     tc = cfg.train
     evals = [r for r in records if r["kind"] == "eval" and r["step"] <= step]
@@ -501,6 +503,7 @@ def build_summary(
             "targets_digest": digest(val.targets[val.targets >= 0].tolist()),
         },
         "tokenizer": tokenizer,
+        "data": data_meta,
         "config_hash": digest(cfg.model_dump(mode="json")),
         "data_cache_key": data_key,
         "environment": environment(device),

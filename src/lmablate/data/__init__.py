@@ -9,6 +9,7 @@ with the same inputs memory-maps the cache and skips reading and tokenizing.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,10 @@ class PreparedData:
     meta: dict[str, Any]
     cache_dir: Path
     cache_hit: bool
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).hexdigest()
 
 
 def split_documents(
@@ -137,6 +142,8 @@ def prepare(
     train_idx, val_idx = split_documents(len(documents), cfg.val_fraction, cfg.split_seed)
     train = _token_stream(tokenizer, [documents[i] for i in train_idx], "train", progress)
     val = _token_stream(tokenizer, [documents[i] for i in val_idx], "validation", progress)
+    train_hashes = {_sha256(documents[i]) for i in train_idx}
+    leaked = sum(_sha256(documents[i]) in train_hashes for i in val_idx)
     meta = {
         "source": describe_source(cfg),
         "source_key": source_key,
@@ -148,6 +155,11 @@ def prepare(
         "characters": {"total": sum(map(len, documents))},
         "replaced_characters": get_corpus().replaced_characters,
         "val_document_indices": val_idx,
+        "leakage": {
+            "method": "SHA-256 of every document's text, validation against training",
+            "val_documents_in_training": leaked,
+            "duplicates_removed": get_corpus().duplicates_removed,
+        },
     }
     write_cache(directory, meta, train, val)
     log(f"wrote token cache {directory}")

@@ -25,7 +25,7 @@ import numpy as np
 
 from lmablate.config import DataConfig
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: exact duplicate documents removed, leakage count in meta
 
 
 def cache_root(cfg: DataConfig) -> Path:

@@ -7,7 +7,8 @@
 - ``builtin``: the documentation topics that ship with every CPython (``pydoc_data``), split at
   their section headings: real English prose that needs no download.
 
-Text is decoded as UTF-8; undecodable bytes become U+FFFD and are counted, never fatal.
+Text is decoded as UTF-8; undecodable bytes become U+FFFD and are counted, never fatal. Empty
+documents and exact repeats of an earlier document are dropped (repeats are counted).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ RECORD_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 class Corpus:
     documents: list[str]
     replaced_characters: int = 0  # U+FFFD inserted while decoding non-UTF-8 bytes
+    duplicates_removed: int = 0  # exact repeats of an earlier document, dropped
 
 
 def load_corpus(cfg: DataConfig, progress: bool = True) -> Corpus:
@@ -39,12 +41,14 @@ def load_corpus(cfg: DataConfig, progress: bool = True) -> Corpus:
     else:
         corpus = Corpus(_hub_documents(cfg, progress))
     documents = [doc for doc in corpus.documents if doc.strip()][: cfg.num_documents]
-    if len(documents) < 2:
+    # an exact repeat could land on both sides of the train/validation split: keep the first
+    unique = list(dict.fromkeys(documents))
+    if len(unique) < 2:
         raise DataError(
-            f"{describe_source(cfg)} holds {len(documents)} non-empty document(s); at least 2 "
-            "are needed (validation documents are held out from training)"
+            f"{describe_source(cfg)} holds {len(unique)} distinct non-empty document(s); at "
+            "least 2 are needed (validation documents are held out from training)"
         )
-    return Corpus(documents, corpus.replaced_characters)
+    return Corpus(unique, corpus.replaced_characters, len(documents) - len(unique))
 
 
 def describe_source(cfg: DataConfig) -> str:
