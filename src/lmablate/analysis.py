@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lmablate.rundata import RunData, StudyData, budget_to_reach, eval_curve
+from lmablate.stats import Comparison, compare, noise_floor, summarize, with_verdicts
+from lmablate.validity import confounds, equal_budgets, leakage, overfitting, provenance
 
+INTERVAL_METRICS = ("eval_loss", "val_bpb", "accuracy")
 CONVERGED_TOLERANCE = 0.01  # relative val-loss improvement over the last 20% of training
 PHASE_FRACTION = 0.1
 
@@ -135,6 +138,14 @@ class Analysis:
     ranking: list[tuple[str, float]]  # (variant, mean final val loss), best first
     efficiency_ranking: list[tuple[str, float | None]]  # (variant, FLOPs to target), best first
     findings: dict[str, Any]
+    intervals: dict[str, dict[str, Any]] = field(default_factory=dict)  # variant -> metric -> CI
+    comparisons: list[Comparison] = field(default_factory=list)  # each variant vs the baseline
+    noise_floor: float | None = None
+    equal_budgets: dict[str, Any] = field(default_factory=dict)
+    overfitting: dict[str, Any] = field(default_factory=dict)
+    confounds: dict[str, Any] = field(default_factory=dict)
+    leakage: dict[str, Any] = field(default_factory=dict)
+    provenance: list[dict[str, Any]] = field(default_factory=list)
 
 
 def target_loss(study: StudyData) -> tuple[float | None, str]:
@@ -190,18 +201,74 @@ def analyze(study: StudyData) -> Analysis:
         key=lambda v: complete[v]["eval_loss"],
     )
     efficiency = [(v, complete[v]["flops_to_target"]) for v in [*reached, *missed]]
+
+    final = {
+        v: {r.seed: r.summary["final_val_loss"] for r in study.runs_of(v, True)}
+        for v in study.variants
+    }
+    intervals = {
+        v: {
+            key: (
+                s.as_dict()
+                if (
+                    s := summarize(
+                        [m[key] for m in per_run if m["variant"] == v and m["status"] == "complete"]
+                    )
+                )
+                else None
+            )
+            for key in INTERVAL_METRICS
+        }
+        for v in study.variants
+    }
+    floor = noise_floor(list(final["baseline"].values()))
+    comparisons = with_verdicts(
+        [
+            compare(v, final[v], final["baseline"])
+            for v in study.variants
+            if v != "baseline" and final[v] and final["baseline"]
+        ],
+        floor,
+    )
+    budgets = equal_budgets(study)
+    # "best": the lowest mean loss, unless others sit within the noise floor of it (a tie)
+    tied = [v for v, loss in ranking if floor is not None and loss - ranking[0][1] <= floor]
+    best = (f"tied: {', '.join(tied)}" if len(tied) > 1 else ranking[0][0]) if ranking else None
+    equal_compute = budgets.get("flops", {}).get("ranking") or []
     findings: dict[str, Any] = {
-        "best_performing_config": ranking[0][0] if ranking else None,
+        "best_performing_config": best,
+        "lowest_mean_val_loss_config": ranking[0][0] if ranking else None,
         "worst_performing_config": ranking[-1][0] if ranking else None,
         "performance_gap": ranking[-1][1] - ranking[0][1] if ranking else None,
+        "runner_up_gap": ranking[1][1] - ranking[0][1] if len(ranking) > 1 else None,
+        "noise_floor": floor,
+        "seeds_per_configuration": max((e["n_complete"] for e in per_variant.values()), default=0),
         "most_efficient_config": efficiency[0][0] if efficiency else None,
         "least_efficient_config": efficiency[-1][0] if efficiency else None,
+        "best_at_equal_compute": equal_compute[0] if equal_compute else None,
         "ranking_metric": "final validation loss on held-out documents (nats per token), "
         "mean over seeds",
         "efficiency_measure": "training FLOPs to reach the target validation loss "
         f"({source}); runs that never reach it rank last",
         "target_val_loss": target,
         "not_reaching_target": missed,
+        "verdicts": {c.variant: c.verdict for c in comparisons},
         "incomplete": [v for v, e in per_variant.items() if e["n_complete"] < e["n_seeds"]],
     }
-    return Analysis(per_run, per_variant, target, source, ranking, efficiency, findings)
+    return Analysis(
+        per_run,
+        per_variant,
+        target,
+        source,
+        ranking,
+        efficiency,
+        findings,
+        intervals=intervals,
+        comparisons=comparisons,
+        noise_floor=floor,
+        equal_budgets=budgets,
+        overfitting=overfitting(study),
+        confounds=confounds(study, per_variant),
+        leakage=leakage(study),
+        provenance=provenance(study),
+    )

@@ -19,6 +19,7 @@ import numpy as np
 
 from lmablate.analysis import Analysis
 from lmablate.rundata import RunData, StudyData, eval_curve
+from lmablate.validity import BUDGETS
 
 LOSS = "loss (nats / token)"
 FIGURES = {
@@ -31,6 +32,8 @@ FIGURES = {
     "(loss drop per million tokens between evaluations)",
     "val_loss_vs_tokens.png": "Validation loss against tokens seen (equal-data view)",
     "val_loss_vs_time.png": "Validation loss against training time (equal-time view)",
+    "equal_budget_comparison.png": "Validation loss against tokens, training FLOPs and "
+    "training time on shared axes, with the budget every variant reached marked",
 }
 
 
@@ -82,8 +85,11 @@ def _train_points(run: RunData) -> list[tuple[float, float]]:
 
 
 def _finish(fig, path: Path) -> None:
+    """PNG for the report, and the same figure as vector PDF under paper/ for a manuscript."""
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    (path.parent / "paper").mkdir(exist_ok=True)
+    fig.savefig(path.parent / "paper" / path.with_suffix(".pdf").name)
     plt.close(fig)
 
 
@@ -258,4 +264,22 @@ def draw_all(study: StudyData, analysis: Analysis, out: Path) -> dict[str, str]:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
         _finish(fig, out / name)
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5), sharey=True)
+    for ax, (budget, label) in zip(axes, BUDGETS.items(), strict=True):
+        _plot_curves(ax, study, colors, _eval_points("val_loss", budget), complete_only=True)
+        matched = analysis.equal_budgets.get(budget, {}).get("matched_budget")
+        if matched is not None:
+            ax.axvline(
+                matched,
+                color="0.3",
+                linestyle=":",
+                linewidth=1,
+                label="budget every variant reached",
+            )
+        ax.set(title=f"Validation loss against {label.split(' (')[0]}", xlabel=label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel(LOSS)
+    _finish(fig, out / "equal_budget_comparison.png")
     return dict(FIGURES)

@@ -14,11 +14,15 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from scipy.stats import spearmanr
+
 from lmablate import __version__
 from lmablate.analysis import AGGREGATED, Analysis, analyze
+from lmablate.paper import write_paper
 from lmablate.plots import draw_all
 from lmablate.report_markdown import markdown_report
 from lmablate.rundata import StudyData, load_study_dir
+from lmablate.stats import ALPHA, CONFIDENCE
 
 CSV_COLUMNS = [
     "configuration",
@@ -48,6 +52,13 @@ CSV_COLUMNS = [
     "flops_to_target",
     "time_to_target",
     "status",
+    "eval_loss_ci_low",
+    "eval_loss_ci_high",
+    "diff_vs_baseline",
+    "diff_ci_low",
+    "diff_ci_high",
+    "p_holm",
+    "verdict",
 ]
 
 
@@ -213,15 +224,28 @@ def research_data(study: StudyData, analysis: Analysis, figures: dict[str, str])
                     "best_config": analysis.findings["best_performing_config"],
                     "worst_config": analysis.findings["worst_performing_config"],
                 },
+                "intervals": analysis.intervals,
                 "statistical_significance": {
                     "seeds_per_configuration": len(setup["seeds"]),
-                    "per_configuration_std": {v: table[v]["eval_loss_std"] for v in study.variants},
-                    "note": "with one seed per configuration no difference can be tested against "
-                    "seed-to-seed variation"
+                    "alpha": ALPHA,
+                    "confidence": CONFIDENCE,
+                    "correction": "Holm step-down over the variants compared with the baseline",
+                    "comparisons_vs_baseline": [c.as_dict() for c in analysis.comparisons],
+                    "noise_floor": analysis.noise_floor,
+                    "noise_floor_definition": "t(0.975, n-1) * SD of the baseline's final "
+                    "validation loss over seeds * sqrt(2/n): the smallest detectable difference",
+                    "note": "one seed per configuration: no difference can be tested against "
+                    "seed-to-seed variation; rerun with --seeds 3"
                     if len(setup["seeds"]) < 2
-                    else "standard deviations over seeds of the final validation loss",
+                    else "paired t-tests over replicates (Welch when seeds differ)",
                 },
-                "correlation_analysis": {},
+                "correlation_analysis": correlations(analysis),
+                "equal_budget": analysis.equal_budgets,
+                "target": {"val_loss": analysis.target_loss, "source": analysis.target_source},
+                "overfitting": analysis.overfitting,
+                "confounds": analysis.confounds,
+                "leakage": analysis.leakage,
+                "provenance": analysis.provenance,
                 "efficiency_analysis": {
                     "ranking": [[v, f] for v, f in analysis.efficiency_ranking],
                     "measure": analysis.findings["efficiency_measure"],
@@ -233,6 +257,30 @@ def research_data(study: StudyData, analysis: Analysis, figures: dict[str, str])
             "runs": analysis.per_run,
         }
     )
+
+
+def correlations(analysis: Analysis) -> dict[str, Any]:
+    """Spearman rank correlation, over complete runs, of final validation loss with budgets:
+    a strong one says the ranking may be mostly a ranking of how much each run trained."""
+    rows = [m for m in analysis.per_run if m["status"] == "complete" and m["eval_loss"]]
+    if len(rows) < 3:
+        return {"note": "fewer than three complete runs"}
+    out: dict[str, Any] = {
+        "method": "Spearman rank correlation over complete runs",
+        "n_runs": len(rows),
+    }
+    losses = [m["eval_loss"] for m in rows]
+    for key in ("tokens_seen", "total_flops", "params"):
+        values = [m[key] for m in rows]
+        if len(set(values)) < 2:
+            out[f"val_loss_vs_{key}"] = None
+            continue
+        result = spearmanr(values, losses)
+        out[f"val_loss_vs_{key}"] = {
+            "rho": float(result.statistic),
+            "p_value": float(result.pvalue),
+        }
+    return out
 
 
 def _dataset_name(data: dict[str, Any]) -> str:
@@ -330,8 +378,20 @@ def write_csv(path: Path, analysis: Analysis) -> None:
         writer.writeheader()
         for row in analysis.per_run:
             writer.writerow(_clean({**row, "configuration": row["variant"]}))
+        comparisons = {c.variant: c for c in analysis.comparisons}
         for variant, row in analysis.per_variant.items():
             statuses = set(row["statuses"])
+            interval = analysis.intervals[variant]["eval_loss"] or {}
+            comparison = comparisons.get(variant)
+            extra = {}
+            if comparison is not None:
+                extra = {
+                    "diff_vs_baseline": comparison.difference,
+                    "diff_ci_low": comparison.ci_low,
+                    "diff_ci_high": comparison.ci_high,
+                    "p_holm": comparison.p_holm,
+                    "verdict": comparison.verdict,
+                }
             writer.writerow(
                 _clean(
                     {
@@ -340,6 +400,9 @@ def write_csv(path: Path, analysis: Analysis) -> None:
                         "seed": "mean",
                         "convergence_converged": row["converged"],
                         "status": statuses.pop() if len(statuses) == 1 else "mixed",
+                        "eval_loss_ci_low": interval.get("ci_low"),
+                        "eval_loss_ci_high": interval.get("ci_high"),
+                        **extra,
                     }
                 )
             )
@@ -383,6 +446,7 @@ def build_report(directory: str | Path) -> Path:
     (out / "research_data.json").write_text(json.dumps(data, indent=2))
     write_csv(out / "performance_metrics.csv", analysis)
     write_samples(study, out / "text_samples")
+    write_paper(out, analysis, study.study["name"], len(study.study["seeds"]))
     (out / "research_report.md").write_text(markdown_report(study, analysis, data))
     archive = out / "research_package.zip"
     with zipfile.ZipFile(archive.with_suffix(".zip.tmp"), "w", zipfile.ZIP_DEFLATED) as zf:

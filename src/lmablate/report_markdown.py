@@ -8,10 +8,18 @@ convergence, runs that did not finish, and text samples side by side.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from lmablate.analysis import Analysis
+from lmablate.report_sections import (
+    _fmt,
+    _pm,
+    _sci,
+    _table,
+    equal_budget_section,
+    statistics_section,
+    validity_section,
+)
 from lmablate.rundata import StudyData
 
 SMOLLM_CITATION = """\
@@ -22,31 +30,6 @@ SMOLLM_CITATION = """\
   year   = {2024},
   url    = {https://huggingface.co/datasets/HuggingFaceTB/smollm-corpus}
 }"""
-
-
-def _fmt(value: Any, spec: str = ".4f") -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float) and not math.isfinite(value):
-        return "n/a"
-    return format(value, spec)
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += [
-        "| " + " | ".join(cell.replace("|", "\\|").replace("\n", " ") for cell in row) + " |"
-        for row in rows
-    ]
-    return [*lines, ""]
-
-
-def _pm(mean: float | None, std: float | None, spec: str = ".4f") -> str:
-    return _fmt(mean, spec) + (f" ± {_fmt(std, spec)}" if std is not None else "")
-
-
-def _sci(value: float | None) -> str:
-    return "not reached" if value is None else f"{value:.3g}"
 
 
 def _budget_caveat(best: str, table: dict[str, dict[str, Any]]) -> list[str]:
@@ -63,9 +46,73 @@ def _budget_caveat(best: str, table: dict[str, dict[str, Any]]) -> list[str]:
     ]
 
 
+def _key_findings(analysis: Analysis, n_seeds: int) -> list[str]:
+    findings, table = analysis.findings, analysis.per_variant
+    lowest = findings["lowest_mean_val_loss_config"]
+    if lowest is None:
+        return ["- No configuration completed; see *Runs that did not complete*."]
+    interval = analysis.intervals[lowest]["eval_loss"]
+    ci = (
+        f", 95% CI [{_fmt(interval['ci_low'])}, {_fmt(interval['ci_high'])}]"
+        if interval and interval["ci_low"] is not None
+        else ""
+    )
+    best = findings["best_performing_config"]
+    floor = findings["noise_floor"]
+    out = []
+    if best.startswith("tied: "):
+        out.append(
+            f"- **Best Performing Configuration:** {best} — their mean validation "
+            f"losses lie within the noise floor ({floor:.4f}) of the lowest, "
+            f"{lowest} ({_fmt(table[lowest]['eval_loss'])}{ci})"
+        )
+    else:
+        gap = findings["runner_up_gap"]
+        beyond = (
+            f"; {_fmt(gap)} below the runner-up, beyond the noise floor {floor:.4f}"
+            if floor is not None and gap is not None
+            else ""
+        )
+        out.append(
+            f"- **Best Performing Configuration:** {best} (validation loss "
+            f"{_fmt(table[best]['eval_loss'])}{ci}{beyond})"
+        )
+    worst = findings["worst_performing_config"]
+    most = findings["most_efficient_config"]
+    out += [
+        f"- **Worst Performing Configuration:** {worst} (validation loss "
+        f"{_pm(table[worst]['eval_loss'], table[worst]['eval_loss_std'])}); gap "
+        f"{_fmt(findings['performance_gap'])} nats per token",
+        f"- **Most Efficient Configuration:** {most} ({_sci(table[most]['flops_to_target'])} "
+        "FLOPs to reach the target)",
+        f"- **Least Efficient Configuration:** {findings['least_efficient_config']}",
+    ]
+    if findings["best_at_equal_compute"]:
+        out.append(
+            f"- **Best at equal compute:** {findings['best_at_equal_compute']} (lowest "
+            "validation loss at the FLOPs every configuration reached)"
+        )
+    out += _budget_caveat(lowest, table)
+    verdicts = [f"{c.variant} {c.verdict} ({c.difference:+.4f})" for c in analysis.comparisons]
+    if n_seeds >= 2 and verdicts:
+        out.append(f"- **Against the baseline:** {'; '.join(verdicts)}")
+    out.append(
+        f"- **Measures:** performance is the {findings['ranking_metric']}; efficiency "
+        f"is {findings['efficiency_measure']}, target "
+        f"{_fmt(findings['target_val_loss'])}."
+    )
+    if n_seeds < 2:
+        out.append(
+            "- **Caution:** one seed per configuration. Differences smaller than the "
+            "seed-to-seed variation cannot be told from noise; rerun with `--seeds 3` "
+            "before claiming a small difference."
+        )
+    return out
+
+
 def markdown_report(study: StudyData, analysis: Analysis, data: dict[str, Any]) -> str:
     meta, setup = data["metadata"], data["experimental_setup"]
-    findings, table = analysis.findings, analysis.per_variant
+    table = analysis.per_variant
     seeds = study.study["seeds"]
     env = meta["software"]
     dataset, training = setup["dataset"], setup["training_setup"]
@@ -123,30 +170,7 @@ def markdown_report(study: StudyData, analysis: Analysis, data: dict[str, Any]) 
         "## Key Findings",
         "",
     ]
-    best, worst = findings["best_performing_config"], findings["worst_performing_config"]
-    if best:
-        out += [
-            f"- **Best Performing Configuration:** {best} (validation loss "
-            f"{_pm(table[best]['eval_loss'], table[best]['eval_loss_std'])})",
-            f"- **Worst Performing Configuration:** {worst} (validation loss "
-            f"{_pm(table[worst]['eval_loss'], table[worst]['eval_loss_std'])}); gap "
-            f"{_fmt(findings['performance_gap'])} nats per token",
-            f"- **Most Efficient Configuration:** {findings['most_efficient_config']} "
-            f"({_sci(table[findings['most_efficient_config']]['flops_to_target'])} FLOPs to "
-            "reach the target)",
-            f"- **Least Efficient Configuration:** {findings['least_efficient_config']}",
-            *_budget_caveat(best, table),
-            f"- **Measures:** performance is the {findings['ranking_metric']}; efficiency is "
-            f"{findings['efficiency_measure']}, target {_fmt(findings['target_val_loss'])}.",
-        ]
-    else:
-        out.append("- No configuration completed; see *Runs that did not complete*.")
-    if len(seeds) < 2:
-        out.append(
-            "- **Caution:** one seed per configuration. Differences smaller than the "
-            "seed-to-seed variation cannot be told from noise; rerun with `--seeds 3` "
-            "before claiming a small difference."
-        )
+    out += _key_findings(analysis, len(seeds))
     out += ["", "## Configuration Details", ""]
     for variant, details in setup["configurations"].items():
         out += [
@@ -283,6 +307,9 @@ def markdown_report(study: StudyData, analysis: Analysis, data: dict[str, Any]) 
             [[m["variant"], str(m["seed"]), m["status"], m["message"] or "—"] for m in unfinished],
         )
 
+    out += statistics_section(analysis, len(seeds))
+    out += equal_budget_section(analysis)
+    out += validity_section(analysis)
     out += ["## Text Generation", ""]
     samples = data["text_samples"]
     prompts = next((s for s in samples.values() if s), {})

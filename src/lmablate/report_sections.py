@@ -1,0 +1,259 @@
+"""Markdown sections of the report for the statistics and the threats to validity. No torch.
+
+Formatting only; every number comes from ``analysis.Analysis``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from lmablate.analysis import Analysis
+from lmablate.stats import ALPHA
+
+
+def _fmt(value: Any, spec: str = ".4f") -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "n/a"
+    return format(value, spec)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += [
+        "| " + " | ".join(cell.replace("|", "\\|").replace("\n", " ") for cell in row) + " |"
+        for row in rows
+    ]
+    return [*lines, ""]
+
+
+def _pm(mean: float | None, std: float | None, spec: str = ".4f") -> str:
+    return _fmt(mean, spec) + (f" ± {_fmt(std, spec)}" if std is not None else "")
+
+
+def _sci(value: float | None) -> str:
+    return "not reached" if value is None else f"{value:.3g}"
+
+
+def _ci(interval: dict[str, Any] | None, spec: str = ".4f") -> str:
+    if not interval:
+        return "n/a"
+    if interval["ci_low"] is None:
+        return f"{_fmt(interval['mean'], spec)} (one seed)"
+    return (
+        f"{_fmt(interval['mean'], spec)} [{_fmt(interval['ci_low'], spec)}, "
+        f"{_fmt(interval['ci_high'], spec)}]"
+    )
+
+
+def statistics_section(analysis: Analysis, n_seeds: int) -> list[str]:
+    out = ["## Statistical Analysis", ""]
+    if n_seeds < 2:
+        out += [
+            "With one seed per configuration there is no estimate of seed-to-seed "
+            "variation: no confidence interval, test or noise floor can be computed, and "
+            "every difference below is **untested**. Rerun the study with `--seeds 3` (or "
+            "`seeds: [0, 1, 2]`) to get them.",
+            "",
+        ]
+    else:
+        out += [
+            f"Mean and 95% confidence interval (t distribution) over {n_seeds} seeds. "
+            "Replicate k of every configuration shares its initialization seed and batch "
+            "order, so each configuration is compared with the baseline on the per-seed "
+            "differences (paired t-test; Welch's t-test where the seeds differ), with "
+            f"p-values adjusted for the {len(analysis.comparisons)} comparisons by Holm's "
+            "method.",
+            "",
+        ]
+    out += _table(
+        ["configuration", "n", "val loss [95% CI]", "val bpb [95% CI]", "accuracy [95% CI]"],
+        [
+            [
+                v,
+                str(analysis.per_variant[v]["n_complete"]),
+                _ci(analysis.intervals[v]["eval_loss"]),
+                _ci(analysis.intervals[v]["val_bpb"]),
+                _ci(analysis.intervals[v]["accuracy"], ".3f"),
+            ]
+            for v, _ in analysis.ranking
+        ],
+    )
+    floor = analysis.noise_floor
+    if floor is not None:
+        out += [
+            f"**Noise floor:** {floor:.4f} nats per token — the half-width of a 95% "
+            "interval for a difference between two configurations with the baseline's "
+            "seed-to-seed spread. Differences smaller than this are *within noise* and are "
+            "never reported as wins.",
+            "",
+        ]
+    out += [
+        "**Against the baseline** (difference = configuration − baseline in validation "
+        "loss; negative is better):",
+        "",
+    ]
+    rows = []
+    for c in analysis.comparisons:
+        interval = f"[{_fmt(c.ci_low)}, {_fmt(c.ci_high)}]" if c.ci_low is not None else "n/a"
+        rows.append(
+            [
+                c.variant,
+                f"{c.difference:+.4f}",
+                interval,
+                c.test,
+                _fmt(c.statistic, ".2f"),
+                _fmt(c.df, ".1f"),
+                _fmt(c.p_value, ".3g"),
+                _fmt(c.p_holm, ".3g"),
+                _fmt(c.effect_size, ".2f"),
+                f"**{c.verdict}**",
+            ]
+        )
+    out += _table(
+        [
+            "configuration",
+            "difference",
+            "95% CI",
+            "test",
+            "t",
+            "df",
+            "p",
+            "p (Holm)",
+            "Cohen's d",
+            "verdict",
+        ],
+        rows,
+    )
+    out += [
+        f"Verdicts: *better* / *worse* — Holm-adjusted p < {ALPHA} and the difference "
+        "exceeds the noise floor; *within noise* — the difference is smaller than the noise "
+        "floor; *no detectable difference* — the test does not reject; *untested* — fewer "
+        "than two seeds on a side.",
+        "",
+    ]
+    return out
+
+
+def equal_budget_section(analysis: Analysis) -> list[str]:
+    budgets = analysis.equal_budgets
+    out = [
+        "## Equal-Budget Comparison",
+        "",
+        "Final losses reward configurations that simply trained more. Here every "
+        "configuration's validation loss is read off its evaluation curve (linear "
+        "interpolation) at the largest budget that **every** configuration reached.",
+        "",
+    ]
+    if not budgets:
+        return [*out, "Not available: no complete runs.", ""]
+    names = {"tokens": "equal tokens", "flops": "equal FLOPs", "time_s": "equal time"}
+    units = {"tokens": "tokens", "flops": "FLOPs", "time_s": "s"}
+    header = [
+        "configuration",
+        *[f"{names[b]} ({_sci(budgets[b]['matched_budget'])} {units[b]})" for b in budgets],
+    ]
+    variants = [v for v, _ in analysis.ranking]
+    out += _table(
+        header, [[v, *[_fmt(budgets[b]["val_loss"].get(v)) for b in budgets]] for v in variants]
+    )
+    lines = [
+        f"- At {names[b]}: best **{budgets[b]['ranking'][0]}**"
+        for b in budgets
+        if budgets[b]["ranking"]
+    ]
+    return [*out, *lines, "", "![Equal-budget comparison](equal_budget_comparison.png)", ""]
+
+
+def validity_section(analysis: Analysis) -> list[str]:
+    out = [
+        "## Threats to Validity",
+        "",
+        "### Confounds",
+        "",
+        "What each configuration changes relative to the baseline, and how its training "
+        "budget compares:",
+        "",
+    ]
+    rows = []
+    for variant, row in analysis.confounds.items():
+        changes = ", ".join(f"{k}={v}" for k, v in row["changes"].items()) or "—"
+        rows.append(
+            [
+                variant,
+                changes,
+                ", ".join(row["factors"]) or "—",
+                "yes" if row["multi_factor"] else "no",
+                _fmt(row["tokens_ratio"], ".2f"),
+                _fmt(row["flops_ratio"], ".2f"),
+            ]
+        )
+    out += _table(
+        ["configuration", "changes", "factors", "confounded", "tokens ×", "FLOPs ×"], rows
+    )
+    for variant, row in analysis.confounds.items():
+        out += [f"- **{variant}** {w}." for w in row["warnings"]]
+    out += ["", "### Overfitting", ""]
+    out += _table(
+        ["configuration", "epochs", "val − train loss", "validation rose while training fell"],
+        [
+            [
+                v,
+                _fmt(o["epochs"], ".2f"),
+                _fmt(o["val_minus_train_loss"], "+.4f"),
+                "; ".join(o["flags"]) or "no",
+            ]
+            for v, o in analysis.overfitting.items()
+        ],
+    )
+    out += [
+        "The training loss is the mean over the last 10% of logged steps, so it lags the "
+        "weights the validation loss was measured on; a small negative gap is expected "
+        "early in training.",
+        "",
+        "### Leakage",
+        "",
+    ]
+    leak = analysis.leakage
+    if leak.get("checked"):
+        docs = leak["documents"]
+        out += [
+            f"**{leak['val_documents_in_training']}** of {docs['val']} validation documents "
+            f"appear in the {docs['train']} training documents ({leak['method']}); "
+            f"{leak['duplicates_removed']} exact repeats were removed from the corpus "
+            "before the split.",
+            "",
+        ]
+    else:
+        out += ["Not recorded by these runs.", ""]
+    out += ["### Provenance", ""]
+    out += _table(
+        [
+            "run",
+            "config hash",
+            "data cache",
+            "seed / data seed",
+            "tokens",
+            "FLOPs",
+            "device",
+            "torch",
+            "git",
+        ],
+        [
+            [
+                f"{p['variant']}/seed-{p['seed']}",
+                p["config_hash"] or "—",
+                p["data_cache_key"] or "—",
+                f"{p['seed']} / {p['data_seed']}",
+                _fmt(p["tokens"], ",.0f") if p["tokens"] else "—",
+                _sci(p["flops"]) if p["flops"] else "—",
+                p["device"] or "—",
+                p["torch"] or "—",
+                (p["git_sha"] or "—")[:10],
+            ]
+            for p in analysis.provenance
+        ],
+    )
+    return out

@@ -1,0 +1,198 @@
+"""Threats to validity: equal-budget views, overfitting, confounds, leakage, provenance. No torch.
+
+An ablation compares a variant with the baseline, but a variant that also trains on more tokens,
+spends more compute or changes two things at once can win for the wrong reason. This module
+reads the run directories and states each such threat with its numbers:
+
+- **Equal budgets.** Every variant's validation loss at the largest budget that every variant
+  reached (tokens seen, training FLOPs, training seconds), interpolated on its eval curve.
+- **Overfitting.** Epochs over the training data, the final gap between validation and training
+  loss, and a flag when validation loss rose between two evaluations while training loss fell.
+- **Confounds.** The factors a variant changes (fields grouped: model size, batch size,
+  learning-rate schedule, context length, ...), flagged when more than one changes, and the
+  ratio of its tokens and FLOPs to the baseline's, flagged beyond 5%.
+- **Leakage.** Validation documents found in training by SHA-256 of their text (must be 0).
+- **Provenance.** Per run: config hash, data cache key, seeds, tokens, FLOPs, device, versions.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from lmablate.rundata import StudyData, eval_curve, loss_at
+
+BUDGETS = {
+    "tokens": "tokens seen",
+    "flops": "training FLOPs",
+    "time_s": "training seconds (evaluation excluded)",
+}
+FACTORS = {
+    "model size": ("d_model", "n_heads", "n_kv_heads", "n_layers", "d_ff", "vocab_size"),
+    "architecture": ("mlp", "rope_theta", "norm_eps", "tie_embeddings", "init_std"),
+    "batch size": ("batch_size", "grad_accum_steps"),
+    "learning-rate schedule": ("learning_rate", "min_lr_ratio", "warmup_steps"),
+    "training length": ("max_steps",),
+    "context length": ("seq_len",),
+    "optimizer": ("weight_decay", "adam_beta1", "adam_beta2", "adam_eps", "grad_clip"),
+    "numerics": ("precision", "compile", "device"),
+}
+BUDGET_TOLERANCE = 0.05  # tokens or FLOPs beyond ±5% of the baseline's are flagged
+
+
+def _complete(study: StudyData, variant: str):
+    return study.runs_of(variant, complete_only=True)
+
+
+def equal_budgets(study: StudyData) -> dict[str, Any]:
+    """Per budget: the matched value and each variant's mean validation loss there."""
+    out: dict[str, Any] = {}
+    variants = [v for v in study.variants if _complete(study, v)]
+    for budget, label in BUDGETS.items():
+        curves = {v: [eval_curve(r) for r in _complete(study, v)] for v in variants}
+        finals = [
+            c[-1][budget] for cs in curves.values() for c in cs if c and c[-1][budget] is not None
+        ]
+        if not finals or len(finals) < sum(len(cs) for cs in curves.values()):
+            continue
+        matched = min(finals)
+        losses = {}
+        for variant, variant_curves in curves.items():
+            values = [loss_at(c, budget, matched) for c in variant_curves]
+            values = [v for v in values if v is not None]
+            losses[variant] = sum(values) / len(values) if values else None
+        ranking = sorted((v for v in losses if losses[v] is not None), key=lambda v: losses[v])
+        out[budget] = {
+            "label": label,
+            "matched_budget": matched,
+            "val_loss": losses,
+            "ranking": ranking,
+        }
+    return out
+
+
+def overfitting(study: StudyData) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for variant in study.variants:
+        runs = _complete(study, variant)
+        if not runs:
+            continue
+        flags, gaps, epochs = [], [], []
+        for run in runs:
+            summary = run.summary
+            epochs.append(summary["epochs"])
+            if summary.get("final_train_loss") is not None:
+                gaps.append(summary["final_val_loss"] - summary["final_train_loss"])
+            train_at = {r["step"]: r["loss"] for r in run.train_records}
+            evals = [r for r in run.eval_records if r["step"] in train_at]
+            for before, after in itertools.pairwise(evals):
+                if (
+                    after["val_loss"] > before["val_loss"]
+                    and train_at[after["step"]] < train_at[before["step"]]
+                ):
+                    flags.append(
+                        f"seed {run.seed}: validation loss rose from {before['val_loss']:.4f} "
+                        f"(step {before['step']}) to {after['val_loss']:.4f} (step "
+                        f"{after['step']}) while training loss fell"
+                    )
+        out[variant] = {
+            "epochs": sum(epochs) / len(epochs),
+            "val_minus_train_loss": sum(gaps) / len(gaps) if gaps else None,
+            "flags": flags,
+        }
+    return out
+
+
+def factors_changed(changes: dict[str, Any]) -> list[str]:
+    fields = [k for k in changes if k != "description"]
+    named = [name for name, group in FACTORS.items() if any(f in group for f in fields)]
+    grouped = {f for group in FACTORS.values() for f in group}
+    return named + [f for f in fields if f not in grouped]
+
+
+def confounds(study: StudyData, per_variant: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What each variant changes, and how its budget differs from the baseline's."""
+    base = per_variant.get("baseline", {})
+    out: dict[str, Any] = {}
+    for variant, changes in (study.study.get("variants") or {}).items():
+        factors = factors_changed(changes or {})
+        row = per_variant.get(variant, {})
+        warnings = []
+        if len(factors) > 1:
+            warnings.append(
+                f"changes {len(factors)} factors at once ({', '.join(factors)}): a difference "
+                "from the baseline cannot be attributed to any one of them"
+            )
+        ratios = {}
+        for key in ("tokens_seen", "total_flops"):
+            if row.get(key) and base.get(key):
+                ratios[key] = row[key] / base[key]
+        tokens, flops = ratios.get("tokens_seen"), ratios.get("total_flops")
+        if tokens is not None and abs(tokens - 1) > BUDGET_TOLERANCE:
+            direction = "more" if tokens > 1 else "fewer"
+            warnings.append(
+                f"trains on {tokens:.2f}x the baseline's tokens: its final loss reflects "
+                f"{direction} data as well as its own change, which biases the ranking "
+                f"{'in its favour' if tokens > 1 else 'against it'}; compare at equal tokens"
+            )
+        if flops is not None and abs(flops - 1) > BUDGET_TOLERANCE:
+            warnings.append(
+                f"spends {flops:.2f}x the baseline's training FLOPs; compare at equal compute"
+            )
+        out[variant] = {
+            "changes": {k: v for k, v in (changes or {}).items() if k != "description"},
+            "factors": factors,
+            "multi_factor": len(factors) > 1,
+            "tokens_ratio": tokens,
+            "flops_ratio": flops,
+            "warnings": warnings,
+        }
+    return out
+
+
+def leakage(study: StudyData) -> dict[str, Any]:
+    """The data's leakage check, as recorded by every run (they share one data cache)."""
+    records = [
+        r.summary["data"]["leakage"]
+        for r in study.runs
+        if r.summary and (r.summary.get("data") or {}).get("leakage")
+    ]
+    if not records:
+        return {"checked": False}
+    return {
+        "checked": True,
+        "method": records[0]["method"],
+        "val_documents_in_training": max(r["val_documents_in_training"] for r in records),
+        "duplicates_removed": records[0]["duplicates_removed"],
+        "documents": next(
+            r.summary["data"]["documents"]
+            for r in study.runs
+            if r.summary and r.summary.get("data")
+        ),
+    }
+
+
+def provenance(study: StudyData) -> list[dict[str, Any]]:
+    rows = []
+    for run in study.runs:
+        summary = run.summary or {}
+        env = summary.get("environment") or {}
+        train = (run.config or {}).get("train", {})
+        rows.append(
+            {
+                "variant": run.variant,
+                "seed": run.seed,
+                "data_seed": train.get("data_seed"),
+                "status": run.status,
+                "config_hash": summary.get("config_hash"),
+                "data_cache_key": summary.get("data_cache_key"),
+                "tokens": summary.get("tokens_seen"),
+                "flops": summary.get("total_flops"),
+                "device": env.get("device"),
+                "precision": summary.get("precision"),
+                "torch": env.get("torch"),
+                "lmablate": env.get("lmablate_version"),
+                "git_sha": env.get("git_sha"),
+            }
+        )
+    return rows
