@@ -405,3 +405,62 @@ def test_dry_run_prints_runs_and_an_estimate(tmp_path, corpus, tokenizer_dir):
     assert "learning_rate=0.01" in result.stdout and "seq_len=16" in result.stdout
     assert "4 runs, estimated" in result.stdout
     assert not (tmp_path / "out").exists()
+
+
+def test_three_seed_study_reports_intervals_tests_budgets_and_validity(
+    tmp_path, corpus, tokenizer_dir
+):
+    variants = """\
+      high_lr: {description: Higher learning rate, learning_rate: 1.0e-2}
+      large_batch: {description: Larger batch and rate, batch_size: 8, learning_rate: 5.0e-3}
+    """
+    path = study_file(tmp_path, corpus, tokenizer_dir, variants=variants, max_steps=8)
+    outcome = run_study(
+        load_study(path, seeds=3), tmp_path / "out", progress=False, log=lambda _: None
+    )
+    assert len(outcome.statuses) == 9 and set(outcome.statuses.values()) == {"complete"}
+    report = tmp_path / "out" / "report"
+    markdown = (report / "research_report.md").read_text()
+    assert "## Statistical Analysis" in markdown and "paired t" in markdown
+    assert "**Noise floor:**" in markdown
+    assert markdown.count("] | ") >= 3  # "mean [low, high]" intervals in the table
+    assert "## Equal-Budget Comparison" in markdown
+    assert "(equal_budget_comparison.png)" in markdown
+    assert "### Confounds" in markdown and "| large_batch | batch_size=8" in markdown
+    assert "changes 2 factors at once (batch size, learning-rate schedule)" in markdown
+    assert "trains on 2.00x the baseline's tokens" in markdown
+    assert "**0** of" in markdown  # validation documents found in training
+    assert "### Provenance" in markdown and "baseline/seed-2" in markdown
+
+    data = json.loads((report / "research_data.json").read_text())
+    significance = data["statistical_analysis"]["statistical_significance"]
+    assert significance["noise_floor"] > 0
+    tests = {c["variant"]: c for c in significance["comparisons_vs_baseline"]}
+    assert set(tests) == {"high_lr", "large_batch"}
+    assert all(c["test"] == "paired t" and c["df"] == 2 for c in tests.values())
+    assert all(
+        c["verdict"] in ("better", "worse", "within noise", "no detectable difference")
+        for c in tests.values()
+    )
+    for key in ("intervals", "equal_budget", "confounds", "leakage", "provenance"):
+        assert data["statistical_analysis"][key], key
+    assert data["statistical_analysis"]["leakage"]["val_documents_in_training"] == 0
+
+    with (report / "performance_metrics.csv").open() as f:
+        means = {r["configuration"]: r for r in csv.DictReader(f) if r["seed"] == "mean"}
+    assert float(means["baseline"]["eval_loss_ci_low"]) < float(means["baseline"]["eval_loss"])
+    assert means["high_lr"]["verdict"] == tests["high_lr"]["verdict"]
+
+    paper = report / "paper"
+    table = (paper / "results_table.tex").read_text()
+    assert r"\toprule" in table and r"large\_batch" in table and "paired" not in table
+    for name in ("training_loss_comparison", "equal_budget_comparison", "efficiency_analysis"):
+        assert (paper / f"{name}.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_a_changed_corpus_is_refused_for_finished_runs(finished_study):
+    path, directory, _ = finished_study
+    corpus = path.parent / "corpus.jsonl"
+    corpus.write_text(corpus.read_text() + json.dumps({"text": "A new document."}) + "\n")
+    with pytest.raises(LmablateError, match=r"runs/baseline/seed-0 \(data\)"):
+        run_study(load_study(path), directory, progress=False, log=lambda _: None)

@@ -338,3 +338,11 @@ def test_ctrl_c_checkpoints_and_says_how_to_resume(tmp_path, corpus, tokenizer_d
     assert len(saved) == 1
     step = int(saved[0].name.split("-")[1])
     assert read_jsonl(metrics)[-1]["step"] == step
+
+
+def test_resuming_on_changed_data_is_refused(tmp_path, corpus, tokenizer_dir):
+    cfg = tiny_config(corpus, tokenizer_dir)
+    quiet_train(cfg, tmp_path / "run", stop_at=5)
+    corpus.write_text(corpus.read_text() + json.dumps({"text": "One more document."}) + "\n")
+    with pytest.raises(LmablateError, match="was started on other data"):
+        quiet_train(cfg, tmp_path / "run")

@@ -202,13 +202,13 @@ def with_verdicts(comparisons: list[Comparison], floor: float | None) -> list[Co
     )
     out = []
     for c in comparisons:
-        if c.p_value is None:
-            out.append(c)
-            continue
-        p = adjusted[c.variant]
+        p = adjusted.get(c.variant)
         if floor is not None and abs(c.difference) <= floor:
             verdict = "within noise"
             note = f"|difference| {abs(c.difference):.4f} is within the noise floor {floor:.4f}"
+        elif p is None:
+            out.append(c)
+            continue
         elif p < ALPHA:
             verdict = "better" if c.difference < 0 else "worse"
             note = f"Holm-adjusted p = {p:.3g} < {ALPHA}"

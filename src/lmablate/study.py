@@ -56,13 +56,18 @@ def _duration(seconds: float) -> str:
     )
 
 
-def config_conflicts(study: Study, directory: Path, runs: list[StudyRun]) -> list[str]:
-    """Runs on disk whose recorded config differs from what the study now asks for."""
-    conflicts = []
+def config_conflicts(directory: Path, runs: list[StudyRun], data_key: str) -> dict[str, str]:
+    """Runs on disk that the study would now train differently: run path -> what changed."""
+    conflicts = {}
     for run in runs:
-        path = directory / run.path / "config.json"
-        if path.is_file() and json.loads(path.read_text()) != run.config.model_dump(mode="json"):
-            conflicts.append(run.path)
+        path = directory / run.path
+        if not (path / "config.json").is_file():
+            continue
+        summary = read_summary(path) or {}
+        if json.loads((path / "config.json").read_text()) != run.config.model_dump(mode="json"):
+            conflicts[run.path] = "config"
+        elif summary.get("data_cache_key") not in (None, data_key):
+            conflicts[run.path] = "data"  # same config, but the corpus or tokenizer changed
     return conflicts
 
 
@@ -106,19 +111,19 @@ def run_study(
             )
         runs = [r for r in runs if r.variant in only]
     directory.mkdir(parents=True, exist_ok=True)
-    conflicts = config_conflicts(study, directory, runs)
+    data = prepare(study.data, progress=progress, log=log)  # once: every run reuses the cache
+    conflicts = config_conflicts(directory, runs, data.cache_dir.name)
     if conflicts and not force:
+        listed = ", ".join(f"{path} ({what})" for path, what in conflicts.items())
         raise LmablateError(
             "the study changed since these runs were trained, so their results no longer "
-            f"match it: {', '.join(conflicts)}. Restore the study, train into another --out, "
-            "or pass --force to retrain them from scratch"
+            f"match it: {listed}. Restore the study, train into another --out, or pass "
+            "--force to retrain them from scratch"
         )
     for path in conflicts:
         log(f"--force: retraining {path} from scratch")
         shutil.rmtree(directory / path)
     (directory / "study.yaml").write_text(yaml.safe_dump(study.resolved(), sort_keys=False))
-
-    data = prepare(study.data, progress=progress, log=log)  # once: every run reuses the cache
     vocab = {r.path: resolve_vocab_size(r.config.model, data.tokenizer.vocab_size) for r in runs}
     remaining_flops = {r.path: run_flops(r.config, vocab[r.path]) for r in runs}
     device = str(resolve_device(study.baseline.train.device))

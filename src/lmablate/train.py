@@ -299,6 +299,12 @@ def _train(
     resume_from = latest_valid(run_dir, warn=log)
     if resume_from is not None:
         start_step, loop = load_checkpoint(resume_from, model, optimizer, scaler, device)
+        if loop.get("data_cache_key", data.cache_dir.name) != data.cache_dir.name:
+            raise LmablateError(
+                f"{run_dir} was started on other data (token cache {loop['data_cache_key']}, "
+                f"now {data.cache_dir.name}): the corpus or tokenizer changed. Train into a new "
+                "--out directory, or delete this one to start over"
+            )
         log(f"resuming {run_dir} from step {start_step}")
     truncate_jsonl(metrics_path, start_step if resume_from is not None else -1)
 
@@ -327,7 +333,12 @@ def _train(
         return record
 
     def checkpoint(step: int, pending: _Interval) -> None:
-        state = {**loop, "elapsed_s": elapsed(), "interval": pending.state()}
+        state = {
+            **loop,
+            "elapsed_s": elapsed(),
+            "interval": pending.state(),
+            "data_cache_key": data.cache_dir.name,
+        }
         save_checkpoint(run_dir, step, model, optimizer, scaler, state)
 
     from tqdm.auto import tqdm
