@@ -45,16 +45,22 @@ def _colors(variants: list[str]) -> dict[str, Any]:
 def _mean_series(
     runs: list[RunData], points: Callable[[RunData], list[tuple[float, float]]]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """x, mean y, min y, max y over runs, on the x values every run has."""
+    """x, mean y, min y, max y over runs: on the x values every run has (steps, tokens), or,
+    where the runs' x values differ (seconds), interpolated onto the range they all cover."""
     series = [dict(points(r)) for r in runs]
     series = [s for s in series if s]
     if not series:
         return None
-    xs = sorted(set.intersection(*(set(s) for s in series)))
-    if not xs:
+    shared = sorted(set.intersection(*(set(s) for s in series)))
+    if len(shared) >= min(len(s) for s in series):
+        ys = np.array([[s[x] for x in shared] for s in series], dtype=float)
+        return np.array(shared, dtype=float), ys.mean(0), ys.min(0), ys.max(0)
+    low, high = max(min(s) for s in series), min(max(s) for s in series)
+    if high <= low:
         return None
-    ys = np.array([[s[x] for x in xs] for s in series], dtype=float)
-    return np.array(xs, dtype=float), ys.mean(0), ys.min(0), ys.max(0)
+    grid = np.linspace(low, high, 64)
+    ys = np.array([np.interp(grid, sorted(s), [s[x] for x in sorted(s)]) for s in series])
+    return grid, ys.mean(0), ys.min(0), ys.max(0)
 
 
 def _plot_curves(ax, study: StudyData, colors, points, complete_only: bool = False) -> None:
