@@ -307,6 +307,70 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lmablate.checkpoint import load_run
+    from lmablate.generation import Sampling, generate
+    from lmablate.hardware import resolve_device, resolve_precision
+    from lmablate.study_config import REFERENCE_PROMPTS
+
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise LmablateError(f"run directory {run_dir} does not exist")
+    prompts = list(args.prompt or [])
+    if args.prompts_file:
+        path = Path(args.prompts_file)
+        if not path.is_file():
+            raise LmablateError(f"--prompts-file {path} does not exist")
+        prompts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    prompts = prompts or list(REFERENCE_PROMPTS)
+    if any(not p.strip() for p in prompts):
+        raise LmablateError("a prompt is empty; give text to continue")
+    device = resolve_device(args.device)
+    model, tokenizer, cfg, step = load_run(run_dir, str(device))
+    settings = Sampling(
+        max_new_tokens=args.max_new_tokens,
+        temperature=0.0 if args.greedy else args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty,
+        seed=args.seed,
+    )
+    samples = generate(
+        model,
+        tokenizer,
+        prompts,
+        settings,
+        context=cfg.train.seq_len,
+        precision=resolve_precision(cfg.train.precision, device),
+        use_cache=not args.no_cache,
+    )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "run": str(run_dir),
+                    "step": step,
+                    "settings": settings.__dict__,
+                    "samples": samples,
+                },
+                indent=2,
+            )
+        )
+        return 0
+    for i, sample in enumerate(samples, 1):
+        print(f"── prompt {i} " + "─" * 40)
+        print(sample["prompt"])
+        print(
+            f"── continuation ({sample['new_tokens']} tokens, stopped at {sample['stopped']}) "
+            + "─" * 12
+        )
+        print(sample["generated_only"].strip("\n"))
+        print()
+    return 0
+
+
 def _logger(quiet: bool) -> Callable[[str], None]:
     def log(message: str) -> None:
         if not quiet:
@@ -378,6 +442,31 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="list a study's runs and their state")
     status.add_argument("directory", metavar="DIR", help="study directory")
     status.set_defaults(func=cmd_status)
+
+    gen = commands.add_parser(
+        "generate",
+        help="continue prompts with a trained run's model",
+        description="Sample continuations from a run's newest valid checkpoint (KV-cached, "
+        "batched). Without --prompt or --prompts-file, continues the five reference prompts.",
+    )
+    gen.add_argument("run_dir", metavar="RUN_DIR", help="run directory (from train or run)")
+    gen.add_argument("--prompt", action="append", metavar="TEXT", help="a prompt; repeatable")
+    gen.add_argument("--prompts-file", metavar="FILE", help="one prompt per line")
+    gen.add_argument("--max-new-tokens", type=int, default=40, metavar="N")
+    gen.add_argument("--temperature", type=float, default=0.8)
+    gen.add_argument("--top-k", type=int, metavar="K", help="sample among the K likeliest")
+    gen.add_argument("--top-p", type=float, metavar="P", help="nucleus sampling mass")
+    gen.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--greedy", action="store_true", help="always take the likeliest token")
+    gen.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
+    gen.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="recompute the whole sequence every step (for comparison)",
+    )
+    gen.add_argument("--json", action="store_true", help="print JSON")
+    gen.set_defaults(func=cmd_generate)
 
     train = commands.add_parser(
         "train",

@@ -1,68 +1,241 @@
-"""Text generation from a trained run: seeded sampling with temperature and top-k.
+"""Text generation from a trained run, and measures of the text it produces.
 
-Each new token re-runs the model over the whole (context-truncated) sequence; the samples a
-study writes are short (40 tokens from five prompts), so this costs little next to training.
+Sampling runs the prompt through the model once (prefill), then one token per step against a
+key/value cache. Prompts of different lengths are batched with left padding: each sequence gets
+its own rotary positions (0 at its first real token) and an attention mask hides the padding,
+so a batched continuation equals the same prompt's continuation alone. Decoding options:
+greedy, temperature, top-k, top-p (nucleus; Holtzman et al. 2020), a repetition penalty (the
+CTRL rule, Keskar et al. 2019: divide positive logits, multiply negative ones), a stop at EOS
+or after ``max_new_tokens``; seeded, under ``torch.inference_mode()`` and the run's precision.
 Logits of embedding rows beyond the tokenizer's vocabulary (padding to a multiple of 64) are
 masked, so only decodable tokens are ever drawn.
+
+Quality measures (Li et al. 2016 for distinct-n): distinct-1/2/3 (unique n-grams / all n-grams
+over a run's continuations), the repetition rate (share of 4-grams that repeat an earlier
+4-gram of the same continuation), the mean continuation length in tokens, and the perplexity of
+each continuation under a reference model (in a study: the baseline), a common yardstick.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
+import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from lmablate.data.tokenizers import Tokenizer
+from lmablate.errors import LmablateError
+from lmablate.hardware import autocast
+from lmablate.model import LM, KVCache
+
+
+@dataclass(frozen=True)
+class Sampling:
+    max_new_tokens: int = 40
+    temperature: float = 0.8  # 0: greedy
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        problems = [
+            f"{name} {value} (valid: {valid})"
+            for name, value, ok, valid in (
+                ("max_new_tokens", self.max_new_tokens, self.max_new_tokens >= 1, ">= 1"),
+                ("temperature", self.temperature, self.temperature >= 0, ">= 0; 0 is greedy"),
+                ("top_k", self.top_k, self.top_k is None or self.top_k >= 1, ">= 1"),
+                ("top_p", self.top_p, self.top_p is None or 0 < self.top_p <= 1, "in (0, 1]"),
+                (
+                    "repetition_penalty",
+                    self.repetition_penalty,
+                    self.repetition_penalty > 0,
+                    "> 0; 1 is off",
+                ),
+            )
+            if not ok
+        ]
+        if problems:
+            raise LmablateError("invalid sampling settings: " + "; ".join(problems))
+
+
+def _prepare_prompts(
+    tokenizer: Tokenizer, prompts: list[str], context: int, max_new_tokens: int
+) -> list[list[int]]:
+    keep = max(1, context - max_new_tokens)  # room for the continuation inside the context
+    encoded = []
+    for prompt in prompts:
+        ids = tokenizer.encode(prompt) or [tokenizer.eos_id]
+        if len(ids) > keep:
+            warnings.warn(
+                f"prompt of {len(ids)} tokens truncated from the left to {keep} so that it and "
+                f"{max_new_tokens} new tokens fit the model's context of {context}",
+                stacklevel=3,
+            )
+            ids = ids[-keep:]
+        encoded.append(ids)
+    return encoded
+
+
+def _choose(
+    logits: torch.Tensor, history: torch.Tensor, settings: Sampling, generator: torch.Generator
+) -> torch.Tensor:
+    """Next token per sequence from (B, V) float logits on the CPU."""
+    if settings.repetition_penalty != 1.0:
+        seen = torch.gather(logits, 1, history)
+        seen = torch.where(
+            seen > 0, seen / settings.repetition_penalty, seen * settings.repetition_penalty
+        )
+        logits = logits.scatter(1, history, seen)
+    if settings.temperature == 0:
+        return logits.argmax(-1)
+    logits = logits / settings.temperature
+    if settings.top_k is not None and settings.top_k < logits.shape[-1]:
+        threshold = logits.topk(settings.top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < threshold, -torch.inf)
+    if settings.top_p is not None and settings.top_p < 1.0:
+        ordered, order = logits.sort(dim=-1, descending=True)
+        probs = ordered.softmax(-1)
+        # drop a token once the ones ranked above it already hold top_p of the mass
+        drop = probs.cumsum(-1) - probs > settings.top_p
+        logits = logits.scatter(1, order, ordered.masked_fill(drop, -torch.inf))
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
 
 
 @torch.inference_mode()
 def generate(
-    model: torch.nn.Module,
+    model: LM,
     tokenizer: Tokenizer,
     prompts: list[str],
+    settings: Sampling,
     *,
-    max_new_tokens: int,
-    temperature: float,
-    top_k: int | None,
-    seed: int,
     context: int,
-    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    use_cache: bool = True,
 ) -> list[dict[str, Any]]:
-    """One continuation per prompt; stops at EOS or after ``max_new_tokens``."""
+    """One continuation per prompt, batched; ``use_cache=False`` recomputes every step."""
+    if not prompts:
+        return []
     model.eval()
-    generator = torch.Generator(device="cpu").manual_seed(seed)
+    device = next(model.parameters()).device
+    encoded = _prepare_prompts(tokenizer, prompts, context, settings.max_new_tokens)
+    batch, width = len(encoded), max(map(len, encoded))
+    total = width + settings.max_new_tokens
+    pads = torch.tensor([width - len(ids) for ids in encoded], device=device)
+    tokens = torch.full((batch, total), tokenizer.eos_id, dtype=torch.long, device=device)
+    for row, ids in enumerate(encoded):
+        tokens[row, width - len(ids) : width] = torch.tensor(ids, device=device)
+    index = torch.arange(total, device=device)
+    valid = index[None, :] >= pads[:, None]  # (B, total): False on left padding
+    positions = (index[None, :] - pads[:, None]).clamp(min=0)  # 0 at each first real token
+    causal = index[:, None] >= index[None, :]  # (total, total)
+    # a padding query may see itself, so no softmax row is empty
+    allowed = (causal[None] & valid[:, None, :]) | torch.eye(
+        total, dtype=torch.bool, device=device
+    )[None]
+    cache = None
+    if use_cache:
+        dtype = (
+            torch.bfloat16
+            if precision == "bf16"
+            else (torch.float16 if precision == "fp16" else model.embed.weight.dtype)
+        )
+        cache = KVCache.allocate(model.cfg, batch, total, device, dtype)
+    generator = torch.Generator().manual_seed(settings.seed)
+    finished = torch.zeros(batch, dtype=torch.bool)
+    lengths = torch.full((batch,), settings.max_new_tokens)
+    vocab = tokenizer.vocab_size
+    step_context = autocast(device, precision) if precision != "fp32" else contextlib.nullcontext()
+    end = width
+    for step in range(settings.max_new_tokens):
+        start = cache.length if cache is not None else 0
+        with step_context:
+            logits = model(
+                tokens[:, start:end],
+                positions=positions[:, start:end],
+                cache=cache,
+                mask=allowed[:, None, start:end, :end],
+            )
+        logits = logits[:, -1].float().cpu()  # (B, V)
+        logits[:, vocab:] = -torch.inf
+        history = tokens[:, :end].cpu().clamp(max=logits.shape[-1] - 1)
+        next_ids = _choose(logits, history, settings, generator)
+        next_ids = torch.where(finished, torch.full_like(next_ids, tokenizer.eos_id), next_ids)
+        newly_done = (next_ids == tokenizer.eos_id) & ~finished
+        lengths[newly_done] = step
+        finished |= newly_done
+        tokens[:, end] = next_ids.to(device)
+        end += 1
+        if bool(finished.all()):
+            break
     samples = []
-    for prompt in prompts:
-        prompt_ids = tokenizer.encode(prompt) or [tokenizer.eos_id]
-        ids = list(prompt_ids)
-        for _ in range(max_new_tokens):
-            window = torch.tensor([ids[-context:]], device=device)
-            logits = model(window)[0, -1].float().cpu()  # (V,)
-            logits[tokenizer.vocab_size :] = -torch.inf
-            next_id = _choose(logits, temperature, top_k, generator)
-            if next_id == tokenizer.eos_id:
-                break
-            ids.append(next_id)
-        new_ids = ids[len(prompt_ids) :]
+    for row, ids in enumerate(encoded):
+        new_ids = tokens[row, width : width + int(lengths[row])].tolist()
         samples.append(
             {
-                "prompt": prompt,
-                "generated": tokenizer.decode(ids),
+                "prompt": prompts[row],
+                "generated": tokenizer.decode(ids + new_ids),
                 "generated_only": tokenizer.decode(new_ids),
                 "new_tokens": len(new_ids),
+                "new_token_ids": new_ids,
+                "stopped": "eos"
+                if bool(finished[row]) and len(new_ids) < settings.max_new_tokens
+                else "length",
             }
         )
     return samples
 
 
-def _choose(
-    logits: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator
-) -> int:
-    if temperature == 0:
-        return int(logits.argmax())
-    logits = logits / temperature
-    if top_k is not None and top_k < logits.numel():
-        threshold = logits.topk(top_k).values[-1]
-        logits = logits.masked_fill(logits < threshold, -torch.inf)
-    probs = torch.softmax(logits, dim=-1)
-    return int(torch.multinomial(probs, 1, generator=generator))
+# --------------------------------------------------------------------------- quality measures
+
+
+def _ngrams(ids: list[int], n: int) -> list[tuple[int, ...]]:
+    return [tuple(ids[i : i + n]) for i in range(len(ids) - n + 1)]
+
+
+def distinct_n(continuations: list[list[int]], n: int) -> float | None:
+    grams = [g for ids in continuations for g in _ngrams(ids, n)]
+    return len(set(grams)) / len(grams) if grams else None
+
+
+def repetition_rate(continuations: list[list[int]], n: int = 4) -> float | None:
+    total = repeated = 0
+    for ids in continuations:
+        grams = _ngrams(ids, n)
+        total += len(grams)
+        repeated += len(grams) - len(set(grams))
+    return repeated / total if total else None
+
+
+@torch.inference_mode()
+def continuation_perplexity(
+    model: LM, tokenizer: Tokenizer, prompt: str, continuation_ids: list[int], context: int
+) -> float | None:
+    """exp(mean NLL of the continuation's tokens given the prompt) under ``model``."""
+    if not continuation_ids:
+        return None
+    prompt_ids = tokenizer.encode(prompt) or [tokenizer.eos_id]
+    ids = (prompt_ids + continuation_ids)[-context:]
+    n = min(len(continuation_ids), len(ids) - 1)
+    device = next(model.parameters()).device
+    inputs = torch.tensor([ids[:-1]], device=device)
+    logits = model(inputs)[0, -n:].float()
+    targets = torch.tensor(ids[-n:], device=device)
+    return math.exp(F.cross_entropy(logits, targets).item())
+
+
+def quality(samples: list[dict[str, Any]]) -> dict[str, float | None]:
+    continuations = [s["new_token_ids"] for s in samples]
+    ppl = [s["baseline_ppl"] for s in samples if s.get("baseline_ppl") is not None]
+    return {
+        "distinct_1": distinct_n(continuations, 1),
+        "distinct_2": distinct_n(continuations, 2),
+        "distinct_3": distinct_n(continuations, 3),
+        "repetition_rate": repetition_rate(continuations),
+        "mean_new_tokens": sum(map(len, continuations)) / len(continuations) if samples else None,
+        "mean_baseline_ppl": math.exp(sum(map(math.log, ppl)) / len(ppl)) if ppl else None,
+    }

@@ -17,6 +17,7 @@ form the reference study used; it has no Llama equivalent.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -42,16 +43,19 @@ class RMSNorm(nn.Module):
 def rope_cos_sin(
     positions: torch.Tensor, head_dim: int, theta: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin tables of shape (T, head_dim) for integer ``positions`` (T,), in float32."""
+    """cos and sin tables in float32 for integer positions: (T,) -> (T, D); (B, T) ->
+    (B, 1, T, D), which broadcasts over heads (each sequence its own positions)."""
     exponents = torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32)
     inv_freq = 1.0 / (theta ** (exponents / head_dim))
-    freqs = torch.outer(positions.float(), inv_freq)  # (T, head_dim / 2)
+    freqs = positions.float()[..., None] * inv_freq  # (..., T, D / 2)
     angles = torch.cat((freqs, freqs), dim=-1)  # rotate-half layout: both halves share a freq
+    if angles.dim() == 3:
+        angles = angles.unsqueeze(1)  # (B, 1, T, D)
     return angles.cos(), angles.sin()
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate (B, H, T, D) queries or keys; cos/sin are (T, D)."""
+    """Rotate (B, H, T, D) queries or keys; cos/sin are (T, D) or (B, 1, T, D)."""
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
@@ -66,18 +70,34 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.d_model, cfg.kv_heads * cfg.head_dim, bias=False)
         self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: tuple[torch.Tensor, torch.Tensor] | None = None,
+        start: int = 0,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         batch, seq, _ = x.shape
         q = self.q_proj(x).view(batch, seq, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(batch, seq, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(batch, seq, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (B, H, T, D), (B, KV, T, D)
+        if cache is not None:  # append this step's keys and values; attend over all so far
+            keys, values = cache  # (B, KV, T_max, D)
+            keys[:, :, start : start + seq] = k
+            values[:, :, start : start + seq] = v
+            k, v = keys[:, :, : start + seq], values[:, :, : start + seq]
         if self.n_kv_heads != self.n_heads:
             # each kv head serves n_heads / n_kv_heads consecutive query heads, as in Llama
             repeats = self.n_heads // self.n_kv_heads
             k = k.repeat_interleave(repeats, dim=1)
             v = v.repeat_interleave(repeats, dim=1)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, D)
+        if mask is None:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, D)
+        else:  # (B, 1, T, T_keys), True where a query may attend
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.o_proj(out.transpose(1, 2).reshape(batch, seq, -1))
 
 
@@ -104,8 +124,10 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), cos, sin)
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, **attn
+    ) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin, **attn)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -131,13 +153,47 @@ class LM(nn.Module):
             elif isinstance(module, RMSNorm):
                 nn.init.ones_(module.weight)
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Training: ``model(ids)``, causal over 0..T-1. Decoding: per-sequence ``positions``
+        (B, T), a ``cache`` that this call extends, and an attention ``mask`` (B, 1, T, keys)."""
+        if positions is None:
+            positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         cos, sin = rope_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta)
         x = self.embed(input_ids)  # (B, T, d_model)
-        for block in self.blocks:
-            x = block(x, cos, sin)
+        for i, block in enumerate(self.blocks):
+            if cache is None:
+                x = block(x, cos, sin, mask=mask)
+            else:
+                layer = (cache.keys[i], cache.values[i])
+                x = block(x, cos, sin, cache=layer, start=cache.length, mask=mask)
+        if cache is not None:
+            cache.length += input_ids.shape[1]
         return self.lm_head(self.norm(x))
+
+
+@dataclass
+class KVCache:
+    """Keys and values of every layer, preallocated for ``max_len`` positions."""
+
+    keys: list[torch.Tensor]  # per layer (B, KV, max_len, D)
+    values: list[torch.Tensor]
+    length: int = 0  # positions filled so far
+
+    @classmethod
+    def allocate(
+        cls, cfg: ModelConfig, batch: int, max_len: int, device: torch.device, dtype: torch.dtype
+    ) -> KVCache:
+        shape = (batch, cfg.kv_heads, max_len, cfg.head_dim)
+        return cls(
+            [torch.empty(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)],
+            [torch.empty(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)],
+        )
 
 
 # ------------------------------------------------------------------------ parameters and FLOPs

@@ -317,7 +317,9 @@ def _generation_quality(study: StudyData, variant: str) -> dict[str, Any]:
         "num_samples": len(samples),
         "sample_prompts": [f"prompt_{i + 1}" for i in range(len(samples))],
         "generation_success": True,
+        **(run.samples.get("quality") or {}),
         "mean_new_tokens": sum(s["new_tokens"] for s in samples) / len(samples),
+        "yardstick": run.samples.get("yardstick"),
         "seed": run.seed,
         "settings": run.samples["settings"],
     }

@@ -46,6 +46,52 @@ def _budget_caveat(best: str, table: dict[str, dict[str, Any]]) -> list[str]:
     ]
 
 
+def _quality_table(data: dict[str, Any], analysis: Analysis) -> list[str]:
+    quality = data["results_summary"]["text_generation_quality"]
+    rows = []
+    for variant, q in quality.items():
+        if not q["generation_success"]:
+            continue
+        rows.append(
+            [
+                variant,
+                _fmt(q.get("distinct_1"), ".3f"),
+                _fmt(q.get("distinct_2"), ".3f"),
+                _fmt(q.get("distinct_3"), ".3f"),
+                _fmt(q.get("repetition_rate"), ".3f"),
+                _fmt(q.get("mean_new_tokens"), ".1f"),
+                _fmt(q.get("mean_baseline_ppl"), ".1f"),
+                _fmt(analysis.per_variant[variant]["val_bpb"]),
+            ]
+        )
+    yardstick = next((q.get("yardstick") for q in quality.values() if q.get("yardstick")), None)
+    note = (
+        f"Perplexity under the baseline: each continuation scored by {yardstick['run']} "
+        f"(weights of step {yardstick['step']}); geometric mean over prompts."
+        if yardstick
+        else "No complete baseline run, so continuations are not scored."
+    )
+    return [
+        "Text quality per configuration: distinct-n = unique n-grams / all n-grams of the "
+        "continuations (higher: more varied); repetition = share of 4-grams repeating an "
+        "earlier 4-gram of the same continuation; length in tokens. " + note,
+        "",
+        *_table(
+            [
+                "configuration",
+                "distinct-1",
+                "distinct-2",
+                "distinct-3",
+                "repetition",
+                "length",
+                "ppl under baseline",
+                "val bpb",
+            ],
+            rows,
+        ),
+    ]
+
+
 def _key_findings(analysis: Analysis, n_seeds: int) -> list[str]:
     findings, table = analysis.findings, analysis.per_variant
     lowest = findings["lowest_mean_val_loss_config"]
@@ -326,6 +372,7 @@ def markdown_report(study: StudyData, analysis: Analysis, data: dict[str, Any]) 
             "(the same for every configuration). Full samples: `text_samples/`.",
             "",
         ]
+        out += _quality_table(data, analysis)
         for key, first in prompts.items():
             out += [f"**Prompt:** *{first['prompt']}*", ""]
             out += _table(

@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from torch import device as torch_device
 
 from lmablate.checkpoint import load_run
 from lmablate.config import RunConfig
 from lmablate.data import prepare
 from lmablate.errors import LmablateError
-from lmablate.generation import generate
+from lmablate.generation import Sampling, continuation_perplexity, generate, quality
 from lmablate.hardware import resolve_device, resolve_precision
 from lmablate.model import count_parameters, resolve_vocab_size, training_flops_per_token
 from lmablate.report import build_report
@@ -71,25 +72,62 @@ def config_conflicts(directory: Path, runs: list[StudyRun], data_key: str) -> di
     return conflicts
 
 
-def write_samples(run: StudyRun, run_dir: Path, study: Study, device: str) -> None:
+def write_samples(run_dir: Path, study: Study, device: str) -> None:
     """samples.json for a finished run, unless it already holds these settings' samples."""
     settings = study.config.samples.model_dump(mode="json")
     path = run_dir / "samples.json"
     if path.is_file() and json.loads(path.read_text()).get("settings") == settings:
         return
     model, tokenizer, cfg, step = load_run(run_dir, device)
+    sampling = Sampling(**{k: v for k, v in settings.items() if k != "prompts"})
+    precision = resolve_precision(cfg.train.precision, torch_device(device))
     samples = generate(
         model,
         tokenizer,
         list(settings["prompts"]),
-        max_new_tokens=settings["max_new_tokens"],
-        temperature=settings["temperature"],
-        top_k=settings["top_k"],
-        seed=settings["seed"],
+        sampling,
         context=cfg.train.seq_len,
-        device=device,
+        precision=precision,
     )
     write_json_atomic(path, {"settings": settings, "step": step, "samples": samples})
+
+
+def score_samples(
+    directory: Path, runs: list[StudyRun], device: str, log: Callable[[str], None]
+) -> None:
+    """Perplexity of every run's continuations under the baseline (a common yardstick), and
+    each run's text-quality measures, written into its samples.json."""
+    baselines = [
+        r
+        for r in runs
+        if r.variant == "baseline"
+        and (read_summary(directory / r.path) or {}).get("status") == "complete"
+    ]
+    yardstick = None
+    if baselines:
+        reference = directory / baselines[0].path
+        model, tokenizer, cfg, step = load_run(reference, device)
+        yardstick = {"run": baselines[0].path, "step": step}
+    for run in runs:
+        path = directory / run.path / "samples.json"
+        if not path.is_file():
+            continue
+        record = json.loads(path.read_text())
+        if record.get("yardstick") == yardstick and "quality" in record:
+            continue
+        for sample in record["samples"]:
+            sample["baseline_ppl"] = (
+                continuation_perplexity(
+                    model, tokenizer, sample["prompt"], sample["new_token_ids"], cfg.train.seq_len
+                )
+                if yardstick
+                else None
+            )
+        record["yardstick"] = yardstick
+        record["quality"] = quality(record["samples"])
+        write_json_atomic(path, record)
+    if yardstick is None:
+        log("no complete baseline run: continuations are not scored under the baseline")
 
 
 def run_study(
@@ -160,10 +198,21 @@ def run_study(
                 done_flops += remaining_flops[run.path]
             remaining_flops.pop(run.path)
             if result.status == "complete":
-                with _deferred_interrupts():
-                    write_samples(run, run_dir, study, device)
+                try:
+                    with _deferred_interrupts():
+                        write_samples(run_dir, study, device)
+                except Exception as exc:  # the run stands; its samples are missing
+                    log(f"samples for {run.path} failed: {type(exc).__name__}: {exc}")
     except KeyboardInterrupt:
         outcome.interrupted = True
+    if not outcome.interrupted:
+        try:
+            with _deferred_interrupts():
+                score_samples(directory, study.runs, device, log)
+        except KeyboardInterrupt:
+            outcome.interrupted = True
+        except Exception as exc:  # the runs stand; the report says the scores are missing
+            log(f"scoring the text samples failed: {type(exc).__name__}: {exc}")
     if not outcome.interrupted:
         log("building the report")
         try:

@@ -74,6 +74,14 @@ class SamplesConfig(BaseModel):
     top_k: Annotated[int, Field(ge=1, strict=True)] | None = Field(
         None, description="Sample among the k most likely tokens only; null: all tokens."
     )
+    top_p: Annotated[float, Field(gt=0, le=1)] | None = Field(
+        None,
+        description="Nucleus sampling: the smallest set of tokens holding this much "
+        "probability; null: off.",
+    )
+    repetition_penalty: Annotated[float, Field(gt=0)] = Field(
+        1.0, description="Penalty on tokens already in the text (1.0: off)."
+    )
     seed: Annotated[int, Field(ge=0, strict=True)] = Field(
         0, description="Seed of the sampler, the same for every run."
     )
