@@ -290,6 +290,14 @@ def test_samples_are_generated_per_run(finished_study):
     assert [s["prompt"] for s in samples["samples"]] == ["The function", "A class"]
     assert all(0 < s["new_tokens"] <= 6 for s in samples["samples"])
     assert all(s["generated"].startswith(s["prompt"]) for s in samples["samples"])
+    assert samples["yardstick"]["run"] == "runs/baseline/seed-0"
+    assert all(s["baseline_ppl"] > 1 for s in samples["samples"])
+    assert 0 < samples["quality"]["distinct_1"] <= 1
+    assert samples["quality"]["repetition_rate"] is not None
+    markdown = (directory / "report" / "research_report.md").read_text()
+    assert "| configuration | distinct-1 | distinct-2 | distinct-3 | repetition |" in markdown
+    data = json.loads((directory / "report" / "research_data.json").read_text())
+    assert data["results_summary"]["text_generation_quality"]["high_lr"]["distinct_2"] > 0
 
 
 def test_rerun_skips_finished_runs_and_report_rebuilds_without_torch(finished_study):

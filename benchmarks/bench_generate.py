@@ -1,0 +1,132 @@
+"""Generation speed: lmablate with its KV cache, lmablate recomputing every step, and
+transformers' LlamaForCausalLM.generate on the same weights, in one process.
+
+The model is the reference baseline's size with a SwiGLU MLP (so a Llama twin exists):
+d_model 384, 6 heads, 12 layers, d_ff 1536, 49,152-token vocabulary. Each way continues the
+five reference prompts together (batched, left-padded) greedily for 40 new tokens, fp32 on the
+CPU; the three ways alternate for several rounds and the median is reported.
+
+    python benchmarks/bench_generate.py [--rounds 3] [--new-tokens 40] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from lmablate.config import ModelConfig
+from lmablate.data import builtin_documents
+from lmablate.data.tokenizers import train_bpe
+from lmablate.export import to_hf_state_dict
+from lmablate.generation import Sampling, generate
+from lmablate.hardware import device_name
+from lmablate.model import LM
+from lmablate.study_config import REFERENCE_PROMPTS
+
+VOCAB = 49_152
+
+
+def smollm_sized_tokenizer():
+    tokenizer = train_bpe(builtin_documents(), 8192)
+    tokenizer.backend.add_tokens([f"<reserved_{i}>" for i in range(VOCAB - tokenizer.vocab_size)])
+    return tokenizer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--new-tokens", type=int, default=40)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    import transformers
+
+    tokenizer = smollm_sized_tokenizer()
+    cfg = ModelConfig(d_model=384, n_heads=6, n_layers=12, d_ff=1536, mlp="swiglu")
+    torch.manual_seed(0)
+    model = LM(cfg, VOCAB).eval()
+    hf = transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(
+            vocab_size=VOCAB,
+            hidden_size=cfg.d_model,
+            intermediate_size=cfg.d_ff,
+            num_hidden_layers=cfg.n_layers,
+            num_attention_heads=cfg.n_heads,
+            num_key_value_heads=cfg.kv_heads,
+            rope_theta=cfg.rope_theta,
+            rms_norm_eps=cfg.norm_eps,
+            tie_word_embeddings=True,
+            max_position_embeddings=512,
+            attn_implementation="sdpa",
+        )
+    ).eval()
+    hf.load_state_dict(to_hf_state_dict(model.state_dict(), cfg))
+
+    prompts = list(REFERENCE_PROMPTS)
+    encoded = [tokenizer.encode(p) for p in prompts]
+    width = max(map(len, encoded))
+    input_ids = torch.tensor([[tokenizer.eos_id] * (width - len(e)) + e for e in encoded])
+    attention_mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
+    settings = Sampling(max_new_tokens=args.new_tokens, temperature=0.0)
+
+    def ours(use_cache: bool) -> int:
+        samples = generate(model, tokenizer, prompts, settings, context=512, use_cache=use_cache)
+        return sum(s["new_tokens"] for s in samples)
+
+    @torch.inference_mode()
+    def theirs() -> int:
+        out = hf.generate(
+            input_ids,
+            attention_mask=attention_mask,
+            do_sample=False,
+            max_new_tokens=args.new_tokens,
+            eos_token_id=tokenizer.eos_id,
+            pad_token_id=tokenizer.eos_id,
+        )
+        new = out[:, width:]
+        return sum(
+            int((row == tokenizer.eos_id).nonzero()[0])
+            if (row == tokenizer.eos_id).any()
+            else len(row)
+            for row in new
+        )
+
+    ways = {
+        "lmablate (KV cache)": lambda: ours(True),
+        "lmablate (recompute)": lambda: ours(False),
+        "transformers generate": theirs,
+    }
+    for run in ways.values():  # warm-up: allocator, kernels, lazy imports
+        run()
+    rates: dict[str, list[float]] = {name: [] for name in ways}
+    for _ in range(args.rounds):
+        for name, run in ways.items():
+            start = time.perf_counter()
+            tokens = run()
+            rates[name].append(tokens / (time.perf_counter() - start))
+
+    print(
+        f"device: {device_name(torch.device('cpu'))}; torch {torch.__version__}, "
+        f"transformers {transformers.__version__}"
+    )
+    print(f"5 prompts x {args.new_tokens} new tokens, greedy, fp32, median of {args.rounds} rounds")
+    median = {name: statistics.median(values) for name, values in rates.items()}
+    for name, rate in median.items():
+        print(f"  {name:<24} {rate:8.1f} tokens/s")
+    cached = median["lmablate (KV cache)"]
+    print(
+        f"  KV cache vs recompute:      {cached / median['lmablate (recompute)']:.2f}x "
+        "(target >= 3)"
+    )
+    print(
+        f"  KV cache vs transformers:   {cached / median['transformers generate']:.2f}x "
+        "(target >= 1.5)"
+    )
+
+
+if __name__ == "__main__":
+    main()
