@@ -3,10 +3,12 @@ transformers' LlamaForCausalLM.generate on the same weights, in one process.
 
 The model is the reference baseline's size with a SwiGLU MLP (so a Llama twin exists):
 d_model 384, 6 heads, 12 layers, d_ff 1536, 49,152-token vocabulary. Each way continues the
-five reference prompts together (batched, left-padded) greedily for 40 new tokens, fp32 on the
-CPU; the three ways alternate for several rounds and the median is reported.
+five reference prompts together (batched, left-padded) greedily for 40 new tokens on the CPU,
+in fp32 or (``--dtype bfloat16``) bf16 for both; the three ways alternate for several rounds
+and the median is reported.
 
     python benchmarks/bench_generate.py [--rounds 3] [--new-tokens 40] [--threads N]
+        [--dtype float32|bfloat16]
 """
 
 from __future__ import annotations
@@ -40,6 +42,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--new-tokens", type=int, default=40)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16"],
+        default="float32",
+        help="weights and activations of both models",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -65,6 +73,8 @@ def main() -> None:
         )
     ).eval()
     hf.load_state_dict(to_hf_state_dict(model.state_dict(), cfg))
+    dtype = getattr(torch, args.dtype)
+    model, hf = model.to(dtype), hf.to(dtype)
 
     prompts = list(REFERENCE_PROMPTS)
     encoded = [tokenizer.encode(p) for p in prompts]
@@ -113,7 +123,10 @@ def main() -> None:
         f"device: {device_name(torch.device('cpu'))}; torch {torch.__version__}, "
         f"transformers {transformers.__version__}"
     )
-    print(f"5 prompts x {args.new_tokens} new tokens, greedy, fp32, median of {args.rounds} rounds")
+    print(
+        f"5 prompts x {args.new_tokens} new tokens, greedy, {args.dtype}, median of "
+        f"{args.rounds} rounds"
+    )
     median = {name: statistics.median(values) for name, values in rates.items()}
     for name, rate in median.items():
         print(f"  {name:<24} {rate:8.1f} tokens/s")
