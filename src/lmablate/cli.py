@@ -371,6 +371,31 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lmablate.export import export_run, export_study
+
+    source = Path(args.source)
+    if args.all:
+        if not (source / "study.yaml").is_file():
+            raise LmablateError(f"{source} is not a study directory (no study.yaml)")
+        out = Path(args.out_dir) if args.out_dir else source / "export"
+        exported = export_study(source, out, args.dtype, log=_logger(False))
+        print(f"exported {len(exported)} run(s) to {out}")
+        return 0
+    if args.out_dir is None:
+        raise LmablateError("lmablate export RUN_DIR OUT_DIR: give the output folder")
+    if not source.is_dir():
+        raise LmablateError(f"run directory {source} does not exist")
+    out = export_run(source, Path(args.out_dir), args.dtype)
+    print(
+        f"exported {source} to {out}: load it with "
+        f"AutoModelForCausalLM.from_pretrained({str(out)!r})"
+    )
+    return 0
+
+
 def _logger(quiet: bool) -> Callable[[str], None]:
     def log(message: str) -> None:
         if not quiet:
@@ -467,6 +492,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--json", action="store_true", help="print JSON")
     gen.set_defaults(func=cmd_generate)
+
+    export = commands.add_parser(
+        "export",
+        help="write a run as a Hugging Face model folder (LlamaForCausalLM)",
+        description="Write RUN_DIR's newest valid weights, tokenizer, config and a model card to "
+        "OUT_DIR, loadable with transformers' AutoModelForCausalLM and AutoTokenizer. With "
+        "--all, export every complete run of a study (default OUT_DIR: STUDY_DIR/export).",
+    )
+    export.add_argument("source", metavar="RUN_DIR|STUDY_DIR")
+    export.add_argument("out_dir", nargs="?", metavar="OUT_DIR")
+    export.add_argument("--all", action="store_true", help="export every complete run of a study")
+    export.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    export.set_defaults(func=cmd_export)
 
     train = commands.add_parser(
         "train",

@@ -1,0 +1,139 @@
+"""Hugging Face export: a trained run loads in transformers and computes the same thing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from helpers import run_cli
+
+from lmablate.checkpoint import load_run
+from lmablate.config import validate_run_config
+from lmablate.errors import ConfigError
+from lmablate.export import export_run
+from lmablate.generation import Sampling, generate
+from lmablate.train import train
+
+transformers = pytest.importorskip("transformers")
+
+
+def trained(tmp_path, corpus, tokenizer_dir, **model):
+    cfg = validate_run_config(
+        {
+            "model": {
+                "d_model": 32,
+                "n_heads": 4,
+                "n_kv_heads": 2,
+                "n_layers": 2,
+                "d_ff": 64,
+                "mlp": "swiglu",
+                **model,
+            },
+            "train": {
+                "batch_size": 4,
+                "seq_len": 32,
+                "max_steps": 8,
+                "warmup_steps": 1,
+                "eval_every": 8,
+                "eval_tokens": 256,
+                "log_every": 2,
+                "learning_rate": 3e-3,
+            },
+            "data": {
+                "source": "local",
+                "path": str(corpus),
+                "tokenizer": str(tokenizer_dir),
+                "num_documents": None,
+            },
+        }
+    )
+    run_dir = tmp_path / "run"
+    train(cfg, run_dir, progress=False, log=lambda _: None)
+    return run_dir
+
+
+@pytest.fixture
+def corpus(tmp_path, documents):
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in documents))
+    return path
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_exported_model_matches_lmablate(tmp_path, corpus, tokenizer_dir, tie):
+    run_dir = trained(tmp_path, corpus, tokenizer_dir, tie_embeddings=tie)
+    out = export_run(run_dir, tmp_path / "hf")
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "README.md",
+    ):
+        assert (out / name).is_file(), name
+
+    hf, info = transformers.AutoModelForCausalLM.from_pretrained(str(out), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert not info.get("mismatched_keys")
+    assert type(hf).__name__ == "LlamaForCausalLM"
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(out))
+    ours, our_tokenizer, cfg, _ = load_run(run_dir)
+
+    text = "Assignment statements are used to bind names"
+    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids
+    assert ids[0].tolist() == our_tokenizer.encode(text)
+    with torch.no_grad():
+        torch.testing.assert_close(hf.eval()(ids).logits, ours(ids), rtol=1e-5, atol=1e-5)
+
+    theirs = hf.generate(ids, max_new_tokens=10, do_sample=False)[0, ids.shape[1] :].tolist()
+    if our_tokenizer.eos_id in theirs:
+        theirs = theirs[: theirs.index(our_tokenizer.eos_id)]
+    mine = generate(
+        ours,
+        our_tokenizer,
+        [text],
+        Sampling(max_new_tokens=10, temperature=0),
+        context=cfg.train.seq_len,
+    )[0]["new_token_ids"]
+    assert mine == theirs
+
+    card = (out / "README.md").read_text()
+    assert "final validation loss" in card and "LlamaForCausalLM" in card
+
+
+def test_bfloat16_export(tmp_path, corpus, tokenizer_dir):
+    out = export_run(trained(tmp_path, corpus, tokenizer_dir), tmp_path / "hf", "bfloat16")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(out), dtype="auto")
+    assert hf.model.embed_tokens.weight.dtype == torch.bfloat16
+
+
+def test_plain_silu_mlp_is_refused(tmp_path, corpus, tokenizer_dir):
+    run_dir = trained(tmp_path, corpus, tokenizer_dir, mlp="silu")
+    with pytest.raises(ConfigError, match=r"no Llama equivalent.*train with mlp: swiglu"):
+        export_run(run_dir, tmp_path / "hf")
+    result = run_cli("export", str(run_dir), str(tmp_path / "hf2"))
+    assert result.returncode == 2 and "no Llama equivalent" in result.stderr
+    assert not (tmp_path / "hf2" / "model.safetensors").exists()
+
+
+def test_cli_export_all(tmp_path, corpus, tokenizer_dir):
+    study = tmp_path / "study.yaml"
+    study.write_text(f"""\
+name: tiny
+data: {{source: local, path: {corpus}, tokenizer: {tokenizer_dir}, num_documents: null}}
+baseline:
+  model: {{d_model: 32, n_heads: 2, n_layers: 1, d_ff: 64}}
+  train: {{batch_size: 4, seq_len: 16, max_steps: 4, warmup_steps: 1, eval_every: 4,
+          eval_tokens: 128, log_every: 2}}
+variants:
+  plain: {{mlp: silu}}
+samples: {{max_new_tokens: 2, prompts: [Hi]}}
+""")
+    assert run_cli("run", str(study), "--out", str(tmp_path / "out"), "--quiet").returncode == 0
+    result = run_cli("export", "--all", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert "exported 1 run(s)" in result.stdout
+    assert "skipped plain/seed-0" in result.stderr
+    assert (tmp_path / "out/export/baseline/seed-0/model.safetensors").is_file()
