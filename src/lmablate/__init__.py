@@ -1,7 +1,63 @@
-"""lmablate: ablation studies of small autoregressive transformer language models."""
+"""lmablate: ablation studies of small autoregressive transformer language models.
+
+The command line's functions are the Python API, for notebooks and scripts::
+
+    import lmablate
+    study = lmablate.load_study("studies/quickstart.yaml", ["max_steps=60"], seeds=3)
+    outcome = lmablate.run_study(study, "results/quickstart")       # trains, samples, reports
+    analysis = lmablate.analyze(lmablate.load_study_dir("results/quickstart"))
+    analysis.findings["best_performing_config"], analysis.comparisons
+
+    cfg = lmablate.load_run_config("configs/builtin.yaml", ["max_steps=100"])
+    result = lmablate.train(cfg, "runs/builtin")                     # RunResult(.summary)
+    model, tokenizer, cfg, step = lmablate.load_run("runs/builtin")
+    lmablate.generate(model, tokenizer, ["Once upon a time"], lmablate.Sampling(),
+                      context=cfg.train.seq_len)
+    lmablate.export_run("runs/builtin", "exported/builtin")
+
+Names are imported on first use, so ``import lmablate`` stays light (no torch until needed).
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
 
 from lmablate.errors import ConfigError, DataError, LmablateError
 
 __version__ = "0.1.0"
 
-__all__ = ["ConfigError", "DataError", "LmablateError", "__version__"]
+_API = {
+    "load_run_config": "lmablate.config",
+    "validate_run_config": "lmablate.config",
+    "RunConfig": "lmablate.config",
+    "load_study": "lmablate.study_config",
+    "prepare": "lmablate.data",
+    "train": "lmablate.train",
+    "load_run": "lmablate.checkpoint",
+    "generate": "lmablate.generation",
+    "Sampling": "lmablate.generation",
+    "load_study_dir": "lmablate.rundata",
+    "analyze": "lmablate.analysis",
+    "build_report": "lmablate.report",
+    "export_run": "lmablate.export",
+    "export_study": "lmablate.export",
+}
+
+__all__ = ["ConfigError", "DataError", "LmablateError", "__version__", "run_study", *_API]
+
+
+def run_study(study: Any, directory: str | Path, **kwargs: Any) -> Any:
+    """Run a study (``load_study``'s result) into ``directory``; see ``lmablate.study``."""
+    from lmablate.study import run_study as _run_study
+
+    return _run_study(study, Path(directory), **kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'lmablate' has no attribute {name!r}")

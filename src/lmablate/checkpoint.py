@@ -160,8 +160,9 @@ def load_checkpoint(
     return meta["step"], state["loop"]
 
 
-def load_run(run_dir: Path, device: str = "cpu") -> tuple[LM, Tokenizer, RunConfig, int]:
+def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[LM, Tokenizer, RunConfig, int]:
     """A run's model (newest valid weights, eval mode), tokenizer, config and weights' step."""
+    run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
     if not (run_dir / "tokenizer" / "tokenizer.json").is_file():
         raise LmablateError(f"{run_dir} has no tokenizer/ (was the run started?)")

@@ -90,11 +90,12 @@ def llama_config(cfg: ModelConfig, vocab_size: int, context: int, eos_id: int) -
     }
 
 
-def export_run(run_dir: Path, out_dir: Path, dtype: str = "float32") -> Path:
+def export_run(run_dir: str | Path, out_dir: str | Path, dtype: str = "float32") -> Path:
     """Write ``out_dir`` so that ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained``
     load the run's newest valid weights and tokenizer with no custom code."""
     from transformers import GenerationConfig, LlamaConfig
 
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
     if dtype not in DTYPES:
         raise LmablateError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     cfg = read_run_config(run_dir)
