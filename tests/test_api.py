@@ -58,6 +58,7 @@ def test_train_generate_study_and_analysis_from_python(tmp_path, documents, toke
                 "data": data,
                 "baseline": run,
                 "variants": {"fast": {"learning_rate": 1e-2}},
+                "samples": {"prompts": ["Hi"], "max_new_tokens": 4},
             }
         )
     )
