@@ -149,6 +149,13 @@ class TrainConfig(_Section):
     seed: NonNegInt = Field(0, description="Seed of the weight initialization.")
     data_seed: NonNegInt = Field(0, description="Seed of the training batch order.")
     compile: bool = Field(False, description="Compile the model with torch.compile.")
+    logger: Literal["none", "tensorboard", "wandb"] = Field(
+        "none",
+        description="Mirror metrics.jsonl to an experiment tracker: tensorboard (event files "
+        "in RUN_DIR/tensorboard) or wandb (set WANDB_MODE=offline to run without an account). "
+        "Optional extras: pip install 'lmablate[tensorboard]' or 'lmablate[wandb]'.",
+    )
+    wandb_project: str = Field("lmablate", description="Weights & Biases project (logger: wandb).")
 
     @model_validator(mode="after")
     def _check_schedule(self) -> TrainConfig:

@@ -104,16 +104,20 @@ def smoothed_train_loss(records: list[dict[str, Any]], fraction: float = 0.1) ->
 class MetricsLog:
     """Append-only JSONL; every line is flushed, so a killed run keeps what it logged."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, tracker: Any = None) -> None:
+        self.path, self.tracker = path, tracker  # a trackers.Tracker receives every record too
         self._file = path.open("a", encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
         self._file.write(json.dumps(record, allow_nan=True) + "\n")
         self._file.flush()
+        if self.tracker is not None:
+            self.tracker.log(record)
 
     def close(self) -> None:
         self._file.close()
+        if self.tracker is not None:
+            self.tracker.close()
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -61,6 +61,7 @@ from lmablate.metrics import (
     truncate_jsonl,
 )
 from lmablate.model import LM, count_parameters, resolve_vocab_size, training_flops_per_token
+from lmablate.trackers import check_available, make_tracker
 
 FINISHED = ("complete", "diverged")  # a rerun of such a run does nothing
 
@@ -278,6 +279,7 @@ def _train(
 ) -> RunResult:
     t_start = time.perf_counter()
     tc = cfg.train
+    check_available(tc.logger)  # before any work: a missing extra is not a crash mid-run
     device = resolve_device(tc.device)
     precision = resolve_precision(tc.precision, device)
     data = prepare(cfg.data, progress=progress, log=log)
@@ -311,7 +313,8 @@ def _train(
     tokens_per_step = tc.batch_size * tc.seq_len
     flops_per_token = training_flops_per_token(cfg.model, vocab_size, tc.seq_len)
     peak = peak_flops(device, precision)
-    metrics = MetricsLog(metrics_path)
+    tracker = make_tracker(tc.logger, run_dir, cfg.model_dump(mode="json"), tc.wandb_project)
+    metrics = MetricsLog(metrics_path, tracker)
     elapsed_before = loop["elapsed_s"]
 
     def elapsed() -> float:

@@ -1,0 +1,88 @@
+"""Experiment trackers: TensorBoard event files written and read back; missing extras."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from lmablate.config import validate_run_config
+from lmablate.errors import LmablateError
+from lmablate.metrics import read_jsonl
+from lmablate.trackers import run_name
+from lmablate.train import train
+
+
+def tiny(tmp_path, documents, tokenizer_dir, logger: str):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in documents))
+    return validate_run_config(
+        {
+            "model": {"d_model": 32, "n_heads": 2, "n_layers": 1, "d_ff": 64},
+            "train": {
+                "batch_size": 4,
+                "seq_len": 16,
+                "max_steps": 6,
+                "warmup_steps": 1,
+                "eval_every": 3,
+                "eval_tokens": 128,
+                "log_every": 2,
+                "logger": logger,
+            },
+            "data": {
+                "source": "local",
+                "path": str(corpus),
+                "tokenizer": str(tokenizer_dir),
+                "num_documents": None,
+            },
+        }
+    )
+
+
+def test_tensorboard_receives_the_metrics_log(tmp_path, documents, tokenizer_dir):
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = tmp_path / "study" / "runs" / "baseline" / "seed-0"
+    train(
+        tiny(tmp_path, documents, tokenizer_dir, "tensorboard"),
+        run_dir,
+        progress=False,
+        log=lambda _: None,
+    )
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    train_loss = [(e.step, e.value) for e in events.Scalars("train/loss")]
+    expected = [(r["step"], r["loss"]) for r in records if r["kind"] == "train"]
+    assert [s for s, _ in train_loss] == [s for s, _ in expected]
+    assert [v for _, v in train_loss] == pytest.approx([v for _, v in expected], rel=1e-6)
+    assert [e.step for e in events.Scalars("eval/val_loss")] == [0, 3, 6]
+    assert "study/baseline/seed-0" in str(events.Tensors("config/text_summary")[0])
+
+
+def test_missing_tracker_package_is_a_clear_error_before_training(
+    tmp_path, documents, tokenizer_dir
+):
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed here, so the missing-extra path cannot be exercised")
+    with pytest.raises(
+        LmablateError,
+        match=r"wandb package is not installed: pip install "
+        r"'lmablate\[wandb\]'",
+    ):
+        train(
+            tiny(tmp_path, documents, tokenizer_dir, "wandb"),
+            tmp_path / "run",
+            progress=False,
+            log=lambda _: None,
+        )
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()  # nothing started
+
+
+def test_run_names():
+    from pathlib import Path
+
+    assert run_name(Path("results/seed/runs/high_lr/seed-2")) == "seed/high_lr/seed-2"
+    assert run_name(Path("runs/builtin")) == "builtin"
