@@ -472,3 +472,12 @@ def test_a_changed_corpus_is_refused_for_finished_runs(finished_study):
     corpus.write_text(corpus.read_text() + json.dumps({"text": "A new document."}) + "\n")
     with pytest.raises(LmablateError, match=r"runs/baseline/seed-0 \(data\)"):
         run_study(load_study(path), directory, progress=False, log=lambda _: None)
+
+
+def test_turning_on_a_tracker_is_not_a_change_of_study(finished_study):
+    path, directory, _ = finished_study
+    messages: list[str] = []
+    run_study(
+        load_study(path, ["logger=tensorboard"]), directory, progress=False, log=messages.append
+    )
+    assert sum("already finished" in m for m in messages) == 4

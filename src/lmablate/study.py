@@ -31,7 +31,13 @@ from lmablate.model import count_parameters, resolve_vocab_size, training_flops_
 from lmablate.report import build_report
 from lmablate.rundata import load_study_dir
 from lmablate.study_config import Study, StudyRun
-from lmablate.train import FINISHED, read_summary, train, write_json_atomic
+from lmablate.train import (
+    FINISHED,
+    OBSERVATION_ONLY,
+    read_summary,
+    train,
+    write_json_atomic,
+)
 
 
 @dataclass
@@ -57,6 +63,14 @@ def _duration(seconds: float) -> str:
     )
 
 
+def _computed(config: dict[str, Any]) -> dict[str, Any]:
+    """A run config without the fields that only change how the run is watched."""
+    train = {
+        k: v for k, v in config.get("train", {}).items() if f"train.{k}" not in OBSERVATION_ONLY
+    }
+    return {**config, "train": train}
+
+
 def config_conflicts(directory: Path, runs: list[StudyRun], data_key: str) -> dict[str, str]:
     """Runs on disk that the study would now train differently: run path -> what changed."""
     conflicts = {}
@@ -65,7 +79,8 @@ def config_conflicts(directory: Path, runs: list[StudyRun], data_key: str) -> di
         if not (path / "config.json").is_file():
             continue
         summary = read_summary(path) or {}
-        if json.loads((path / "config.json").read_text()) != run.config.model_dump(mode="json"):
+        recorded = json.loads((path / "config.json").read_text())
+        if _computed(recorded) != _computed(run.config.model_dump(mode="json")):
             conflicts[run.path] = "config"
         elif summary.get("data_cache_key") not in (None, data_key):
             conflicts[run.path] = "data"  # same config, but the corpus or tokenizer changed

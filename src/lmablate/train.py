@@ -64,6 +64,8 @@ from lmablate.model import LM, count_parameters, resolve_vocab_size, training_fl
 from lmablate.trackers import check_available, make_tracker
 
 FINISHED = ("complete", "diverged")  # a rerun of such a run does nothing
+# fields that change how a run is watched, not what it computes: changing them is no conflict
+OBSERVATION_ONLY = {"train.logger", "train.wandb_project"}
 
 
 @dataclass
@@ -170,15 +172,18 @@ def _write_or_check_config(run_dir: Path, cfg: RunConfig) -> None:
     path = run_dir / "config.json"
     if path.is_file():
         old, new = _flatten(json.loads(path.read_text())), _flatten(resolved)
-        changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+        changed = sorted(
+            k
+            for k in old.keys() | new.keys()
+            if old.get(k) != new.get(k) and k not in OBSERVATION_ONLY
+        )
         if changed:
             details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:6])
             raise LmablateError(
                 f"{run_dir} holds a run with a different config ({details}); resume it with "
                 "its own config, or train into a new --out directory"
             )
-    else:
-        write_json_atomic(path, resolved)
+    write_json_atomic(path, resolved)
 
 
 @dataclass
