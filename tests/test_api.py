@@ -40,7 +40,7 @@ def test_train_generate_study_and_analysis_from_python(tmp_path, documents, toke
         "num_documents": None,
     }
     cfg = lmablate.validate_run_config({**run, "data": data})
-    result = lmablate.train(cfg, tmp_path / "run", progress=False, log=lambda _: None)
+    result = lmablate.train_run(cfg, tmp_path / "run", progress=False, log=lambda _: None)
     assert result.status == "complete" and result.summary["tokens_seen"] == 4 * 4 * 16
 
     model, tokenizer, loaded, step = lmablate.load_run(tmp_path / "run")

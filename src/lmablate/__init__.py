@@ -9,7 +9,7 @@ The command line's functions are the Python API, for notebooks and scripts::
     analysis.findings["best_performing_config"], analysis.comparisons
 
     cfg = lmablate.load_run_config("configs/builtin.yaml", ["max_steps=100"])
-    result = lmablate.train(cfg, "runs/builtin")                     # RunResult(.summary)
+    result = lmablate.train_run(cfg, "runs/builtin")                 # RunResult(.summary)
     model, tokenizer, cfg, step = lmablate.load_run("runs/builtin")
     lmablate.generate(model, tokenizer, ["Once upon a time"], lmablate.Sampling(),
                       context=cfg.train.seq_len)
@@ -34,7 +34,6 @@ _API = {
     "RunConfig": "lmablate.config",
     "load_study": "lmablate.study_config",
     "prepare": "lmablate.data",
-    "train": "lmablate.train",
     "load_run": "lmablate.checkpoint",
     "generate": "lmablate.generation",
     "Sampling": "lmablate.generation",
@@ -45,7 +44,23 @@ _API = {
     "export_study": "lmablate.export",
 }
 
-__all__ = ["ConfigError", "DataError", "LmablateError", "__version__", "run_study", *_API]
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "LmablateError",
+    "__version__",
+    "run_study",
+    "train_run",
+    *_API,
+]
+
+
+def train_run(config: Any, run_dir: str | Path, **kwargs: Any) -> Any:
+    """Train (or resume) one run; see ``lmablate.train.train``. (``lmablate.train`` is the
+    module, so the function has its own name.)"""
+    from lmablate.train import train
+
+    return train(config, run_dir, **kwargs)
 
 
 def run_study(study: Any, directory: str | Path, **kwargs: Any) -> Any:
