@@ -285,3 +285,22 @@ def test_cli_generate_without_a_run_or_checkpoint(tmp_path, trained_run):
     shutil.copytree(trained_run / "tokenizer", bare / "tokenizer")
     result = run_cli("generate", str(bare))
     assert result.returncode == 2 and "has no valid checkpoint" in result.stderr
+
+
+def test_repetition_penalty_ignores_left_padding(tokenizer):
+    """Padding is filled with the EOS id; penalizing it would change padded rows only."""
+
+    class EosCompetes(LM):
+        def forward(self, *args, **kwargs):
+            logits = super().forward(*args, **kwargs)
+            logits[..., tokenizer.eos_id] = logits.max(-1).values + 0.01
+            return logits
+
+    torch.manual_seed(0)
+    model = EosCompetes(
+        ModelConfig(d_model=32, n_heads=4, n_layers=1, d_ff=64, init_std=0.1), tokenizer.vocab_size
+    ).eval()
+    settings = Sampling(max_new_tokens=6, temperature=0, repetition_penalty=1.5)
+    batched = ids_of(generate(model, tokenizer, PROMPTS, settings, context=64))
+    alone = [ids_of(generate(model, tokenizer, [p], settings, context=64))[0] for p in PROMPTS]
+    assert batched == alone

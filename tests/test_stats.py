@@ -93,17 +93,28 @@ def test_verdicts():
     baseline = {0: 3.00, 1: 3.02, 2: 2.98}
     floor = noise_floor(list(baseline.values()))  # ≈ 0.0703
     better = compare("better", {0: 2.70, 1: 2.71, 2: 2.69}, baseline)
-    close = compare("close", {0: 2.97, 1: 2.99, 2: 2.95}, baseline)  # -0.03: within noise
+    close = compare("close", {0: 2.97, 1: 3.00, 2: 2.95}, baseline)  # -0.027: within noise
+    constant = compare("constant", {0: 2.97, 1: 2.99, 2: 2.95}, baseline)  # -0.03 every seed
     noisy = compare("noisy", {0: 2.70, 1: 3.30, 2: 2.60}, baseline)  # big spread
     worse = compare("worse", {0: 3.40, 1: 3.41, 2: 3.39}, baseline)
-    verdicts = {c.variant: c for c in with_verdicts([better, close, noisy, worse], floor)}
+    verdicts = {c.variant: c for c in with_verdicts([better, close, noisy, worse, constant], floor)}
     assert verdicts["better"].verdict == "better"
     assert verdicts["worse"].verdict == "worse"
     assert verdicts["close"].verdict == "within noise"
     assert verdicts["noisy"].verdict == "no detectable difference"
-    assert close.p_value is None  # identical differences on every seed: no variance to test
-    raw = [better.p_value, noisy.p_value, worse.p_value]
-    assert [verdicts[n].p_holm for n in ("better", "noisy", "worse")] == pytest.approx(holm(raw))
+    # identical differences on every seed (up to rounding): no variance to test against
+    assert constant.p_value is None and verdicts["constant"].verdict == "untested"
+    raw = [better.p_value, close.p_value, noisy.p_value, worse.p_value]
+    names = ("better", "close", "noisy", "worse")
+    assert [verdicts[n].p_holm for n in names] == pytest.approx(holm(raw))
+
+
+def test_mismatched_seed_sets_pair_on_the_shared_seeds():
+    baseline = {0: 3.00, 1: 3.10, 2: 3.20}
+    c = compare("v", {0: 2.90, 1: 3.05}, baseline)
+    assert c.test == "paired t" and c.n_variant == c.n_baseline == 2
+    assert c.difference == pytest.approx(((2.90 - 3.00) + (3.05 - 3.10)) / 2)
+    assert c.p_value == pytest.approx(scipy_stats.ttest_rel([2.90, 3.05], [3.00, 3.10]).pvalue)
 
 
 def test_interpolated_loss_at_budget():
@@ -258,6 +269,23 @@ def test_analysis_of_known_distributions(tmp_path):
     assert analysis.confounds["better"]["warnings"] == []
     assert analysis.leakage["val_documents_in_training"] == 0
     assert analysis.leakage["duplicates_removed"] == 2
+
+
+def test_target_is_read_off_seed_mean_curves(tmp_path):
+    """The baseline's own mean final loss is reached by its mean curve, even though a seed that
+    finishes above the mean never reaches it alone."""
+    finals = {"baseline": [3.0, 3.1, 3.2], "a": [2.95, 3.05, 3.22]}
+    analysis = analyze(load_study_dir(synthetic_study(tmp_path, finals, {}, {})))
+    assert analysis.target_loss == pytest.approx(3.1)
+    table = analysis.per_variant
+    # seed-mean curves fall linearly from 8.0 to their mean final loss over 2,000 tokens
+    assert table["baseline"]["tokens_to_target"] == pytest.approx(2000)
+    mean_final = (2.95 + 3.05 + 3.22) / 3
+    halfway = (8.0 + mean_final) / 2  # the mean curve at 1,000 tokens
+    expected = 1000 + 1000 * (halfway - 3.1) / (halfway - mean_final)
+    assert table["a"]["tokens_to_target"] == pytest.approx(expected)
+    assert analysis.findings["most_efficient_config"] == "a"
+    assert analysis.findings["not_reaching_target"] == []
 
 
 def test_overfitting_is_flagged(tmp_path):

@@ -158,6 +158,7 @@ def test_set_routes_study_baseline_variant_and_every_run(tmp_path, corpus, token
         ("baseline: {learning_rate: 1.0e-3}\n", "", "variants.baseline: the baseline is its own"),
         ("bad: {data: {val_fraction: 0.2}}\n", "", "belong to the study's data section"),
         ("bad: {seed: 3}\n", "", "set per replicate by the study's seeds"),
+        ("bad: {eval_tokens: 64}\n", "", "it belongs to the baseline so every run scores"),
         ("bad: {learning_rat: 1.0e-3}\n", "", "did you mean 'learning_rate'"),
         ("bad: {n_heads: 5}\n", "", "variants.bad: model.d_model (32) must be divisible"),
         ("a: {seq_len: 8}\na: {seq_len: 16}\n", "", "duplicate key 'a'"),

@@ -37,6 +37,27 @@ PHASE_FRACTION = 0.1
 # ----------------------------------------------------------------------------- per run
 
 
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def mean_curve(curves: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Seeds' eval curves averaged at the steps they all evaluated (budgets averaged too)."""
+    curves = [c for c in curves if c]
+    if not curves:
+        return []
+    steps = sorted(set.intersection(*({p["step"] for p in c} for c in curves)))
+    by_step = [{p["step"]: p for p in c} for c in curves]
+    out = []
+    for step in steps:
+        point: dict[str, Any] = {"step": step}
+        for key in ("val_loss", "tokens", "flops", "time_s"):
+            values = [c[step][key] for c in by_step]
+            point[key] = None if any(v is None for v in values) else sum(values) / len(values)
+        out.append(point)
+    return out
+
+
 def _mean(values: list[float]) -> float | None:
     values = [v for v in values if v is not None and math.isfinite(v)]
     return sum(values) / len(values) if values else None
@@ -55,10 +76,11 @@ def run_metrics(run: RunData, target: float | None) -> dict[str, Any]:
     converged = None
     if final is not None and len(evals) >= 2:
         cutoff = 0.8 * evals[-1]["step"]
-        reference = next(
-            (r for r in evals if r["step"] >= cutoff and r is not evals[-1]), evals[-2]
-        )
-        converged = (reference["val_loss"] - final) / reference["val_loss"] < CONVERGED_TOLERANCE
+        reference = next((r for r in evals if r["step"] >= cutoff and r is not evals[-1]), None)
+        if reference is not None:  # else no evaluation inside the last 20% to compare with
+            converged = (reference["val_loss"] - final) / reference[
+                "val_loss"
+            ] < CONVERGED_TOLERANCE
     avg_step = _mean(step_times)
     return {
         "variant": run.variant,
@@ -179,17 +201,25 @@ def analyze(study: StudyData) -> Analysis:
             "statuses": statuses,
         }
         for key in AGGREGATED:
-            values = [m[key] for m in rows if m[key] is not None]
+            values = [m[key] for m in rows if _finite(m[key])]
             entry[key] = _mean(values)
             entry[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None
-        # a variant reaches the target only if every complete seed does
-        if rows and any(m["flops_to_target"] is None for m in rows):
-            for key in ("flops_to_target", "tokens_to_target", "time_to_target"):
-                entry[key] = None
+        # budgets to the target are read off the variant's seed-mean curve: the target is itself
+        # a mean over the baseline's seeds, which half of any seeds would never reach alone
+        curve = mean_curve([eval_curve(r) for r in study.runs_of(variant, complete_only=True)])
+        for budget in ("flops", "tokens", "time_s"):
+            key = f"{'time' if budget == 'time_s' else budget}_to_target"
+            entry[key] = budget_to_reach(curve, target, budget) if target and curve else None
         entry["converged"] = all(m["convergence_converged"] for m in rows) if rows else None
         per_variant[variant] = entry
 
-    complete = {v: e for v, e in per_variant.items() if e["n_complete"] and e["eval_loss"]}
+    # rank only variants whose every seed completed: survivors of a diverging recipe would
+    # otherwise flatter it (the incomplete ones are listed under findings["incomplete"])
+    complete = {
+        v: e
+        for v, e in per_variant.items()
+        if e["n_complete"] and e["n_complete"] == e["n_seeds"] and e["eval_loss"]
+    }
     ranking = sorted(((v, e["eval_loss"]) for v, e in complete.items()), key=lambda x: x[1])
     # reached the target: fewest FLOPs first; then the rest, closest final loss first
     reached = sorted(
@@ -206,21 +236,17 @@ def analyze(study: StudyData) -> Analysis:
         v: {r.seed: r.summary["final_val_loss"] for r in study.runs_of(v, True)}
         for v in study.variants
     }
-    intervals = {
-        v: {
-            key: (
-                s.as_dict()
-                if (
-                    s := summarize(
-                        [m[key] for m in per_run if m["variant"] == v and m["status"] == "complete"]
-                    )
-                )
-                else None
-            )
-            for key in INTERVAL_METRICS
-        }
-        for v in study.variants
-    }
+
+    def interval(variant: str, key: str) -> dict[str, Any] | None:
+        values = [
+            m[key]
+            for m in per_run
+            if m["variant"] == variant and m["status"] == "complete" and _finite(m[key])
+        ]
+        summary = summarize(values)
+        return summary.as_dict() if summary else None
+
+    intervals = {v: {key: interval(v, key) for key in INTERVAL_METRICS} for v in study.variants}
     floor = noise_floor(list(final["baseline"].values()))
     comparisons = with_verdicts(
         [

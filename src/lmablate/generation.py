@@ -162,7 +162,9 @@ def generate(
             )
         logits = logits[:, -1].float().cpu()  # (B, V)
         logits[:, vocab:] = -torch.inf
-        history = tokens[:, :end].cpu().clamp(max=logits.shape[-1] - 1)
+        # left padding is not text: point it at the row's first real token, already counted
+        first_real = tokens[torch.arange(batch, device=device), pads][:, None]
+        history = torch.where(valid[:, :end], tokens[:, :end], first_real).cpu()
         next_ids = _choose(logits, history, settings, generator)
         next_ids = torch.where(finished, torch.full_like(next_ids, tokenizer.eos_id), next_ids)
         newly_done = (next_ids == tokenizer.eos_id) & ~finished

@@ -135,7 +135,7 @@ def budget_to_reach(curve: list[dict[str, float]], target: float, budget: str) -
     """The ``budget`` (tokens, flops or time_s) at which the val loss first reaches ``target``,
     interpolated linearly between evaluations; None if it never does."""
     for before, after in zip([None, *curve], curve, strict=False):
-        if after[budget] is None or after["val_loss"] > target:
+        if after[budget] is None or not after["val_loss"] <= target:  # NaN never reaches it
             continue
         if before is None or before["val_loss"] == after["val_loss"]:
             return after[budget]

@@ -3,9 +3,10 @@
 All distributions come from ``scipy.stats``. Conventions:
 
 - A 95% confidence interval of a mean over n seeds is mean ± t(0.975, n-1) · s / √n.
-- A variant is compared with the baseline on the per-seed differences when both completed the
-  same seeds (a paired t-test: replicate k shares the initialization seed and batch order, so
-  pairing removes that shared noise); otherwise with Welch's unequal-variance t-test. Effect
+- A variant is compared with the baseline on the per-seed differences over the seeds both
+  completed (a paired t-test: replicate k shares the initialization seed and batch order, so
+  pairing removes that shared noise); with fewer than two shared seeds, Welch's
+  unequal-variance t-test on whatever each side has. Effect
   size is Cohen's d: d_z = mean difference / SD of differences when paired, the difference over
   the pooled SD when not.
 - p-values are adjusted for testing every variant against the baseline with Holm's step-down
@@ -81,6 +82,9 @@ def _t_half_width(std_error: float, df: float) -> float:
 def compare(variant: str, values: dict[int, float], baseline: dict[int, float]) -> Comparison:
     """Compare a variant's per-seed values with the baseline's (both keyed by seed)."""
     shared = sorted(set(values) & set(baseline))
+    if len(shared) >= 2:  # compare on the replicates both completed, paired seed by seed
+        values = {seed: values[seed] for seed in shared}
+        baseline = {seed: baseline[seed] for seed in shared}
     v, b = list(values.values()), list(baseline.values())
     difference = sum(v) / len(v) - sum(b) / len(b)
     empty = dict(
@@ -92,11 +96,11 @@ def compare(variant: str, values: dict[int, float], baseline: dict[int, float]) 
         p_holm=None,
         effect_size=None,
     )
-    if len(shared) == len(values) == len(baseline) and len(shared) >= 2:
+    if len(shared) >= 2:
         diffs = [values[s] - baseline[s] for s in shared]
         n = len(diffs)
         sd = math.sqrt(sum((d - difference) ** 2 for d in diffs) / (n - 1))
-        if sd == 0:
+        if sd <= 1e-12 * max(1.0, abs(difference)):  # rounding noise is not variance
             return Comparison(
                 variant,
                 "none",
@@ -129,7 +133,7 @@ def compare(variant: str, values: dict[int, float], baseline: dict[int, float]) 
         var_v = scipy_stats.tvar(v)
         var_b = scipy_stats.tvar(b)
         se = math.sqrt(var_v / len(v) + var_b / len(b))
-        if se == 0:
+        if se <= 1e-12 * max(1.0, abs(difference)):
             return Comparison(
                 variant,
                 "none",
@@ -203,12 +207,12 @@ def with_verdicts(comparisons: list[Comparison], floor: float | None) -> list[Co
     out = []
     for c in comparisons:
         p = adjusted.get(c.variant)
+        if p is None:  # untested stays untested, whatever the size of the difference
+            out.append(c)
+            continue
         if floor is not None and abs(c.difference) <= floor:
             verdict = "within noise"
             note = f"|difference| {abs(c.difference):.4f} is within the noise floor {floor:.4f}"
-        elif p is None:
-            out.append(c)
-            continue
         elif p < ALPHA:
             verdict = "better" if c.difference < 0 else "worse"
             note = f"Holm-adjusted p = {p:.3g} < {ALPHA}"

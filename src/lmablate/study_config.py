@@ -197,6 +197,11 @@ def _run_overrides(raw: Any, where: str) -> dict[str, Any]:
             f"{where}: data fields ({', '.join(nested['data'])}) belong to the study's data "
             "section, shared by every run so all runs score the same validation targets"
         )
+    if "eval_tokens" in nested.get("train", {}) and not where.endswith("baseline"):
+        raise ConfigError(
+            f"{where}: eval_tokens sets which validation targets are scored; it belongs to the "
+            "baseline so every run scores the same targets"
+        )
     per_replicate = [k for k in PER_REPLICATE if k in nested.get("train", {})]
     if per_replicate:
         raise ConfigError(

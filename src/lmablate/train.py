@@ -396,6 +396,9 @@ def _train(
                 synchronize(device)
                 pending.time_s += time.perf_counter() - t_last
                 if int(first_bad) >= 0:
+                    # time of the steps counted in tokens_seen, pro-rated within the interval
+                    done = int(first_bad) - (step - pending.steps)
+                    loop["train_time_s"] += pending.time_s * done / pending.steps
                     status, step = "diverged", int(first_bad)
                     message = f"non-finite training loss or gradient at step {step}"
                     log(f"run diverged: {message}; stopping (earlier checkpoints are kept)")

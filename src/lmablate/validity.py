@@ -103,8 +103,19 @@ def overfitting(study: StudyData) -> dict[str, Any]:
     return out
 
 
+# what and when a run logs, evaluates and saves: no effect on the weights it trains
+NOT_FACTORS = (
+    "description",
+    "log_every",
+    "eval_every",
+    "checkpoint_every",
+    "logger",
+    "wandb_project",
+)
+
+
 def factors_changed(changes: dict[str, Any]) -> list[str]:
-    fields = [k for k in changes if k != "description"]
+    fields = [k for k in changes if k not in NOT_FACTORS]
     named = [name for name, group in FACTORS.items() if any(f in group for f in fields)]
     grouped = {f for group in FACTORS.values() for f in group}
     return named + [f for f in fields if f not in grouped]
