@@ -67,6 +67,12 @@ def _prepare_prompts(
     tokenizer: Tokenizer, prompts: list[str], context: int, max_new_tokens: int
 ) -> list[list[int]]:
     keep = max(1, context - max_new_tokens)  # room for the continuation inside the context
+    if max_new_tokens >= context:
+        warnings.warn(
+            f"{max_new_tokens} new tokens do not fit the model's context of {context}: "
+            "positions past it were never trained",
+            stacklevel=3,
+        )
     encoded = []
     for prompt in prompts:
         ids = tokenizer.encode(prompt) or [tokenizer.eos_id]

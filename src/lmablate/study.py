@@ -27,6 +27,7 @@ from lmablate.data import prepare
 from lmablate.errors import LmablateError
 from lmablate.generation import Sampling, continuation_perplexity, generate, quality
 from lmablate.hardware import resolve_device, resolve_precision
+from lmablate.locks import exclusive
 from lmablate.model import count_parameters, resolve_vocab_size, training_flops_per_token
 from lmablate.report import build_report
 from lmablate.rundata import load_study_dir
@@ -163,7 +164,19 @@ def run_study(
                 f"{', '.join(study.variants)}"
             )
         runs = [r for r in runs if r.variant in only]
-    directory.mkdir(parents=True, exist_ok=True)
+    with exclusive(directory, "study"):
+        return _run_study(study, directory, runs, force=force, progress=progress, log=log)
+
+
+def _run_study(
+    study: Study,
+    directory: Path,
+    runs: list[StudyRun],
+    *,
+    force: bool,
+    progress: bool,
+    log: Callable[[str], None],
+) -> StudyOutcome:
     data = prepare(study.data, progress=progress, log=log)  # once: every run reuses the cache
     conflicts = config_conflicts(directory, runs, data.cache_dir.name)
     if conflicts and not force:

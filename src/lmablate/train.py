@@ -52,6 +52,7 @@ from lmablate.hardware import (
     resolve_precision,
     synchronize,
 )
+from lmablate.locks import exclusive
 from lmablate.metrics import (
     MetricsLog,
     evaluate,
@@ -263,15 +264,15 @@ def train(
     if existing is not None and existing["status"] in FINISHED:
         log(f"{run_dir} is already finished ({existing['status']}); nothing to do")
         return RunResult(existing["status"], existing["step"], run_dir, existing)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _write_or_check_config(run_dir, cfg)
-    (run_dir / "summary.json").unlink(missing_ok=True)  # a failed run is being retried
-    try:
-        return _train(cfg, run_dir, progress=progress, stop_at=stop_at, log=log)
-    except Exception as exc:
-        summary = {"status": "failed", "message": f"{type(exc).__name__}: {exc}"}
-        write_json_atomic(run_dir / "summary.json", summary)
-        raise
+    with exclusive(run_dir, "training"):
+        _write_or_check_config(run_dir, cfg)
+        (run_dir / "summary.json").unlink(missing_ok=True)  # a failed run is being retried
+        try:
+            return _train(cfg, run_dir, progress=progress, stop_at=stop_at, log=log)
+        except Exception as exc:
+            summary = {"status": "failed", "message": f"{type(exc).__name__}: {exc}"}
+            write_json_atomic(run_dir / "summary.json", summary)
+            raise
 
 
 def _train(
@@ -313,6 +314,10 @@ def _train(
                 "--out directory, or delete this one to start over"
             )
         log(f"resuming {run_dir} from step {start_step}")
+    if stop_at is not None and stop_at <= start_step:
+        raise LmablateError(
+            f"--stop-at {stop_at} is not after step {start_step}, where {run_dir} resumes"
+        )
     truncate_jsonl(metrics_path, start_step if resume_from is not None else -1)
 
     tokens_per_step = tc.batch_size * tc.seq_len
