@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
+import glob
 import json
+import sys
 
 import pytest
 
@@ -63,10 +64,9 @@ def test_tensorboard_receives_the_metrics_log(tmp_path, documents, tokenizer_dir
 
 
 def test_missing_tracker_package_is_a_clear_error_before_training(
-    tmp_path, documents, tokenizer_dir
+    tmp_path, documents, tokenizer_dir, monkeypatch
 ):
-    if importlib.util.find_spec("wandb") is not None:
-        pytest.skip("wandb is installed here, so the missing-extra path cannot be exercised")
+    monkeypatch.setitem(sys.modules, "wandb", None)  # what a missing package looks like
     with pytest.raises(
         LmablateError,
         match=r"wandb package is not installed: pip install "
@@ -86,3 +86,22 @@ def test_run_names():
 
     assert run_name(Path("results/seed/runs/high_lr/seed-2")) == "seed/high_lr/seed-2"
     assert run_name(Path("runs/builtin")) == "builtin"
+
+
+def test_wandb_offline_run_receives_the_records(tmp_path, documents, tokenizer_dir, monkeypatch):
+    pytest.importorskip("wandb", reason="the wandb extra is not installed")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run_dir = tmp_path / "study" / "runs" / "high_lr" / "seed-1"
+    train(
+        tiny(tmp_path, documents, tokenizer_dir, "wandb"),
+        run_dir,
+        progress=False,
+        log=lambda _: None,
+    )
+    files = glob.glob(str(run_dir / "wandb" / "offline-run-*-study-high_lr-seed-1" / "*.wandb"))
+    assert len(files) == 1
+    with open(files[0], "rb") as f:
+        content = f.read()
+    for needle in (b"study/high_lr/seed-1", b"train/loss", b"eval/val_loss", b"learning_rate"):
+        assert needle in content, needle
