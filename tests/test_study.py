@@ -482,3 +482,26 @@ def test_turning_on_a_tracker_is_not_a_change_of_study(finished_study):
         load_study(path, ["logger=tensorboard"]), directory, progress=False, log=messages.append
     )
     assert sum("already finished" in m for m in messages) == 4
+
+
+def test_report_includes_downstream_results_when_present(finished_study):
+    from lmablate.report import build_report
+
+    _, directory, _ = finished_study
+    record = {
+        "tasks": ["tiny_local"],
+        "limit": 3,
+        "results": {
+            "tiny_local": {"alias": "tiny_local", "acc,none": 0.25, "acc_stderr,none": 0.1}
+        },
+    }
+    (directory / "runs/high_lr/seed-0/eval").mkdir()
+    (directory / "runs/high_lr/seed-0/eval/lm_eval.json").write_text(json.dumps(record))
+    report = build_report(directory)
+    markdown = (report / "research_report.md").read_text()
+    assert "## Downstream Evaluation" in markdown
+    assert "| high_lr/seed-0 | 0.2500 ± 0.1000 | 3 |" in markdown
+    data = json.loads((report / "research_data.json").read_text())
+    assert (
+        data["downstream_evaluation"]["high_lr/seed-0"]["results"]["tiny_local"]["acc,none"] == 0.25
+    )

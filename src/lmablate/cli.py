@@ -396,6 +396,33 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lmablate.evaluation import evaluate_run
+
+    if not Path(args.run_dir).is_dir():
+        raise LmablateError(f"run directory {args.run_dir} does not exist")
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    record = evaluate_run(
+        args.run_dir,
+        tasks,
+        limit=args.limit,
+        include_path=args.include_path,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+    for task, metrics in record["results"].items():
+        shown = ", ".join(
+            f"{k.split(',')[0]} {v:.4f}"
+            for k, v in metrics.items()
+            if isinstance(v, float) and "stderr" not in k
+        )
+        print(f"{task}: {shown}")
+    print(f"results: {Path(args.run_dir) / 'eval' / 'lm_eval.json'}")
+    return 0
+
+
 def _logger(quiet: bool) -> Callable[[str], None]:
     def log(message: str) -> None:
         if not quiet:
@@ -505,6 +532,21 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--all", action="store_true", help="export every complete run of a study")
     export.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     export.set_defaults(func=cmd_export)
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="run lm-evaluation-harness tasks on a run (optional extra)",
+        description="Export RUN_DIR to RUN_DIR/hf and run lm-evaluation-harness tasks on it; "
+        "results go to RUN_DIR/eval/lm_eval.json and into the study report. Needs "
+        "pip install 'lmablate[eval]'.",
+    )
+    evaluate.add_argument("run_dir", metavar="RUN_DIR")
+    evaluate.add_argument("--tasks", required=True, help="comma-separated task names")
+    evaluate.add_argument("--limit", type=int, help="evaluate only the first N examples per task")
+    evaluate.add_argument("--include-path", metavar="DIR", help="folder of local task YAML files")
+    evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.add_argument("--device", default="cpu")
+    evaluate.set_defaults(func=cmd_eval)
 
     train = commands.add_parser(
         "train",

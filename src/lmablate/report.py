@@ -253,6 +253,9 @@ def research_data(study: StudyData, analysis: Analysis, figures: dict[str, str])
                     "slowest_config": analysis.findings["least_efficient_config"],
                 },
             },
+            "downstream_evaluation": {
+                f"{r.variant}/seed-{r.seed}": r.downstream for r in study.runs if r.downstream
+            },
             "visualizations": figures,
             "runs": analysis.per_run,
         }

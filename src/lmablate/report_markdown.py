@@ -46,6 +46,44 @@ def _budget_caveat(best: str, table: dict[str, dict[str, Any]]) -> list[str]:
     ]
 
 
+def _downstream(results: dict[str, Any]) -> list[str]:
+    """lm-evaluation-harness results of the runs that have them (lmablate eval)."""
+    if not results:
+        return []
+    columns = sorted(
+        {
+            (task, metric)
+            for record in results.values()
+            for task, metrics in record["results"].items()
+            for metric, value in metrics.items()
+            if isinstance(value, float) and "stderr" not in metric
+        }
+    )
+    rows = []
+    for run, record in results.items():
+        cells = []
+        for task, metric in columns:
+            value = record["results"].get(task, {}).get(metric)
+            stderr = record["results"].get(task, {}).get(metric.replace(",", "_stderr,", 1))
+            cells.append(
+                "—"
+                if value is None
+                else _fmt(value, ".4f")
+                + (f" ± {_fmt(stderr, '.4f')}" if isinstance(stderr, float) else "")
+            )
+        limit = record.get("limit")
+        rows.append([run, *cells, str(limit) if limit else "all"])
+    header = ["run", *[f"{task} {metric.split(',')[0]}" for task, metric in columns], "limit"]
+    return [
+        "## Downstream Evaluation",
+        "",
+        "lm-evaluation-harness on the exported models (`lmablate eval`); ± is the harness's "
+        "standard error.",
+        "",
+        *_table(header, rows),
+    ]
+
+
 def _quality_table(data: dict[str, Any], analysis: Analysis) -> list[str]:
     quality = data["results_summary"]["text_generation_quality"]
     rows = []
@@ -356,6 +394,7 @@ def markdown_report(study: StudyData, analysis: Analysis, data: dict[str, Any]) 
     out += statistics_section(analysis, len(seeds))
     out += equal_budget_section(analysis)
     out += validity_section(analysis)
+    out += _downstream(data["downstream_evaluation"])
     out += ["## Text Generation", ""]
     samples = data["text_samples"]
     prompts = next((s for s in samples.values() if s), {})

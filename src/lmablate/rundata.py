@@ -26,6 +26,7 @@ class RunData:
     summary: dict[str, Any] | None
     records: list[dict[str, Any]] = field(default_factory=list)
     samples: dict[str, Any] | None = None
+    downstream: dict[str, Any] | None = None  # eval/lm_eval.json, from lmablate eval
 
     @property
     def status(self) -> str:
@@ -97,6 +98,7 @@ def load_study_dir(directory: str | Path) -> StudyData:
                     summary=_read_json(path / "summary.json"),
                     records=_read_jsonl(path / "metrics.jsonl"),
                     samples=_read_json(path / "samples.json"),
+                    downstream=_read_json(path / "eval" / "lm_eval.json"),
                 )
             )
     return StudyData(directory, study, runs)
