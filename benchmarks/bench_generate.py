@@ -22,7 +22,7 @@ import torch
 from lmablate.config import ModelConfig
 from lmablate.data import builtin_documents
 from lmablate.data.tokenizers import train_bpe
-from lmablate.export import to_hf_state_dict
+from lmablate.export import llama_config, to_hf_state_dict
 from lmablate.generation import Sampling, generate
 from lmablate.hardware import device_name
 from lmablate.model import LM
@@ -57,20 +57,9 @@ def main() -> None:
     cfg = ModelConfig(d_model=384, n_heads=6, n_layers=12, d_ff=1536, mlp="swiglu")
     torch.manual_seed(0)
     model = LM(cfg, VOCAB).eval()
+    fields = llama_config(cfg, VOCAB, context=512, eos_id=tokenizer.eos_id)
     hf = transformers.LlamaForCausalLM(
-        transformers.LlamaConfig(
-            vocab_size=VOCAB,
-            hidden_size=cfg.d_model,
-            intermediate_size=cfg.d_ff,
-            num_hidden_layers=cfg.n_layers,
-            num_attention_heads=cfg.n_heads,
-            num_key_value_heads=cfg.kv_heads,
-            rope_theta=cfg.rope_theta,
-            rms_norm_eps=cfg.norm_eps,
-            tie_word_embeddings=True,
-            max_position_embeddings=512,
-            attn_implementation="sdpa",
-        )
+        transformers.LlamaConfig(**fields, attn_implementation="sdpa")
     ).eval()
     hf.load_state_dict(to_hf_state_dict(model.state_dict(), cfg))
     dtype = getattr(torch, args.dtype)

@@ -13,7 +13,7 @@ from helpers import run_cli
 from lmablate.config import ModelConfig
 from lmablate.data.tokenizers import load_tokenizer
 from lmablate.errors import LmablateError
-from lmablate.export import to_hf_state_dict
+from lmablate.export import llama_config, to_hf_state_dict
 from lmablate.generation import (
     Sampling,
     continuation_perplexity,
@@ -76,20 +76,8 @@ def test_greedy_equals_transformers_llama_generate(tokenizer):
     transformers = pytest.importorskip("transformers")
     model = tiny_model(tokenizer, n_kv_heads=2)  # SwiGLU, grouped-query attention
     cfg = model.cfg
-    hf = transformers.LlamaForCausalLM(
-        transformers.LlamaConfig(
-            vocab_size=model.vocab_size,
-            hidden_size=cfg.d_model,
-            intermediate_size=cfg.d_ff,
-            num_hidden_layers=cfg.n_layers,
-            num_attention_heads=cfg.n_heads,
-            num_key_value_heads=cfg.kv_heads,
-            rope_theta=cfg.rope_theta,
-            rms_norm_eps=cfg.norm_eps,
-            tie_word_embeddings=True,
-            max_position_embeddings=64,
-        )
-    ).eval()
+    fields = llama_config(cfg, model.vocab_size, context=64, eos_id=tokenizer.eos_id)
+    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**fields)).eval()
     hf.load_state_dict(to_hf_state_dict(model.state_dict(), cfg))
     for prompt in PROMPTS:
         input_ids = torch.tensor([tokenizer.encode(prompt)])

@@ -7,7 +7,7 @@ import torch
 
 from lmablate.config import ModelConfig
 from lmablate.errors import ConfigError
-from lmablate.export import check_exportable, to_hf_state_dict
+from lmablate.export import check_exportable, llama_config, to_hf_state_dict
 from lmablate.model import (
     LM,
     apply_rope,
@@ -27,22 +27,10 @@ def tiny(**overrides) -> ModelConfig:
 
 
 def hf_twin(cfg: ModelConfig, model: LM):
+    """transformers' Llama built from the same config export writes, with the same weights."""
     transformers = pytest.importorskip("transformers")
-    hf_cfg = transformers.LlamaConfig(
-        vocab_size=model.vocab_size,
-        hidden_size=cfg.d_model,
-        intermediate_size=cfg.d_ff,
-        num_hidden_layers=cfg.n_layers,
-        num_attention_heads=cfg.n_heads,
-        num_key_value_heads=cfg.kv_heads,
-        rope_theta=cfg.rope_theta,
-        rms_norm_eps=cfg.norm_eps,
-        tie_word_embeddings=cfg.tie_embeddings,
-        max_position_embeddings=64,
-        attention_bias=False,
-        mlp_bias=False,
-        attn_implementation="eager",
-    )
+    fields = llama_config(cfg, model.vocab_size, context=64, eos_id=0)
+    hf_cfg = transformers.LlamaConfig(**fields, attn_implementation="eager")
     hf = transformers.LlamaForCausalLM(hf_cfg).eval()
     hf.load_state_dict(to_hf_state_dict(model.state_dict(), cfg), strict=True)
     return hf
