@@ -107,6 +107,8 @@ def save_checkpoint(
 ) -> Path:
     root = run_dir / CHECKPOINT_DIR
     root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".step-*"):  # a killed save's leftovers (the run dir is locked)
+        shutil.rmtree(stale, ignore_errors=True)
     final = root / f"step-{step:08d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
     try:

@@ -9,6 +9,7 @@ and the study goes on; only a problem every run shares (the study file, the data
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import sys
@@ -189,7 +190,10 @@ def _run_study(
     for path in conflicts:
         log(f"--force: retraining {path} from scratch")
         shutil.rmtree(directory / path)
-    (directory / "study.yaml").write_text(yaml.safe_dump(study.resolved(), sort_keys=False))
+    resolved = yaml.safe_dump(study.resolved(), sort_keys=False)
+    staging = directory / f".study.yaml.{os.getpid()}"
+    staging.write_text(resolved)
+    os.replace(staging, directory / "study.yaml")
     vocab = {r.path: resolve_vocab_size(r.config.model, data.tokenizer.vocab_size) for r in runs}
     remaining_flops = {r.path: run_flops(r.config, vocab[r.path]) for r in runs}
     device = str(resolve_device(study.baseline.train.device))

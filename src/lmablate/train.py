@@ -292,8 +292,11 @@ def _train(
     vocab_size = resolve_vocab_size(cfg.model, data.tokenizer.vocab_size)
     batches = TrainBatches(data.train_tokens, tc.batch_size, tc.seq_len, tc.data_seed)
     val = validation_set(data.val_tokens, tc.seq_len, tc.eval_tokens, data.tokenizer.decode)
-    if not (run_dir / "tokenizer" / "tokenizer.json").is_file():
-        data.tokenizer.save(run_dir / "tokenizer")
+    if not (run_dir / "tokenizer").is_dir():  # written aside, renamed whole: never half there
+        staging = run_dir / f".tokenizer.{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        data.tokenizer.save(staging)
+        staging.rename(run_dir / "tokenizer")
 
     torch.manual_seed(tc.seed)  # the init depends on seed alone, never on data_seed
     model = LM(cfg.model, vocab_size).to(device)
