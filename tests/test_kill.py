@@ -8,6 +8,7 @@ file that marks progress is written atomically and every reader tolerates what a
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -21,7 +22,7 @@ from lmablate.study import run_study
 from lmablate.study_config import load_study
 
 TIMING = {"step_time", "tokens_per_s", "elapsed"}
-KILLS = 20
+KILLS = int(os.environ.get("LMABLATE_KILL_POINTS", "20"))  # more: set the variable
 
 
 def numbers(directory: Path) -> dict[str, object]:

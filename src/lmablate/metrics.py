@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 
 from lmablate.data import IGNORE_INDEX, ValidationSet
 from lmablate.hardware import autocast
+from lmablate.rundata import read_jsonl
 
 EVAL_LOGITS_BUDGET = 2**25  # logits (float32) per evaluation forward pass: 128 MiB
 
@@ -118,21 +118,6 @@ class MetricsLog:
         self._file.close()
         if self.tracker is not None:
             self.tracker.close()
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Records of a metrics log; a torn last line (a kill mid-write) is skipped."""
-    return list(_records(path))
-
-
-def _records(path: Path) -> Iterator[dict[str, Any]]:
-    if not path.is_file():
-        return
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            if not line.endswith("\n"):
-                return  # torn final write
-            yield json.loads(line)
 
 
 def truncate_jsonl(path: Path, last_step: int) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,14 +66,23 @@ def _read_json(path: Path) -> Any:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Records of a metrics log. A torn last line (a kill mid-write) is dropped; a corrupt line
+    elsewhere is reported and skipped, never fatal."""
     if not path.is_file():
         return []
     records = []
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            if line.endswith("\n"):  # a torn last line (a kill mid-write) is skipped
-                records.append(json.loads(line))
+    with path.open(encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            if not line.endswith("\n"):
+                break
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                warnings.warn(f"{path}:{number}: unreadable record skipped", stacklevel=2)
+                continue
+            if isinstance(record, dict) and "step" in record and "kind" in record:
+                records.append(record)
     return records
 
 
@@ -96,7 +106,7 @@ def load_study_dir(directory: str | Path) -> StudyData:
                     path=path,
                     config=_read_json(path / "config.json"),
                     summary=_read_json(path / "summary.json"),
-                    records=_read_jsonl(path / "metrics.jsonl"),
+                    records=read_jsonl(path / "metrics.jsonl"),
                     samples=_read_json(path / "samples.json"),
                     downstream=_read_json(path / "eval" / "lm_eval.json"),
                 )

@@ -23,6 +23,7 @@ would have seen, so on CPU its losses are bit-identical to an uninterrupted run'
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -154,9 +155,14 @@ def read_summary(run_dir: Path) -> dict[str, Any] | None:
 
 
 def write_json_atomic(path: Path, value: Any) -> None:
+    """Write aside, then rename: a failed write (a full disk) never replaces a good file."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(value, indent=2, allow_nan=True) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(value, indent=2, allow_nan=True) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise LmablateError(f"could not write {path}: {exc.strerror or exc}") from exc
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -270,8 +276,16 @@ def train(
         try:
             return _train(cfg, run_dir, progress=progress, stop_at=stop_at, log=log)
         except Exception as exc:
-            summary = {"status": "failed", "message": f"{type(exc).__name__}: {exc}"}
-            write_json_atomic(run_dir / "summary.json", summary)
+            message = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, torch.OutOfMemoryError):
+                message = (
+                    f"out of memory ({exc}); lower train.batch_size, raise "
+                    "train.grad_accum_steps to keep the same batch, or shorten seq_len"
+                )
+            with contextlib.suppress(LmablateError):  # the disk may be what failed
+                write_json_atomic(
+                    run_dir / "summary.json", {"status": "failed", "message": message}
+                )
             raise
 
 

@@ -93,7 +93,7 @@ def load_tokenizer(spec: str) -> Tokenizer:
     from transformers import AutoTokenizer
 
     try:
-        hf = AutoTokenizer.from_pretrained(spec)
+        hf = AutoTokenizer.from_pretrained(spec, trust_remote_code=False)  # never run hub code
     except Exception as exc:  # hub errors (offline, not found, gated) are all user-fixable
         where = f"directory {path}" if path.is_dir() else f"{spec!r} from the Hugging Face Hub"
         raise DataError(
