@@ -18,7 +18,6 @@ each continuation under a reference model (in a study: the baseline), a common y
 
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
 from dataclasses import dataclass
@@ -155,11 +154,10 @@ def generate(
     finished = torch.zeros(batch, dtype=torch.bool)
     lengths = torch.full((batch,), settings.max_new_tokens)
     vocab = tokenizer.vocab_size
-    step_context = autocast(device, precision) if precision != "fp32" else contextlib.nullcontext()
     end = width
     for step in range(settings.max_new_tokens):
         start = cache.length if cache is not None else 0
-        with step_context:
+        with autocast(device, precision):  # a no-op context in fp32
             logits = model(
                 tokens[:, start:end],
                 positions=positions[:, start:end],
