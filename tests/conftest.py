@@ -6,6 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import jsonl_corpus
 
 from lmablate.data import builtin_documents
 from lmablate.data.tokenizers import train_bpe
@@ -33,6 +34,12 @@ def tokenizer_dir(tmp_path_factory, documents) -> Path:
     directory = tmp_path_factory.mktemp("tokenizer")
     train_bpe(documents, vocab_size=512).save(directory)
     return directory
+
+
+@pytest.fixture
+def corpus(tmp_path, documents) -> Path:
+    """The documents as a local JSON Lines corpus."""
+    return jsonl_corpus(tmp_path / "corpus.jsonl", documents)
 
 
 @pytest.fixture

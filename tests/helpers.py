@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -23,4 +24,43 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
         cwd=cwd,
         timeout=300,
         env={**os.environ, **(env or {})},
+    )
+
+
+def jsonl_corpus(path: Path, documents: list[str], field: str = "text") -> Path:
+    """Write ``documents`` as a JSON Lines corpus (one record per document) and return its path."""
+    path.write_text(
+        "".join(json.dumps({field: doc, "id": i}) + "\n" for i, doc in enumerate(documents))
+    )
+    return path
+
+
+def tiny_run_config(
+    corpus: Path, tokenizer: Path, *, model: dict | None = None, data: dict | None = None, **train
+):
+    """A run config small enough to train in a second on a CPU; keyword arguments override
+    the train section."""
+    from lmablate.config import validate_run_config
+
+    return validate_run_config(
+        {
+            "model": {"d_model": 32, "n_heads": 2, "n_layers": 1, "d_ff": 64, **(model or {})},
+            "train": {
+                "batch_size": 4,
+                "seq_len": 16,
+                "max_steps": 6,
+                "warmup_steps": 1,
+                "eval_every": 3,
+                "eval_tokens": 128,
+                "log_every": 2,
+                **train,
+            },
+            "data": {
+                "source": "local",
+                "path": str(corpus),
+                "tokenizer": str(tokenizer),
+                "num_documents": None,
+                **(data or {}),
+            },
+        }
     )

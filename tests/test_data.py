@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import run_cli, write_yaml
+from helpers import jsonl_corpus, run_cli, write_yaml
 
 import lmablate.data as data_module
 from lmablate.config import DataConfig
@@ -17,13 +17,6 @@ from lmablate.data.cache import token_dtype
 from lmablate.data.sources import load_corpus
 from lmablate.data.tokenizers import load_tokenizer, train_bpe
 from lmablate.errors import DataError
-
-
-def jsonl_corpus(path: Path, documents: list[str], field: str = "text") -> Path:
-    path.write_text(
-        "".join(json.dumps({field: doc, "id": i}) + "\n" for i, doc in enumerate(documents))
-    )
-    return path
 
 
 def local_config(path: Path, tokenizer, **overrides) -> DataConfig:

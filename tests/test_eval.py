@@ -6,7 +6,7 @@ import json
 import textwrap
 
 import pytest
-from helpers import run_cli
+from helpers import jsonl_corpus, run_cli, tiny_run_config
 
 from lmablate.errors import LmablateError
 
@@ -46,31 +46,10 @@ def local_task(tmp_path):
 
 @pytest.fixture
 def swiglu_run(tmp_path, documents, tokenizer_dir):
-    from lmablate.config import validate_run_config
     from lmablate.train import train
 
-    corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in documents))
-    cfg = validate_run_config(
-        {
-            "model": {"d_model": 32, "n_heads": 2, "n_layers": 1, "d_ff": 64},
-            "train": {
-                "batch_size": 4,
-                "seq_len": 32,
-                "max_steps": 4,
-                "warmup_steps": 1,
-                "eval_every": 4,
-                "eval_tokens": 128,
-                "log_every": 2,
-            },
-            "data": {
-                "source": "local",
-                "path": str(corpus),
-                "tokenizer": str(tokenizer_dir),
-                "num_documents": None,
-            },
-        }
-    )
+    corpus = jsonl_corpus(tmp_path / "corpus.jsonl", documents)
+    cfg = tiny_run_config(corpus, tokenizer_dir, seq_len=32, max_steps=4, eval_every=4)
     train(cfg, tmp_path / "run", progress=False, log=lambda _: None)
     return tmp_path / "run"
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 from helpers import run_cli
@@ -51,13 +49,6 @@ def trained(tmp_path, corpus, tokenizer_dir, **model):
     run_dir = tmp_path / "run"
     train(cfg, run_dir, progress=False, log=lambda _: None)
     return run_dir
-
-
-@pytest.fixture
-def corpus(tmp_path, documents):
-    path = tmp_path / "corpus.jsonl"
-    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in documents))
-    return path
 
 
 @pytest.mark.parametrize("tie", [True, False])

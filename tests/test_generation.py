@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import run_cli
+from helpers import jsonl_corpus, run_cli, tiny_run_config
 
 from lmablate.config import ModelConfig
 from lmablate.data.tokenizers import load_tokenizer
@@ -187,32 +187,19 @@ def test_continuation_perplexity_by_hand(tokenizer):
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, documents, tokenizer_dir):
-    from lmablate.config import validate_run_config
     from lmablate.train import train
 
     tmp = tmp_path_factory.mktemp("gen")
-    corpus = tmp / "c.jsonl"
-    corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in documents))
-    cfg = validate_run_config(
-        {
-            "model": {"d_model": 32, "n_heads": 2, "n_layers": 2, "d_ff": 64},
-            "train": {
-                "batch_size": 4,
-                "seq_len": 32,
-                "max_steps": 6,
-                "warmup_steps": 1,
-                "eval_every": 6,
-                "eval_tokens": 256,
-                "log_every": 2,
-            },
-            "data": {
-                "source": "local",
-                "path": str(corpus),
-                "tokenizer": str(tokenizer_dir),
-                "num_documents": None,
-                "cache_dir": str(tmp / "cache"),
-            },
-        }
+    corpus = jsonl_corpus(tmp / "c.jsonl", documents)
+    cfg = tiny_run_config(
+        corpus,
+        tokenizer_dir,
+        model={"n_layers": 2},
+        data={"cache_dir": str(tmp / "cache")},
+        seq_len=32,
+        max_steps=6,
+        eval_every=6,
+        eval_tokens=256,
     )
     train(cfg, tmp / "run", progress=False, log=lambda _: None)
     return tmp / "run"

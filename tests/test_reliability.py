@@ -8,20 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny_run_config
 
-from lmablate.config import validate_run_config
 from lmablate.errors import ConfigError, LmablateError
 from lmablate.rundata import read_jsonl
 from lmablate.study import run_study
 from lmablate.study_config import load_study
 from lmablate.train import train, write_json_atomic
-
-
-@pytest.fixture
-def corpus(tmp_path, documents) -> Path:
-    path = tmp_path / "corpus.jsonl"
-    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in documents))
-    return path
 
 
 def tiny_study(tmp_path: Path, corpus: Path, tokenizer_dir: Path, name: str = "faults") -> Path:
@@ -87,26 +80,7 @@ def test_a_full_disk_names_the_file_and_keeps_the_good_one(tmp_path, monkeypatch
 
 
 def test_a_corrupt_metrics_line_is_skipped_and_reported(tmp_path, corpus, tokenizer_dir):
-    cfg = validate_run_config(
-        {
-            "model": {"d_model": 32, "n_heads": 2, "n_layers": 1, "d_ff": 64},
-            "train": {
-                "batch_size": 4,
-                "seq_len": 16,
-                "max_steps": 6,
-                "warmup_steps": 1,
-                "eval_every": 3,
-                "eval_tokens": 128,
-                "log_every": 2,
-            },
-            "data": {
-                "source": "local",
-                "path": str(corpus),
-                "tokenizer": str(tokenizer_dir),
-                "num_documents": None,
-            },
-        }
-    )
+    cfg = tiny_run_config(corpus, tokenizer_dir)
     train(cfg, tmp_path / "run", progress=False, log=lambda _: None, stop_at=4)
     metrics = tmp_path / "run" / "metrics.jsonl"
     lines = metrics.read_text().splitlines(keepends=True)

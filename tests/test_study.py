@@ -83,13 +83,6 @@ def study_file(
     return path
 
 
-@pytest.fixture
-def corpus(tmp_path, documents) -> Path:
-    path = tmp_path / "corpus.jsonl"
-    path.write_text("".join(json.dumps({"text": doc}) + "\n" for doc in documents))
-    return path
-
-
 def trajectories(directory: Path) -> dict[str, list[dict]]:
     out = {}
     for metrics in sorted(directory.glob("runs/*/seed-*/metrics.jsonl")):

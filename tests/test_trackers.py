@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import glob
-import json
 import sys
 
 import pytest
+from helpers import jsonl_corpus, tiny_run_config
 
-from lmablate.config import validate_run_config
 from lmablate.errors import LmablateError
 from lmablate.metrics import read_jsonl
 from lmablate.trackers import run_name
@@ -16,29 +15,8 @@ from lmablate.train import train
 
 
 def tiny(tmp_path, documents, tokenizer_dir, logger: str):
-    corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in documents))
-    return validate_run_config(
-        {
-            "model": {"d_model": 32, "n_heads": 2, "n_layers": 1, "d_ff": 64},
-            "train": {
-                "batch_size": 4,
-                "seq_len": 16,
-                "max_steps": 6,
-                "warmup_steps": 1,
-                "eval_every": 3,
-                "eval_tokens": 128,
-                "log_every": 2,
-                "logger": logger,
-            },
-            "data": {
-                "source": "local",
-                "path": str(corpus),
-                "tokenizer": str(tokenizer_dir),
-                "num_documents": None,
-            },
-        }
-    )
+    corpus = jsonl_corpus(tmp_path / "corpus.jsonl", documents)
+    return tiny_run_config(corpus, tokenizer_dir, logger=logger)
 
 
 def test_tensorboard_receives_the_metrics_log(tmp_path, documents, tokenizer_dir):

@@ -29,13 +29,6 @@ from lmablate.train import build_optimizer, lr_at, train
 TIMING_FIELDS = {"step_time", "tokens_per_s", "elapsed"}
 
 
-@pytest.fixture
-def corpus(tmp_path, documents) -> Path:
-    path = tmp_path / "corpus.jsonl"
-    path.write_text("".join(json.dumps({"text": doc}) + "\n" for doc in documents))
-    return path
-
-
 def tiny_config(corpus: Path, tokenizer, **train) -> RunConfig:
     return validate_run_config(
         {
