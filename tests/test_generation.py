@@ -16,13 +16,14 @@ from lmablate.errors import LmablateError
 from lmablate.export import llama_config, to_hf_state_dict
 from lmablate.generation import (
     Sampling,
+    _packed_for_decoding,
     continuation_perplexity,
     distinct_n,
     generate,
     quality,
     repetition_rate,
 )
-from lmablate.model import LM
+from lmablate.model import LM, KVCache
 
 PROMPTS = ["The function", "A class definition may be", "x", "Assignment statements are used"]
 
@@ -52,6 +53,28 @@ def test_cache_equals_recompute(tokenizer):
     recomputed = generate(model, tokenizer, PROMPTS, greedy(), context=64, use_cache=False)
     assert ids_of(cached) == ids_of(recomputed)
     assert all(len(ids) == 12 for ids in ids_of(cached))
+
+
+@pytest.mark.parametrize("mlp", ["swiglu", "silu"])
+def test_packed_decode_weights_keep_logits_and_leave_the_model_as_it_was(tokenizer, mlp):
+    model = tiny_model(tokenizer, mlp=mlp)
+    before = {name: type(m) for name, m in model.named_modules()}
+    ids = torch.randint(0, tokenizer.vocab_size, (3, 6))
+    positions = torch.arange(6).expand(3, 6)
+    with torch.inference_mode():
+        plain_cache = KVCache.allocate(model.cfg, 3, 6, torch.device("cpu"), torch.float32)
+        model(ids[:, :5], positions=positions[:, :5], cache=plain_cache)
+        expected = model(ids[:, 5:], positions=positions[:, 5:], cache=plain_cache)
+        packed_cache = KVCache.allocate(model.cfg, 3, 6, torch.device("cpu"), torch.float32)
+        with _packed_for_decoding(model, rows=3, precision="fp32"):
+            assert (
+                model.blocks[0].attn.qkv_proj is not None or not torch.backends.mkl.is_available()
+            )
+            model(ids[:, :5], positions=positions[:, :5], cache=packed_cache)  # plain: 15 rows
+            got = model(ids[:, 5:], positions=positions[:, 5:], cache=packed_cache)  # 3: packed
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert {name: type(m) for name, m in model.named_modules()} == before
+    assert model.blocks[0].attn.qkv_proj is None and model.blocks[0].mlp.gate_up_proj is None
 
 
 def test_batched_prompts_equal_prompts_alone(tokenizer):

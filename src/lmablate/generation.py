@@ -18,18 +18,21 @@ each continuation under a reference model (in a study: the baseline), a common y
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from lmablate.data.tokenizers import Tokenizer
 from lmablate.errors import LmablateError
 from lmablate.hardware import autocast
-from lmablate.model import LM, KVCache
+from lmablate.model import LM, MLP, Attention, KVCache
 
 
 @dataclass(frozen=True)
@@ -87,10 +90,14 @@ def _prepare_prompts(
 
 
 def _choose(
-    logits: torch.Tensor, history: torch.Tensor, settings: Sampling, generator: torch.Generator
+    logits: torch.Tensor,
+    history: torch.Tensor | None,
+    settings: Sampling,
+    generator: torch.Generator,
 ) -> torch.Tensor:
-    """Next token per sequence from (B, V) float logits on the CPU."""
-    if settings.repetition_penalty != 1.0:
+    """Next token per sequence from (B, V) float logits on the CPU; ``history`` (the tokens so
+    far) is needed only for a repetition penalty."""
+    if history is not None and settings.repetition_penalty != 1.0:
         seen = torch.gather(logits, 1, history)
         seen = torch.where(
             seen > 0, seen / settings.repetition_penalty, seen * settings.repetition_penalty
@@ -109,6 +116,66 @@ def _choose(
         drop = probs.cumsum(-1) - probs > settings.top_p
         logits = logits.scatter(1, order, ordered.masked_fill(drop, -torch.inf))
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
+
+
+class _PackedLinear(nn.Module):
+    """An ``nn.Linear`` whose weight MKL has re-laid out for products with ``rows`` rows.
+
+    A decode step multiplies every weight matrix by a handful of rows (one per sequence), so it
+    is bound by reading the weights from memory; MKL's packed layout reads them ~1.4x faster on
+    x86 CPUs than a plain ``F.linear``. Inputs with another number of rows (the prefill) take
+    the plain path inside the same op, so results never depend on the shape.
+    """
+
+    def __init__(self, weight: torch.Tensor, rows: int) -> None:
+        super().__init__()
+        self.weight, self.rows = weight, rows
+        self.packed = torch.ops.mkl._mkl_reorder_linear_weight(weight, rows)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        out = torch.ops.mkl._mkl_linear(flat, self.packed, self.weight, None, self.rows)
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+
+def packing_applies(model: nn.Module, precision: str) -> bool:
+    """Packed decode weights: fp32 models on an x86 CPU whose PyTorch was built with MKL."""
+    weight = next(model.parameters())
+    return (
+        weight.device.type == "cpu"
+        and weight.dtype == torch.float32
+        and precision == "fp32"
+        and torch.backends.mkl.is_available()
+        and hasattr(torch.ops.mkl, "_mkl_linear")
+    )
+
+
+@contextlib.contextmanager
+def _packed_for_decoding(model: nn.Module, rows: int, precision: str) -> Iterator[None]:
+    """While decoding, pack every linear layer, with q, k, v and gate, up concatenated into one
+    product each (fewer, larger products); restore the model after."""
+    swapped: list[tuple[nn.Module, str, nn.Module | None]] = []
+    if packing_applies(model, precision):
+        for parent in list(model.modules()):
+            if isinstance(parent, Attention):
+                weights = (parent.q_proj.weight, parent.k_proj.weight, parent.v_proj.weight)
+                fused = _PackedLinear(torch.cat(weights), rows)
+                swapped.append((parent, "qkv_proj", parent.qkv_proj))
+                parent.qkv_proj = fused
+            elif isinstance(parent, MLP) and parent.gated:
+                weights = (parent.gate_proj.weight, parent.up_proj.weight)
+                swapped.append((parent, "gate_up_proj", parent.gate_up_proj))
+                parent.gate_up_proj = _PackedLinear(torch.cat(weights), rows)
+            for name in ("o_proj", "down_proj", "lm_head"):
+                child = getattr(parent, name, None)
+                if type(child) is nn.Linear:
+                    setattr(parent, name, _PackedLinear(child.weight, rows))
+                    swapped.append((parent, name, child))
+    try:
+        yield
+    finally:
+        for parent, name, child in swapped:
+            setattr(parent, name, child)
 
 
 @torch.inference_mode()
@@ -155,29 +222,36 @@ def generate(
     lengths = torch.full((batch,), settings.max_new_tokens)
     vocab = tokenizer.vocab_size
     end = width
-    for step in range(settings.max_new_tokens):
-        start = cache.length if cache is not None else 0
-        with autocast(device, precision):  # a no-op context in fp32
-            logits = model(
-                tokens[:, start:end],
-                positions=positions[:, start:end],
-                cache=cache,
-                mask=allowed[:, None, start:end, :end],
-            )
-        logits = logits[:, -1].float().cpu()  # (B, V)
-        logits[:, vocab:] = -torch.inf
-        # left padding is not text: point it at the row's first real token, already counted
-        first_real = tokens[torch.arange(batch, device=device), pads][:, None]
-        history = torch.where(valid[:, :end], tokens[:, :end], first_real).cpu()
-        next_ids = _choose(logits, history, settings, generator)
-        next_ids = torch.where(finished, torch.full_like(next_ids, tokenizer.eos_id), next_ids)
-        newly_done = (next_ids == tokenizer.eos_id) & ~finished
-        lengths[newly_done] = step
-        finished |= newly_done
-        tokens[:, end] = next_ids.to(device)
-        end += 1
-        if bool(finished.all()):
-            break
+    # the prefill and the recompute path multiply many rows; only cached decode steps pack
+    packing = (
+        _packed_for_decoding(model, batch, precision) if use_cache else contextlib.nullcontext()
+    )
+    with packing:
+        for step in range(settings.max_new_tokens):
+            start = cache.length if cache is not None else 0
+            with autocast(device, precision):  # a no-op context in fp32
+                logits = model(
+                    tokens[:, start:end],
+                    positions=positions[:, start:end],
+                    cache=cache,
+                    mask=allowed[:, None, start:end, :end],
+                )
+            logits = logits[:, -1].float().cpu()  # (B, V)
+            logits[:, vocab:] = -torch.inf
+            history = None
+            if settings.repetition_penalty != 1.0:
+                # left padding is not text: point it at the row's first real token, already counted
+                first_real = tokens[torch.arange(batch, device=device), pads][:, None]
+                history = torch.where(valid[:, :end], tokens[:, :end], first_real).cpu()
+            next_ids = _choose(logits, history, settings, generator)
+            next_ids = torch.where(finished, torch.full_like(next_ids, tokenizer.eos_id), next_ids)
+            newly_done = (next_ids == tokenizer.eos_id) & ~finished
+            lengths[newly_done] = step
+            finished |= newly_done
+            tokens[:, end] = next_ids.to(device)
+            end += 1
+            if bool(finished.all()):
+                break
     samples = []
     for row, ids in enumerate(encoded):
         new_ids = tokens[row, width : width + int(lengths[row])].tolist()

@@ -69,6 +69,8 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(cfg.d_model, cfg.kv_heads * cfg.head_dim, bias=False)
         self.v_proj = nn.Linear(cfg.d_model, cfg.kv_heads * cfg.head_dim, bias=False)
         self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
+        # while decoding, one product for q, k and v (weights concatenated); see generation.py
+        self.qkv_proj: nn.Module | None = None
 
     def forward(
         self,
@@ -80,10 +82,19 @@ class Attention(nn.Module):
         mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         batch, seq, _ = x.shape
-        q = self.q_proj(x).view(batch, seq, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(batch, seq, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(batch, seq, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (B, H, T, D), (B, KV, T, D)
+        if self.qkv_proj is None:
+            q = self.q_proj(x).view(batch, seq, self.n_heads, self.head_dim).transpose(1, 2)
+            k = self.k_proj(x).view(batch, seq, self.n_kv_heads, self.head_dim).transpose(1, 2)
+            v = self.v_proj(x).view(batch, seq, self.n_kv_heads, self.head_dim).transpose(1, 2)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (B, H, T, D), (B, KV, T, D)
+        else:  # rotate queries and keys together, heads on dim 2: (B, T, H + KV, D)
+            heads = self.n_heads + self.n_kv_heads
+            qkv = self.qkv_proj(x)
+            qk = qkv[..., : heads * self.head_dim].view(batch, seq, heads, self.head_dim)
+            qk = apply_rope(qk, cos.transpose(-2, -3), sin.transpose(-2, -3)).transpose(1, 2)
+            q, k = qk.split((self.n_heads, self.n_kv_heads), dim=1)
+            v = qkv[..., heads * self.head_dim :].view(batch, seq, self.n_kv_heads, self.head_dim)
+            v = v.transpose(1, 2)
         if cache is not None:  # append this step's keys and values; attend over all so far
             keys, values = cache  # (B, KV, T_max, D)
             keys[:, :, start : start + seq] = k
@@ -109,8 +120,13 @@ class MLP(nn.Module):
             self.gate_proj = nn.Linear(cfg.d_model, cfg.d_ff, bias=False)
         self.up_proj = nn.Linear(cfg.d_model, cfg.d_ff, bias=False)
         self.down_proj = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
+        # while decoding, one product for gate and up (weights concatenated); see generation.py
+        self.gate_up_proj: nn.Module | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate_up_proj is not None:
+            gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+            return self.down_proj(F.silu(gate) * up)
         if self.gated:
             return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
         return self.down_proj(F.silu(self.up_proj(x)))
