@@ -18,23 +18,14 @@ import statistics
 import time
 
 import torch
+from common import VOCAB, smollm_sized_tokenizer
 
 from lmablate.config import ModelConfig
-from lmablate.data import builtin_documents
-from lmablate.data.tokenizers import train_bpe
 from lmablate.export import llama_config, to_hf_state_dict
 from lmablate.generation import Sampling, generate
 from lmablate.hardware import device_name
 from lmablate.model import LM
 from lmablate.study_config import REFERENCE_PROMPTS
-
-VOCAB = 49_152
-
-
-def smollm_sized_tokenizer():
-    tokenizer = train_bpe(builtin_documents(), 8192)
-    tokenizer.backend.add_tokens([f"<reserved_{i}>" for i in range(VOCAB - tokenizer.vocab_size)])
-    return tokenizer
 
 
 def main() -> None:

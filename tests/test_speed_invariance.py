@@ -11,7 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
+from lmablate import loss
 from lmablate.config import ModelConfig, TrainConfig
 from lmablate.data import validation_set
 from lmablate.metrics import evaluate
@@ -103,3 +105,28 @@ def test_fixed_seed_run_is_pinned():
 def test_gradient_accumulation_matches_the_pins():
     steps, _ = short_run(grad_accum_steps=2)
     np.testing.assert_allclose(steps, PINNED_STEPS, rtol=1e-4)
+
+
+def test_many_slices_match_the_pins(monkeypatch):
+    monkeypatch.setattr(loss, "CHUNK_BYTES", 4 * VOCAB * 24)  # 24 rows a slice, 64 rows a batch
+    steps, _ = short_run()
+    np.testing.assert_allclose(steps, PINNED_STEPS, rtol=1e-4)
+
+
+@pytest.mark.parametrize("rows_per_slice", [1, 7, 1000])
+def test_head_loss_equals_cross_entropy_with_gradients(monkeypatch, rows_per_slice):
+    monkeypatch.setattr(loss, "CHUNK_BYTES", 4 * 50 * rows_per_slice)
+    torch.manual_seed(0)
+    hidden = torch.randn(3, 10, 16, requires_grad=True)
+    weight = torch.randn(50, 16, requires_grad=True)
+    targets = torch.randint(0, 50, (3, 10))
+    targets[0, :4] = loss.IGNORE_INDEX  # padding past the last target is not scored
+    expected = F.cross_entropy((hidden @ weight.T).flatten(0, 1), targets.flatten())
+    (2.5 * expected).backward()
+    want = hidden.grad.clone(), weight.grad.clone()
+    hidden.grad = weight.grad = None
+    got = loss.head_cross_entropy(hidden, weight, targets)
+    (2.5 * got).backward()  # the incoming gradient scales both results
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(hidden.grad, want[0])
+    torch.testing.assert_close(weight.grad, want[1])

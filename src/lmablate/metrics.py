@@ -28,7 +28,9 @@ from lmablate.data import IGNORE_INDEX, ValidationSet
 from lmablate.hardware import autocast
 from lmablate.rundata import read_jsonl
 
-EVAL_LOGITS_BUDGET = 2**25  # logits (float32) per evaluation forward pass: 128 MiB
+EVAL_TOKENS_PER_PASS = 2**14  # tokens per evaluation forward pass
+EVAL_LOGITS_BUDGET = 2**25  # logits (float32) per metric block on accelerators: 128 MiB
+METRIC_BLOCK = 2**20  # logits per block of metric computations: 4 MiB in float32
 
 
 @torch.inference_mode()
@@ -39,18 +41,27 @@ def evaluate(
     device: torch.device,
     precision: str,
 ) -> dict[str, float]:
-    """All validation metrics for ``model`` on ``val``."""
+    """All validation metrics for ``model`` on ``val``.
+
+    The model runs to its final hidden states a batch of windows at a time; the LM head and the
+    metrics then go through the targets in blocks of rows, so the logits of a whole batch never
+    exist at once: on a CPU a block fits in cache, where every metric's pass over it is cheap.
+    """
     was_training = model.training
     model.eval()
-    rows = max(1, EVAL_LOGITS_BUDGET // (val.inputs.shape[1] * vocab_size))
+    windows = max(1, EVAL_TOKENS_PER_PASS // val.inputs.shape[1])
+    budget = METRIC_BLOCK if device.type == "cpu" else EVAL_LOGITS_BUDGET
+    rows = max(1, budget // vocab_size)
     # nll, correct, top-5 correct, max-probability, entropy, summed over scored targets
     sums = torch.zeros(5, dtype=torch.float64, device=device)
-    for start in range(0, len(val.inputs), rows):
-        inputs = val.inputs[start : start + rows].to(device, non_blocking=True)
-        targets = val.targets[start : start + rows].to(device, non_blocking=True)
+    for start in range(0, len(val.inputs), windows):
+        inputs = val.inputs[start : start + windows].to(device, non_blocking=True)
+        targets = val.targets[start : start + windows].to(device, non_blocking=True).flatten()
         with autocast(device, precision):
-            logits = model(inputs)
-        sums += _target_sums(logits.float(), targets)
+            hidden = model.hidden_states(inputs).flatten(0, 1)  # (windows * T, d)
+            for row in range(0, len(targets), rows):
+                logits = model.lm_head(hidden[row : row + rows]).float()
+                sums += _block_sums(logits, targets[row : row + rows])
     model.train(was_training)
     nll, correct, top5, confidence, entropy = (sums / val.n_targets).tolist()
     total_nats = float(sums[0])
@@ -65,9 +76,17 @@ def evaluate(
     }
 
 
-def _target_sums(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def target_sums(logits: torch.Tensor, targets: torch.Tensor, rows: int) -> torch.Tensor:
+    """The metric sums of (..., V) logits, ``rows`` targets at a time (what evaluate does)."""
+    logits, targets = logits.flatten(0, -2), targets.flatten()
+    sums = torch.zeros(5, dtype=torch.float64, device=logits.device)
+    for start in range(0, len(targets), rows):
+        sums += _block_sums(logits[start : start + rows], targets[start : start + rows])
+    return sums
+
+
+def _block_sums(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Sums over scored targets of (nll, top-1 hit, top-5 hit, max prob, entropy)."""
-    logits, targets = logits.flatten(0, 1), targets.flatten()  # (N, V), (N,)
     scored = targets != IGNORE_INDEX
     logits, targets = logits[scored], targets[scored]
     log_probs = F.log_softmax(logits, dim=-1)

@@ -25,6 +25,7 @@ from torch import nn
 
 from lmablate.config import ModelConfig
 from lmablate.errors import ConfigError
+from lmablate.loss import head_cross_entropy
 
 
 class RMSNorm(nn.Module):
@@ -175,9 +176,25 @@ class LM(nn.Module):
         positions: torch.Tensor | None = None,
         cache: KVCache | None = None,
         mask: torch.Tensor | None = None,
+        targets: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Training: ``model(ids)``, causal over 0..T-1. Decoding: per-sequence ``positions``
-        (B, T), a ``cache`` that this call extends, and an attention ``mask`` (B, 1, T, keys)."""
+        """Logits: ``model(ids)``, causal over 0..T-1. Training: ``model(ids, targets=...)``
+        returns the mean cross-entropy instead, without materializing the logits (loss.py).
+        Decoding: per-sequence ``positions`` (B, T), a ``cache`` that this call extends, and an
+        attention ``mask`` (B, 1, T, keys)."""
+        hidden = self.hidden_states(input_ids, positions, cache, mask)
+        if targets is not None:
+            return head_cross_entropy(hidden, self.lm_head.weight, targets)
+        return self.lm_head(hidden)
+
+    def hidden_states(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The final normalized hidden states (B, T, d_model): the LM head's input."""
         if positions is None:
             positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         cos, sin = rope_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta)
@@ -190,7 +207,7 @@ class LM(nn.Module):
                 x = block(x, cos, sin, cache=layer, start=cache.length, mask=mask)
         if cache is not None:
             cache.length += input_ids.shape[1]
-        return self.lm_head(self.norm(x))
+        return self.norm(x)
 
 
 @dataclass

@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from lmablate.checkpoint import checkpoints, latest_valid, load_checkpoint, save_checkpoint
 from lmablate.config import RunConfig, TrainConfig
@@ -52,6 +51,7 @@ from lmablate.hardware import (
     resolve_device,
     resolve_precision,
     synchronize,
+    tune_allocator,
 )
 from lmablate.locks import exclusive
 from lmablate.metrics import (
@@ -133,8 +133,7 @@ def train_step(
         x = inputs[i * micro : (i + 1) * micro].to(device, non_blocking=True)
         y = targets[i * micro : (i + 1) * micro].to(device, non_blocking=True)
         with autocast(device, precision):
-            logits = model(x)  # (micro, T, V)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten()) / cfg.grad_accum_steps
+            loss = model(x, targets=y) / cfg.grad_accum_steps  # float32, logits never whole
         scaler.scale(loss).backward()
         total += loss.detach()
     scaler.unscale_(optimizer)
@@ -302,6 +301,8 @@ def _train(
     check_available(tc.logger)  # before any work: a missing extra is not a crash mid-run
     device = resolve_device(tc.device)
     precision = resolve_precision(tc.precision, device)
+    if device.type == "cpu":
+        tune_allocator()
     data = prepare(cfg.data, progress=progress, log=log)
     vocab_size = resolve_vocab_size(cfg.model, data.tokenizer.vocab_size)
     batches = TrainBatches(data.train_tokens, tc.batch_size, tc.seq_len, tc.data_seed)

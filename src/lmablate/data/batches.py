@@ -21,8 +21,7 @@ import numpy as np
 import torch
 
 from lmablate.errors import DataError
-
-IGNORE_INDEX = -100  # what torch.nn.functional.cross_entropy skips
+from lmablate.loss import IGNORE_INDEX
 
 
 class TrainBatches:

@@ -40,7 +40,9 @@ class Tokenizer:
         return hashlib.sha256(self.backend.to_str().encode("utf-8")).hexdigest()
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in self.backend.encode_batch(texts, add_special_tokens=False)]
+        # the _fast variant skips character offsets, which nothing here reads (tokenizers 0.21+)
+        encode = getattr(self.backend, "encode_batch_fast", self.backend.encode_batch)
+        return [e.ids for e in encode(texts, add_special_tokens=False)]
 
     def encode(self, text: str) -> list[int]:
         return self.backend.encode(text, add_special_tokens=False).ids

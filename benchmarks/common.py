@@ -1,0 +1,21 @@
+"""What the benchmarks share: a tokenizer the size of the reference study's, built offline."""
+
+from __future__ import annotations
+
+from lmablate.data import builtin_documents
+from lmablate.data.tokenizers import Tokenizer, train_bpe
+
+VOCAB = 49_152  # HuggingFaceTB/SmolLM-135M's vocabulary
+
+
+def smollm_sized_tokenizer() -> Tokenizer:
+    """A byte-level BPE trained on the builtin corpus, padded with reserved tokens to 49,152."""
+    tokenizer = train_bpe(builtin_documents(), 8192)
+    tokenizer.backend.add_tokens([f"<reserved_{i}>" for i in range(VOCAB - tokenizer.vocab_size)])
+    return tokenizer
+
+
+def reference_sized_documents(count: int = 500) -> list[str]:
+    """``count`` distinct documents of a few thousand characters (the reference study's 500)."""
+    base = builtin_documents()
+    return [f"{base[i % len(base)]}\n\n(copy {i // len(base)})" for i in range(count)]
