@@ -15,7 +15,8 @@ from __future__ import annotations
 import torch
 
 IGNORE_INDEX = -100  # targets with this id are not scored (F.cross_entropy's default)
-CHUNK_BYTES = 64 * 2**20  # float32 logits per slice
+CHUNK_BYTES = 64 * 2**20  # float32 logits per slice on a CPU (cache-friendly reuse)
+ACCELERATOR_CHUNK_BYTES = 2**30  # on GPUs: few, large products keep the device busy
 
 
 class _ChunkedHeadLoss(torch.autograd.Function):
@@ -55,5 +56,6 @@ def head_cross_entropy(
     ``hidden``: (..., d); ``weight``: (V, d); ``targets``: (...) int64.
     """
     hidden, targets = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1)
-    rows = max(1, CHUNK_BYTES // (4 * weight.shape[0]))
+    budget = CHUNK_BYTES if hidden.device.type == "cpu" else ACCELERATOR_CHUNK_BYTES
+    rows = max(1, budget // (4 * weight.shape[0]))
     return _ChunkedHeadLoss.apply(hidden, weight, targets, rows)

@@ -88,17 +88,17 @@ def target_sums(logits: torch.Tensor, targets: torch.Tensor, rows: int) -> torch
 def _block_sums(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Sums over scored targets of (nll, top-1 hit, top-5 hit, max prob, entropy)."""
     scored = targets != IGNORE_INDEX
-    logits, targets = logits[scored], targets[scored]
+    targets = targets.clamp(min=0)[:, None]  # unscored rows are computed, then zeroed
     log_probs = F.log_softmax(logits, dim=-1)
-    nll = -log_probs.gather(1, targets[:, None]).squeeze(1)
-    top5 = log_probs.topk(min(5, log_probs.shape[-1]), dim=-1).indices  # (N, 5), best first
-    hits = top5 == targets[:, None]
+    nll = -log_probs.gather(1, targets).squeeze(1)
+    best = log_probs.topk(min(5, log_probs.shape[-1]), dim=-1)  # (N, 5), best first
+    hits = best.indices == targets
     entropy = -(log_probs.exp() * log_probs).sum(-1)
-    max_prob = log_probs.max(-1).values.exp()
+    max_prob = best.values[:, 0].exp()
     stats = torch.stack(
         [nll, hits[:, 0].float(), hits.any(-1).float(), max_prob, entropy]
     )  # (5, N)
-    return stats.double().sum(-1)
+    return (stats.double() * scored).sum(-1)
 
 
 def mfu(flops_per_s: float | None, peak: float | None) -> float | None:
