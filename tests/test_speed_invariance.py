@@ -60,7 +60,9 @@ PINNED_EVAL = {
 }
 
 
-def short_run(grad_accum_steps: int = 1) -> tuple[list[tuple[float, float]], dict]:
+def short_run(
+    grad_accum_steps: int = 1, compile_model: bool = False
+) -> tuple[list[tuple[float, float]], dict]:
     cfg = ModelConfig(d_model=32, n_heads=4, n_kv_heads=2, n_layers=2, d_ff=64, init_std=0.05)
     tc = TrainConfig(
         batch_size=4,
@@ -73,6 +75,7 @@ def short_run(grad_accum_steps: int = 1) -> tuple[list[tuple[float, float]], dic
     torch.manual_seed(0)
     model = LM(cfg, VOCAB)
     optimizer = build_optimizer(model, tc, CPU)
+    forward = torch.compile(model) if compile_model else model
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     generator = torch.Generator().manual_seed(1)
     # Zipf-distributed tokens, each mostly its predecessor plus one: there is something to learn
@@ -87,7 +90,7 @@ def short_run(grad_accum_steps: int = 1) -> tuple[list[tuple[float, float]], dic
             group["lr"] = lr_at(step, tc)
         batch = stream[step * 4 : (step + 1) * 4]
         loss, norm = train_step(
-            model, optimizer, scaler, batch[:, :-1], batch[:, 1:], tc, CPU, "fp32"
+            forward, optimizer, scaler, batch[:, :-1], batch[:, 1:], tc, CPU, "fp32"
         )
         steps.append((float(loss), float(norm)))
     val_tokens = stream[-4:].flatten()[:300]  # the last batch, seen once
@@ -130,3 +133,9 @@ def test_head_loss_equals_cross_entropy_with_gradients(monkeypatch, rows_per_sli
     torch.testing.assert_close(got, expected)
     torch.testing.assert_close(hidden.grad, want[0])
     torch.testing.assert_close(weight.grad, want[1])
+
+
+def test_compiled_model_matches_the_pins():
+    steps, metrics = short_run(compile_model=True)
+    np.testing.assert_allclose(steps, PINNED_STEPS, rtol=1e-4)
+    assert metrics["val_loss"] == pytest.approx(PINNED_EVAL["val_loss"], rel=1e-4)
