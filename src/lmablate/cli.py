@@ -162,11 +162,14 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from lmablate.config import load_run_config
+    from lmablate.distributed import World
     from lmablate.train import train
 
     cfg = load_run_config(args.config, args.overrides)
     log = _logger(args.quiet)
     result = train(cfg, args.out, progress=not args.quiet, stop_at=args.stop_at, log=log)
+    if not World.from_environment().is_main:  # under torchrun, rank 0 reports for the run
+        return {"interrupted": 130, "diverged": 1}.get(result.status, 0)
     resume = f"lmablate train {args.config} --out {args.out}" + "".join(
         f" --set {o}" for o in args.overrides
     )
