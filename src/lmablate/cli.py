@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -245,7 +246,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_dry_run(rows)
         return 0
     outcome = run_study(
-        study, directory, only=args.only, force=args.force, progress=not args.quiet, log=log
+        study,
+        directory,
+        only=args.only,
+        force=args.force,
+        progress=not args.quiet,
+        log=log,
+        parallel=args.parallel,
+        nproc_per_node=args.nproc_per_node,
+        ray=args.ray,
     )
     command = (
         " ".join(["lmablate run", *sys.argv[2:]])
@@ -482,6 +491,31 @@ def build_parser() -> argparse.ArgumentParser:
         "from a few timed steps of each shape, then exit",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    run.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        metavar="K",
+        help="train up to K runs at once on this machine, each in its own process: one per "
+        "GPU when there are GPUs, else each with its share of the CPU cores",
+    )
+    run.add_argument(
+        "--nproc-per-node",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train each run on N processes (N GPUs) with torchrun and DistributedDataParallel",
+    )
+    run.add_argument(
+        "--ray",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="ADDRESS",
+        help="train each run as a Ray task on the cluster at ADDRESS (without one: the cluster "
+        "RAY_ADDRESS names, else a Ray instance started here); --out must be a path every "
+        "node shares. Needs pip install 'lmablate[ray]'",
+    )
     _add_overrides(run)
     run.set_defaults(func=cmd_run)
 
@@ -597,7 +631,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except LmablateError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        rank = os.environ.get("RANK", "0")  # under torchrun every process may say it
+        print(f"error{'' if rank == '0' else f' (rank {rank})'}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
