@@ -18,12 +18,10 @@ either pool the same way.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,17 +73,14 @@ def train_command(config_file: Path, run_dir: Path, nproc: int) -> list[str]:
 
 
 def start_training(
-    config: RunConfig,
-    run_dir: Path,
-    nproc: int,
-    env: dict[str, str],
-    scratch: Path,
-    cwd: str | None = None,
+    config: RunConfig, run_dir: Path, nproc: int, env: dict[str, str], cwd: str | None = None
 ) -> subprocess.Popen:
     """Start the training process of one run; its output goes to RUN_DIR/train.log."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    config_file = scratch / f"{run_dir.parent.name}-{run_dir.name}.json"
-    config_file.write_text(json.dumps(config.model_dump(mode="json"), indent=2))
+    # the resolved config, as train itself would write it first: the command in train.log is
+    # then one a user can run again by hand
+    config_file = run_dir / "config.json"
+    write_json_atomic(config_file, config.model_dump(mode="json"))
     command = train_command(config_file, run_dir, nproc)
     log = (run_dir / "train.log").open("a", encoding="utf-8")
     log.write(f"$ {' '.join(command)}\n")
@@ -179,7 +174,6 @@ class LocalPool:
         self.nproc = nproc
         self.free = plan_slots(parallel, nproc, device_type)
         self.running: dict[str, tuple[subprocess.Popen, Path, _Slot]] = {}
-        self._scratch = tempfile.TemporaryDirectory(prefix="lmablate-launch-")
 
     def describe(self) -> str:
         runs = len(self.free)
@@ -190,10 +184,11 @@ class LocalPool:
         return bool(self.free)
 
     def start(self, key: str, config: RunConfig, run_dir: Path) -> str:
+        """Start training a run; what to say about it in the progress line."""
         slot = self.free.pop(0)
-        process = start_training(config, run_dir, self.nproc, slot.env, Path(self._scratch.name))
+        process = start_training(config, run_dir, self.nproc, slot.env)
         self.running[key] = (process, run_dir, slot)
-        return slot.where
+        return f"training on {slot.where}"
 
     def wait(self) -> list[Ended]:
         """Block until at least one run has ended; those that have."""
@@ -220,7 +215,8 @@ class LocalPool:
         return [self._release(key) for key in list(self.running)]
 
     def close(self) -> None:
-        self._scratch.cleanup()
+        for process, _, _ in self.running.values():  # only after an error in the study itself
+            stop_process(process)
 
 
 # ------------------------------------------------------------------------------ a Ray cluster
@@ -247,20 +243,18 @@ def _train_task(
 ) -> Ended:
     """A Ray task: train one run in its own process on the node Ray chose, then write its text
     samples there (on the run's GPU). Ray has already set CUDA_VISIBLE_DEVICES for the task."""
-    with tempfile.TemporaryDirectory(prefix="lmablate-launch-") as scratch:
-        process = start_training(
-            config,
-            Path(run_dir),
-            nproc,
-            {"OMP_NUM_THREADS": str(threads)},
-            Path(scratch),
-            cwd=cwd if Path(cwd).is_dir() else None,
-        )
-        try:
-            returncode = process.wait()
-        except KeyboardInterrupt:  # ray.cancel: let the run checkpoint before the task ends
-            stop_process(process)
-            return Ended(key, "interrupted")
+    process = start_training(
+        config,
+        Path(run_dir),
+        nproc,
+        {"OMP_NUM_THREADS": str(threads)},
+        cwd=cwd if Path(cwd).is_dir() else None,  # relative data paths, on a shared disk
+    )
+    try:
+        returncode = process.wait()
+    except KeyboardInterrupt:  # ray.cancel: let the run checkpoint before the task ends
+        stop_process(process)
+        return Ended(key, "interrupted")
     result = ended(key, Path(run_dir), returncode)
     if result.status == "complete" and study is not None:
         from lmablate.study import write_samples  # the study layer, imported on the worker
@@ -331,7 +325,7 @@ class RayPool:
             self.study,
         )
         self.running[ref] = key
-        return "Ray"
+        return "submitted to Ray"
 
     def wait(self) -> list[Ended]:
         done, _ = self.ray.wait(list(self.running), num_returns=1)

@@ -345,8 +345,8 @@ def _train_launched(
         while queue or pool.running:
             while queue and pool.has_room():
                 run = queue.pop(0)
-                where = pool.start(run.path, run.config, directory / run.path)
-                log(tracker.line(run, f"training on {where}"))
+                state = pool.start(run.path, run.config, directory / run.path)
+                log(tracker.line(run, state))
             for end in pool.wait():
                 run = by_path[end.key]
                 if end.status == "interrupted":  # stopped from outside: stop the study too
