@@ -22,6 +22,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,6 +244,10 @@ def _train_task(
 ) -> Ended:
     """A Ray task: train one run in its own process on the node Ray chose, then write its text
     samples there (on the run's GPU). Ray has already set CUDA_VISIBLE_DEVICES for the task."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # a study started in the background (``cmd &`` in a script) hands its Ray workers an
+        # ignored SIGINT, which is how ray.cancel interrupts a task: take it back
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     process = start_training(
         config,
         Path(run_dir),
@@ -251,7 +256,9 @@ def _train_task(
         cwd=cwd if Path(cwd).is_dir() else None,  # relative data paths, on a shared disk
     )
     try:
-        returncode = process.wait()
+        while process.poll() is None:  # a blocking wait() would not see Ray's cancel
+            time.sleep(POLL_S)
+        returncode = process.returncode
     except KeyboardInterrupt:  # ray.cancel: let the run checkpoint before the task ends
         stop_process(process)
         return Ended(key, "interrupted")
@@ -280,11 +287,17 @@ class RayPool:
         ray = _ray()
         if nproc < 1:
             raise LmablateError(f"--nproc-per-node must be at least 1, not {nproc}")
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             ray.init(address=address, ignore_reinit_error=True)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = f" at {address}" if address else ""
             raise LmablateError(f"could not start or reach a Ray cluster{where}: {exc}") from None
+        finally:
+            # Ray's driver exits at once on SIGTERM; the study's handler stops the runs cleanly
+            if threading.current_thread() is threading.main_thread():
+                for sig, handler in handlers.items():
+                    signal.signal(sig, handler)
         self.ray, self.nproc, self.study = ray, nproc, study
         nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
         most_gpus = max((int(n.get("GPU", 0)) for n in nodes), default=0)
