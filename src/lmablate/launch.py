@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -240,10 +241,11 @@ def _train_task(
     nproc: int,
     threads: int,
     cwd: str,
-    study: Any,
+    after_complete: Callable[[Path, str], None] | None,
 ) -> Ended:
-    """A Ray task: train one run in its own process on the node Ray chose, then write its text
-    samples there (on the run's GPU). Ray has already set CUDA_VISIBLE_DEVICES for the task."""
+    """A Ray task: train one run in its own process on the node Ray chose, then (the study's
+    text samples) call ``after_complete(run_dir, device)`` there, on the run's GPU. Ray has
+    already set CUDA_VISIBLE_DEVICES for the task."""
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         # a study started in the background (``cmd &`` in a script) hands its Ray workers an
         # ignored SIGINT, which is how ray.cancel interrupts a task: take it back
@@ -263,11 +265,9 @@ def _train_task(
         stop_process(process)
         return Ended(key, "interrupted")
     result = ended(key, Path(run_dir), returncode)
-    if result.status == "complete" and study is not None:
-        from lmablate.study import write_samples  # the study layer, imported on the worker
-
-        with contextlib.suppress(Exception):  # the study then writes them on its own machine
-            write_samples(Path(run_dir), study, "cuda" if _has_gpu() else "cpu")
+    if result.status == "complete" and after_complete is not None:
+        with contextlib.suppress(Exception):  # the study then does it on its own machine
+            after_complete(Path(run_dir), "cuda" if _has_gpu() else "cpu")
     return result
 
 
@@ -282,7 +282,11 @@ class RayPool:
     existing cluster (``address``) or on a Ray instance started on this machine."""
 
     def __init__(
-        self, address: str | None, nproc: int, device_spec: str, study: Any = None
+        self,
+        address: str | None,
+        nproc: int,
+        device_spec: str,
+        after_complete: Callable[[Path, str], None] | None = None,
     ) -> None:
         ray = _ray()
         if nproc < 1:
@@ -298,7 +302,7 @@ class RayPool:
             if threading.current_thread() is threading.main_thread():
                 for sig, handler in handlers.items():
                     signal.signal(sig, handler)
-        self.ray, self.nproc, self.study = ray, nproc, study
+        self.ray, self.nproc, self.after_complete = ray, nproc, after_complete
         nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
         most_gpus = max((int(n.get("GPU", 0)) for n in nodes), default=0)
         wants_gpu = device_spec == "auto" or device_spec.startswith("cuda")
@@ -335,7 +339,7 @@ class RayPool:
             self.nproc,
             1,  # thread per training process: Ray counts one CPU per process
             os.getcwd(),
-            self.study,
+            self.after_complete,
         )
         self.running[ref] = key
         return "submitted to Ray"

@@ -197,10 +197,20 @@ def _pool(study: Study, parallel: int, nproc: int, ray: bool | str) -> Any:
                 "itself; drop --parallel"
             )
         address = ray if isinstance(ray, str) else None
-        return RayPool(address, nproc, study.baseline.train.device, study)
+        return RayPool(address, nproc, study.baseline.train.device, _Samples(study))
     if parallel == 1 and nproc == 1:
         return None
     return LocalPool(parallel, nproc, resolve_device(study.baseline.train.device).type)
+
+
+@dataclass(frozen=True)
+class _Samples:
+    """write_samples for a study, as a Ray task calls it on the run's node."""
+
+    study: Study
+
+    def __call__(self, run_dir: Path, device: str) -> None:
+        write_samples(run_dir, self.study, device)
 
 
 class _Progress:

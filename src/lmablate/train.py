@@ -19,6 +19,10 @@ Honesty rules: timing synchronizes the device before reading the clock and the h
 at logging steps; a non-finite loss stops the run as ``diverged`` (no crash, nothing logged is
 lost, no non-finite weights are checkpointed); a resumed run replays exactly the batches it
 would have seen, so on CPU its losses are bit-identical to an uninterrupted run's.
+
+Under torchrun (see ``distributed``) every process runs this loop on its own slice of each
+global batch, with the model wrapped in DistributedDataParallel; the logged loss is the mean
+over processes and rank 0 alone writes the run directory, so the files are those of one process.
 """
 
 from __future__ import annotations
