@@ -21,6 +21,9 @@ EXAMPLES = """\
 examples:
   lmablate run studies/quickstart.yaml             the quick-start study and its report
   lmablate run studies/seed.yaml --dry-run         what a study would run, and how long
+  lmablate run studies/seed.yaml --parallel 6      six runs at once (one per GPU)
+  torchrun --nproc-per-node 4 -m lmablate train configs/builtin.yaml --out runs/ddp
+                                                   one run on four GPUs
   lmablate train configs/builtin.yaml --out runs/builtin
                                                    train one run (run again to resume)
   lmablate data inspect configs/builtin.yaml       corpus, split, tokens and cache of a config
