@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -20,6 +21,9 @@ EXAMPLES = """\
 examples:
   lmablate run studies/quickstart.yaml             the quick-start study and its report
   lmablate run studies/seed.yaml --dry-run         what a study would run, and how long
+  lmablate run studies/seed.yaml --parallel 6      six runs at once (one per GPU)
+  torchrun --nproc-per-node 4 -m lmablate train configs/builtin.yaml --out runs/ddp
+                                                   one run on four GPUs
   lmablate train configs/builtin.yaml --out runs/builtin
                                                    train one run (run again to resume)
   lmablate data inspect configs/builtin.yaml       corpus, split, tokens and cache of a config
@@ -162,11 +166,14 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from lmablate.config import load_run_config
+    from lmablate.distributed import World
     from lmablate.train import train
 
     cfg = load_run_config(args.config, args.overrides)
     log = _logger(args.quiet)
     result = train(cfg, args.out, progress=not args.quiet, stop_at=args.stop_at, log=log)
+    if not World.from_environment().is_main:  # under torchrun, rank 0 reports for the run
+        return {"interrupted": 130, "diverged": 1}.get(result.status, 0)
     resume = f"lmablate train {args.config} --out {args.out}" + "".join(
         f" --set {o}" for o in args.overrides
     )
@@ -242,7 +249,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_dry_run(rows)
         return 0
     outcome = run_study(
-        study, directory, only=args.only, force=args.force, progress=not args.quiet, log=log
+        study,
+        directory,
+        only=args.only,
+        force=args.force,
+        progress=not args.quiet,
+        log=log,
+        parallel=args.parallel,
+        nproc_per_node=args.nproc_per_node,
+        ray=args.ray,
     )
     command = (
         " ".join(["lmablate run", *sys.argv[2:]])
@@ -479,6 +494,31 @@ def build_parser() -> argparse.ArgumentParser:
         "from a few timed steps of each shape, then exit",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    run.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        metavar="K",
+        help="train up to K runs at once on this machine, each in its own process: one per "
+        "GPU when there are GPUs, else each with its share of the CPU cores",
+    )
+    run.add_argument(
+        "--nproc-per-node",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train each run on N processes (N GPUs) with torchrun and DistributedDataParallel",
+    )
+    run.add_argument(
+        "--ray",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="ADDRESS",
+        help="train each run as a Ray task on the cluster at ADDRESS (without one: the cluster "
+        "RAY_ADDRESS names, else a Ray instance started here); --out must be a path every "
+        "node shares. Needs pip install 'lmablate[ray]'",
+    )
     _add_overrides(run)
     run.set_defaults(func=cmd_run)
 
@@ -594,7 +634,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except LmablateError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        rank = os.environ.get("RANK", "0")  # under torchrun every process may say it
+        print(f"error{'' if rank == '0' else f' (rank {rank})'}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

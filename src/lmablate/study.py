@@ -155,7 +155,17 @@ def run_study(
     force: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    parallel: int = 1,
+    nproc_per_node: int = 1,
+    ray: bool | str = False,
 ) -> StudyOutcome:
+    """Train every run of ``study`` that is not finished, sample, score and build the report.
+
+    By default the runs train one after another in this process. ``parallel`` trains up to
+    that many at once on this machine, ``nproc_per_node`` trains each run on that many
+    processes (GPUs) with torchrun, and ``ray`` makes every run a Ray task, on the cluster at
+    that address (``True``: the one RAY_ADDRESS names, else a Ray instance started here).
+    """
     runs = study.runs
     if only:
         unknown = sorted(set(only) - set(study.variants))
@@ -166,7 +176,69 @@ def run_study(
             )
         runs = [r for r in runs if r.variant in only]
     with exclusive(directory, "study"):
-        return _run_study(study, directory, runs, force=force, progress=progress, log=log)
+        pool = _pool(study, parallel, nproc_per_node, ray)
+        try:
+            return _run_study(
+                study, directory, runs, force=force, progress=progress, log=log, pool=pool
+            )
+        finally:
+            if pool is not None:
+                pool.close()
+
+
+def _pool(study: Study, parallel: int, nproc: int, ray: bool | str) -> Any:
+    """Where the runs train: None for this process, else a launch.LocalPool or RayPool."""
+    from lmablate.launch import LocalPool, RayPool
+
+    if ray is not False:
+        if parallel != 1:
+            raise LmablateError(
+                "--parallel and --ray do not combine: Ray places the runs on the cluster "
+                "itself; drop --parallel"
+            )
+        address = ray if isinstance(ray, str) else None
+        return RayPool(address, nproc, study.baseline.train.device, _Samples(study))
+    if parallel == 1 and nproc == 1:
+        return None
+    return LocalPool(parallel, nproc, resolve_device(study.baseline.train.device).type)
+
+
+@dataclass(frozen=True)
+class _Samples:
+    """write_samples for a study, as a Ray task calls it on the run's node."""
+
+    study: Study
+
+    def __call__(self, run_dir: Path, device: str) -> None:
+        write_samples(run_dir, self.study, device)
+
+
+class _Progress:
+    """The study's progress lines: which run, the time so far and an ETA from the FLOPs of
+    the runs trained so far (runs found finished do not count: they took no time here)."""
+
+    def __init__(self, runs: list[StudyRun], flops: dict[str, float]) -> None:
+        self.number = {run.path: index for index, run in enumerate(runs, 1)}
+        self.remaining = dict(flops)
+        self.done_flops = 0.0
+        self.started = time.perf_counter()
+
+    def line(self, run: StudyRun, state: str) -> str:
+        elapsed = time.perf_counter() - self.started
+        eta = (
+            f", ETA {_duration(elapsed / self.done_flops * sum(self.remaining.values()))}"
+            if self.done_flops
+            else ""
+        )
+        return (
+            f"[run {self.number[run.path]}/{len(self.number)}] {run.variant} seed {run.seed} "
+            f"({state}) — elapsed {_duration(elapsed)}{eta}"
+        )
+
+    def ended(self, run: StudyRun, trained: bool) -> None:
+        flops = self.remaining.pop(run.path)
+        if trained:
+            self.done_flops += flops
 
 
 def _run_study(
@@ -177,6 +249,7 @@ def _run_study(
     force: bool,
     progress: bool,
     log: Callable[[str], None],
+    pool: Any = None,
 ) -> StudyOutcome:
     data = prepare(study.data, progress=progress, log=log)  # once: every run reuses the cache
     conflicts = config_conflicts(directory, runs, data.cache_dir.name)
@@ -195,46 +268,14 @@ def _run_study(
     staging.write_text(resolved)
     os.replace(staging, directory / "study.yaml")
     vocab = {r.path: resolve_vocab_size(r.config.model, data.tokenizer.vocab_size) for r in runs}
-    remaining_flops = {r.path: run_flops(r.config, vocab[r.path]) for r in runs}
+    tracker = _Progress(runs, {r.path: run_flops(r.config, vocab[r.path]) for r in runs})
     device = str(resolve_device(study.baseline.train.device))
-    statuses: dict[str, str] = {}
-    started = time.perf_counter()
-    done_flops = 0.0
-    outcome = StudyOutcome(directory, statuses)
+    outcome = StudyOutcome(directory, {})
     try:
-        for index, run in enumerate(runs, 1):
-            run_dir = directory / run.path
-            summary = read_summary(run_dir)
-            elapsed = time.perf_counter() - started
-            eta = (
-                f", ETA {_duration(elapsed / done_flops * sum(remaining_flops.values()))}"
-                if done_flops
-                else ""
-            )
-            state = "finished" if summary and summary["status"] in FINISHED else "training"
-            log(
-                f"[run {index}/{len(runs)}] {run.variant} seed {run.seed} ({state}) — elapsed "
-                f"{_duration(elapsed)}{eta}"
-            )
-            try:
-                result = train(run.config, run_dir, progress=progress, log=log)
-            except Exception as exc:  # one failed run never takes the study down
-                statuses[run.path] = "failed"
-                log(f"run {run.path} failed: {type(exc).__name__}: {exc}; the study goes on")
-                remaining_flops.pop(run.path)
-                continue
-            if result.status == "interrupted":
-                raise KeyboardInterrupt
-            statuses[run.path] = result.status
-            if summary is None or summary["status"] not in FINISHED:
-                done_flops += remaining_flops[run.path]
-            remaining_flops.pop(run.path)
-            if result.status == "complete":
-                try:
-                    with _deferred_interrupts():
-                        write_samples(run_dir, study, device)
-                except Exception as exc:  # the run stands; its samples are missing
-                    log(f"samples for {run.path} failed: {type(exc).__name__}: {exc}")
+        if pool is None:
+            _train_in_turn(study, directory, runs, outcome.statuses, tracker, device, progress, log)
+        else:
+            _train_launched(study, directory, runs, outcome.statuses, tracker, device, pool, log)
     except KeyboardInterrupt:
         outcome.interrupted = True
     if not outcome.interrupted:
@@ -252,6 +293,96 @@ def _run_study(
         except KeyboardInterrupt:  # the runs are done; rerunning rebuilds the report
             outcome.interrupted = True
     return outcome
+
+
+def _train_in_turn(
+    study: Study,
+    directory: Path,
+    runs: list[StudyRun],
+    statuses: dict[str, str],
+    tracker: _Progress,
+    device: str,
+    progress: bool,
+    log: Callable[[str], None],
+) -> None:
+    """Train the runs one after another in this process."""
+    for run in runs:
+        run_dir = directory / run.path
+        summary = read_summary(run_dir)
+        finished = summary is not None and summary["status"] in FINISHED
+        log(tracker.line(run, "finished" if finished else "training"))
+        try:
+            result = train(run.config, run_dir, progress=progress, log=log)
+        except Exception as exc:  # one failed run never takes the study down
+            statuses[run.path] = "failed"
+            log(f"run {run.path} failed: {type(exc).__name__}: {exc}; the study goes on")
+            tracker.ended(run, trained=False)
+            continue
+        if result.status == "interrupted":
+            raise KeyboardInterrupt
+        statuses[run.path] = result.status
+        tracker.ended(run, trained=not finished)
+        if result.status == "complete":
+            _sample(run, directory, study, device, log)
+
+
+def _train_launched(
+    study: Study,
+    directory: Path,
+    runs: list[StudyRun],
+    statuses: dict[str, str],
+    tracker: _Progress,
+    device: str,
+    pool: Any,
+    log: Callable[[str], None],
+) -> None:
+    """Train the runs in their own processes (or Ray tasks) through ``pool``, as many at once
+    as it has room for; each ended run is recorded, and sampled here when complete."""
+    log(f"training on {pool.describe()}")
+    by_path = {run.path: run for run in runs}
+    queue = []
+    for run in runs:
+        summary = read_summary(directory / run.path)
+        if summary is None or summary["status"] not in FINISHED:
+            queue.append(run)
+            continue
+        log(tracker.line(run, "finished"))
+        statuses[run.path] = summary["status"]
+        tracker.ended(run, trained=False)
+        if summary["status"] == "complete":
+            _sample(run, directory, study, device, log)
+    try:
+        while queue or pool.running:
+            while queue and pool.has_room():
+                run = queue.pop(0)
+                state = pool.start(run.path, run.config, directory / run.path)
+                log(tracker.line(run, state))
+            for end in pool.wait():
+                run = by_path[end.key]
+                if end.status == "interrupted":  # stopped from outside: stop the study too
+                    raise KeyboardInterrupt
+                statuses[run.path] = end.status
+                tracker.ended(run, trained=True)
+                if end.status == "failed":
+                    log(f"run {run.path} failed: {end.message}; the study goes on")
+                else:
+                    log(tracker.line(run, end.status))
+                if end.status == "complete":
+                    _sample(run, directory, study, device, log)
+    except KeyboardInterrupt:
+        log("stopping the runs in progress (each saves a checkpoint)")
+        pool.stop()
+        raise
+
+
+def _sample(
+    run: StudyRun, directory: Path, study: Study, device: str, log: Callable[[str], None]
+) -> None:
+    try:
+        with _deferred_interrupts():
+            write_samples(directory / run.path, study, device)
+    except Exception as exc:  # the run stands; its samples are missing
+        log(f"samples for {run.path} failed: {type(exc).__name__}: {exc}")
 
 
 class _deferred_interrupts:

@@ -19,6 +19,10 @@ Honesty rules: timing synchronizes the device before reading the clock and the h
 at logging steps; a non-finite loss stops the run as ``diverged`` (no crash, nothing logged is
 lost, no non-finite weights are checkpointed); a resumed run replays exactly the batches it
 would have seen, so on CPU its losses are bit-identical to an uninterrupted run's.
+
+Under torchrun (see ``distributed``) every process runs this loop on its own slice of each
+global batch, with the model wrapped in DistributedDataParallel; the logged loss is the mean
+over processes and rank 0 alone writes the run directory, so the files are those of one process.
 """
 
 from __future__ import annotations
@@ -40,8 +44,9 @@ import torch
 
 from lmablate.checkpoint import checkpoints, latest_valid, load_checkpoint, save_checkpoint
 from lmablate.config import RunConfig, TrainConfig
-from lmablate.data import TrainBatches, prepare, validation_set
+from lmablate.data import PreparedData, TrainBatches, prepare, validation_set
 from lmablate.data.cache import digest
+from lmablate.distributed import World
 from lmablate.errors import LmablateError
 from lmablate.hardware import (
     autocast,
@@ -130,6 +135,7 @@ def train_step(
     micro = cfg.batch_size // cfg.grad_accum_steps
     total = torch.zeros((), device=device)
     for i in range(cfg.grad_accum_steps):
+        _sync_gradients(model, i == cfg.grad_accum_steps - 1)
         x = inputs[i * micro : (i + 1) * micro].to(device, non_blocking=True)
         y = targets[i * micro : (i + 1) * micro].to(device, non_blocking=True)
         with autocast(device, precision):
@@ -143,6 +149,17 @@ def train_step(
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
     return total, grad_norm
+
+
+def _sync_gradients(model: torch.nn.Module, sync: bool) -> None:
+    """Under DDP, all-reduce gradients in the last micro-batch's backward only.
+
+    What ``DistributedDataParallel.no_sync()`` does, set per micro-batch; DDP reads the flag in
+    its forward. A plain (or compiled plain) model has no such flag and is left alone.
+    """
+    module = getattr(model, "_orig_mod", model)  # torch.compile's wrapper holds the DDP module
+    if hasattr(module, "require_backward_grad_sync"):
+        module.require_backward_grad_sync = sync
 
 
 # ------------------------------------------------------------------------------- run files
@@ -263,17 +280,28 @@ def train(
     stop_at: int | None = None,
     log: Callable[[str], None] = print,
 ) -> RunResult:
-    """Train (or resume, or skip if finished) the run in ``run_dir``."""
+    """Train (or resume, or skip if finished) the run in ``run_dir``.
+
+    Under torchrun every process calls this; rank 0 alone writes ``run_dir`` and logs.
+    """
     run_dir = Path(run_dir)
+    world = World.from_environment()
+    if not world.is_main:
+        progress, log = False, _silent
     existing = read_summary(run_dir)
     if existing is not None and existing["status"] in FINISHED:
         log(f"{run_dir} is already finished ({existing['status']}); nothing to do")
         return RunResult(existing["status"], existing["step"], run_dir, existing)
+    if not world.is_main:
+        try:
+            return _train(cfg, run_dir, world, progress=progress, stop_at=stop_at, log=log)
+        finally:
+            world.leave()
     with exclusive(run_dir, "training"):
         _write_or_check_config(run_dir, cfg)
         (run_dir / "summary.json").unlink(missing_ok=True)  # a failed run is being retried
         try:
-            return _train(cfg, run_dir, progress=progress, stop_at=stop_at, log=log)
+            return _train(cfg, run_dir, world, progress=progress, stop_at=stop_at, log=log)
         except Exception as exc:
             message = f"{type(exc).__name__}: {exc}"
             if isinstance(exc, torch.OutOfMemoryError):
@@ -286,11 +314,38 @@ def train(
                     run_dir / "summary.json", {"status": "failed", "message": message}
                 )
             raise
+        finally:
+            world.leave()
+
+
+def _silent(message: str) -> None:
+    """The log of ranks other than 0: one process speaks for the run."""
+
+
+class _NoMetrics:
+    """Where ranks other than 0 write their (identical) records: nowhere."""
+
+    def write(self, record: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _prepare_in_turn(
+    cfg: RunConfig, world: World, progress: bool, log: Callable[[str], None]
+) -> PreparedData:
+    """Rank 0 builds the token cache (and a trained tokenizer) first; the others then read it,
+    so no two processes write the same cache."""
+    data = prepare(cfg.data, progress=progress, log=log) if world.is_main else None
+    world.barrier()
+    return data if data is not None else prepare(cfg.data, progress=False)
 
 
 def _train(
     cfg: RunConfig,
     run_dir: Path,
+    world: World,
     *,
     progress: bool,
     stop_at: int | None,
@@ -299,15 +354,19 @@ def _train(
     t_start = time.perf_counter()
     tc = cfg.train
     check_available(tc.logger)  # before any work: a missing extra is not a crash mid-run
-    device = resolve_device(tc.device)
+    device = world.join(resolve_device(tc.device))
     precision = resolve_precision(tc.precision, device)
     if device.type == "cpu":
         tune_allocator()
-    data = prepare(cfg.data, progress=progress, log=log)
+    # each rank's share of every global batch; train_step sees only its own slice
+    per_rank, accum = world.local_batch(tc.batch_size, tc.grad_accum_steps)
+    step_cfg = tc.model_copy(update={"batch_size": per_rank, "grad_accum_steps": accum})
+    data = _prepare_in_turn(cfg, world, progress, log)
     vocab_size = resolve_vocab_size(cfg.model, data.tokenizer.vocab_size)
     batches = TrainBatches(data.train_tokens, tc.batch_size, tc.seq_len, tc.data_seed)
     val = validation_set(data.val_tokens, tc.seq_len, tc.eval_tokens, data.tokenizer.decode)
-    if not (run_dir / "tokenizer").is_dir():  # written aside, renamed whole: never half there
+    # written aside, renamed whole: never half there
+    if world.is_main and not (run_dir / "tokenizer").is_dir():
         staging = run_dir / f".tokenizer.{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         data.tokenizer.save(staging)
@@ -317,7 +376,8 @@ def _train(
     model = LM(cfg.model, vocab_size).to(device)
     optimizer = build_optimizer(model, tc, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    forward = torch.compile(model) if tc.compile else model
+    trained = world.wrap(model, device)  # DDP across ranks; the model itself for one process
+    forward = torch.compile(trained) if tc.compile else trained
 
     metrics_path = run_dir / "metrics.jsonl"
     loop: dict[str, Any] = {"elapsed_s": 0.0, "train_time_s": 0.0}
@@ -336,13 +396,18 @@ def _train(
         raise LmablateError(
             f"--stop-at {stop_at} is not after step {start_step}, where {run_dir} resumes"
         )
-    truncate_jsonl(metrics_path, start_step if resume_from is not None else -1)
+    if world.is_main:
+        truncate_jsonl(metrics_path, start_step if resume_from is not None else -1)
 
     tokens_per_step = tc.batch_size * tc.seq_len
     flops_per_token = training_flops_per_token(cfg.model, vocab_size, tc.seq_len)
     peak = peak_flops(device, precision)
-    tracker = make_tracker(tc.logger, run_dir, cfg.model_dump(mode="json"), tc.wandb_project)
-    metrics = MetricsLog(metrics_path, tracker)
+    if peak is not None:  # throughput counts every rank's tokens, so the peak counts every GPU
+        peak *= world.size
+    metrics: MetricsLog | _NoMetrics = _NoMetrics()
+    if world.is_main:
+        tracker = make_tracker(tc.logger, run_dir, cfg.model_dump(mode="json"), tc.wandb_project)
+        metrics = MetricsLog(metrics_path, tracker)
     elapsed_before = loop["elapsed_s"]
 
     def elapsed() -> float:
@@ -364,6 +429,8 @@ def _train(
         return record
 
     def checkpoint(step: int, pending: _Interval) -> None:
+        if not world.is_main:  # every rank holds the same weights; one writes them
+            return
         state = {
             **loop,
             "elapsed_s": elapsed(),
@@ -399,9 +466,9 @@ def _train(
                 lr = lr_at(update, tc)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                inputs, targets = batches.batch_at(update)
+                inputs, targets = (world.my_slice(t) for t in batches.batch_at(update))
                 loss, grad_norm = train_step(
-                    forward, optimizer, scaler, inputs, targets, tc, device, precision
+                    forward, optimizer, scaler, inputs, targets, step_cfg, device, precision
                 )
                 step = update + 1
                 pending.add(loss)
@@ -412,17 +479,21 @@ def _train(
 
                 eval_due = step % tc.eval_every == 0 or step == tc.max_steps
                 log_due = step % tc.log_every == 0 or eval_due
-                stop_due = step == stop_at or stop.signal_name is not None
+                stop_due = step == stop_at or world.any(stop.signal_name is not None)
                 save_due = step % tc.checkpoint_every == 0 or step == tc.max_steps or stop_due
                 if not (log_due or save_due):
                     continue
                 synchronize(device)
                 pending.time_s += time.perf_counter() - t_last
-                if int(first_bad) >= 0:
+                # from here on every rank holds the global mean loss, so what is logged and
+                # checkpointed is the single-process number
+                pending.loss = world.mean(pending.loss)
+                bad_step = world.earliest(int(first_bad))
+                if bad_step >= 0:
                     # time of the steps counted in tokens_seen, pro-rated within the interval
-                    done = int(first_bad) - (step - pending.steps)
+                    done = bad_step - (step - pending.steps)
                     loop["train_time_s"] += pending.time_s * done / pending.steps
-                    status, step = "diverged", int(first_bad)
+                    status, step = "diverged", bad_step
                     message = f"non-finite training loss or gradient at step {step}"
                     log(f"run diverged: {message}; stopping (earlier checkpoints are kept)")
                     break
@@ -456,6 +527,8 @@ def _train(
     if status in ("interrupted", "stopped"):
         log(f"stopped at step {step}; checkpoint saved in {run_dir / 'checkpoint'}")
         return RunResult(status, step, run_dir)
+    if not world.is_main:
+        return RunResult(status, step, run_dir)  # rank 0 writes the summary
 
     loop["elapsed_s"] = elapsed()
     summary = build_summary(
@@ -475,6 +548,7 @@ def _train(
         data_key=data.cache_dir.name,
         tokenizer=data.tokenizer.name,
         data_meta={key: data.meta[key] for key in ("documents", "tokens", "leakage")},
+        processes=world.size,
     )
     write_json_atomic(run_dir / "summary.json", summary)
     if status == "complete":  # only the final checkpoint is worth its disk space now
@@ -501,6 +575,7 @@ def build_summary(
     data_key: str,
     tokenizer: str,
     data_meta: dict[str, Any],
+    processes: int = 1,
 ) -> dict[str, Any]:
     tc = cfg.train
     evals = [r for r in records if r["kind"] == "eval" and r["step"] <= step]
@@ -551,6 +626,6 @@ def build_summary(
         "data": data_meta,
         "config_hash": digest(cfg.model_dump(mode="json")),
         "data_cache_key": data_key,
-        "environment": environment(device),
+        "environment": {**environment(device), "processes": processes},
     }
     return summary
