@@ -15,10 +15,10 @@ Also printed: FLOPs per token (6N + 12·L·d·T, the figure lmablate reports), t
 and on the CPU the fraction of a float32 matrix-multiply peak probed in the same run.
 
     python benchmarks/bench_train.py [--rounds 3] [--batch 8] [--seq-len 512]
-        [--precision fp32|bf16] [--compile] [--threads N] [--small]
+        [--precision fp32|bf16] [--compile] [--threads N] [--small] [--system-malloc]
 
 On the CPU the C allocator is set up as lmablate's training sets it (hardware.tune_allocator),
-for all ways alike: they share the process.
+for all ways alike: they share the process. ``--system-malloc`` leaves it as it is.
 
 ``--small`` is a tiny shape (d_model 64, 2 layers) for checking that the script runs.
 """
@@ -138,6 +138,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="auto")
     parser.add_argument("--small", action="store_true", help="tiny shape: check the script")
+    parser.add_argument(
+        "--system-malloc", action="store_true", help="leave the C allocator as it is for all ways"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     import transformers
@@ -145,7 +148,8 @@ def main() -> None:
     device = resolve_device(args.device)
     # lmablate's training sets the C allocator up on CPU; in one process it serves every way, so
     # the ratios compare models and steps, and the peak fraction is what lmablate achieves
-    allocator = "tuned for reuse" if device.type == "cpu" and tune_allocator() else "as is"
+    tuned = device.type == "cpu" and not args.system_malloc and tune_allocator()
+    allocator = "tuned for reuse" if tuned else "as is"
     shape = dict(d_model=384, n_heads=6, n_layers=12, d_ff=1536)
     vocab = VOCAB
     if args.small:

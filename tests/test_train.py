@@ -339,3 +339,21 @@ def test_resuming_on_changed_data_is_refused(tmp_path, corpus, tokenizer_dir):
     corpus.write_text(corpus.read_text() + json.dumps({"text": "One more document."}) + "\n")
     with pytest.raises(LmablateError, match="was started on other data"):
         quiet_train(cfg, tmp_path / "run")
+
+
+def test_compiled_run_learns_the_same_and_reports_compilation_apart(
+    tmp_path, corpus, tokenizer_dir
+):
+    eager = quiet_train(tiny_config(corpus, tokenizer_dir, max_steps=10), tmp_path / "eager")
+    compiled = quiet_train(
+        tiny_config(corpus, tokenizer_dir, max_steps=10, compile=True), tmp_path / "compiled"
+    )
+    a, b = trajectory(tmp_path / "eager"), trajectory(tmp_path / "compiled")
+    for x, y in zip(a, b, strict=True):
+        assert x.get("loss", x.get("val_loss")) == pytest.approx(
+            y.get("loss", y.get("val_loss")), rel=1e-4
+        )
+    summary = compiled.summary
+    assert eager.summary["compile_s"] is None
+    assert 0 < summary["compile_s"] < summary["wall_time_s"]
+    assert summary["train_time_s"] < summary["wall_time_s"] - summary["compile_s"]

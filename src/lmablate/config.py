@@ -148,7 +148,12 @@ class TrainConfig(_Section):
     checkpoint_every: PosInt = Field(500, description="Save a resumable checkpoint every N steps.")
     seed: NonNegInt = Field(0, description="Seed of the weight initialization.")
     data_seed: NonNegInt = Field(0, description="Seed of the training batch order.")
-    compile: bool = Field(False, description="Compile the model with torch.compile.")
+    compile: bool = Field(
+        False,
+        description="Compile the model with torch.compile. The first step after a start or "
+        "resume compiles; its wall time is summary.json's compile_s, which the summary's "
+        "train_time_s and tokens_per_s leave out (metrics.jsonl times every step as it ran).",
+    )
     logger: Literal["none", "tensorboard", "wandb"] = Field(
         "none",
         description="Mirror metrics.jsonl to an experiment tracker: tensorboard (event files "

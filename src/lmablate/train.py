@@ -471,6 +471,10 @@ def _train(
                     forward, optimizer, scaler, inputs, targets, step_cfg, device, precision
                 )
                 step = update + 1
+                if tc.compile and update == start_step:  # this step compiled the model
+                    synchronize(device)
+                    loop["compile_s"] = loop.get("compile_s", 0.0) + time.perf_counter() - t_last
+                    loop["compile_steps"] = loop.get("compile_steps", 0) + 1
                 pending.add(loss)
                 finite = torch.isfinite(loss)
                 if not scaler.is_enabled():  # with fp16 an inf norm is a skipped step, not a NaN
@@ -583,8 +587,10 @@ def build_summary(
     best = min(finite, key=lambda r: r["val_loss"]) if finite else None
     final = evals[-1] if status == "complete" and evals else None
     tokens_seen = step * tc.batch_size * tc.seq_len
-    train_time = loop["train_time_s"]
-    tokens_per_s = tokens_seen / train_time if train_time > 0 else None
+    # metrics.jsonl times every step as it ran; the summary leaves compilation out
+    train_time = loop["train_time_s"] - loop.get("compile_s", 0.0)
+    timed_tokens = tokens_seen - loop.get("compile_steps", 0) * tc.batch_size * tc.seq_len
+    tokens_per_s = timed_tokens / train_time if train_time > 0 and timed_tokens > 0 else None
     achieved = tokens_per_s * flops_per_token if tokens_per_s else None
     summary: dict[str, Any] = {
         "status": status,
@@ -611,6 +617,7 @@ def build_summary(
         "total_flops": flops_per_token * tokens_seen,
         "wall_time_s": loop["elapsed_s"],
         "train_time_s": train_time,
+        "compile_s": loop.get("compile_s"),
         "tokens_per_s": tokens_per_s,
         "achieved_flops_per_s": achieved,
         "peak_flops_per_s": peak,
