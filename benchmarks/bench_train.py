@@ -176,7 +176,7 @@ def main() -> None:
     scaler = torch.amp.GradScaler(device.type, enabled=False)
 
     def lmablate_way(model: nn.Module, optimizer: torch.optim.Optimizer, forward=None):
-        forward = forward or model
+        forward = model if forward is None else forward
         return lambda x, y: train_step(forward, optimizer, scaler, x, y, tc, device, args.precision)
 
     def plain_way(forward, model: nn.Module, optimizer: torch.optim.Optimizer):
