@@ -24,29 +24,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-from common import reference_sized_documents
+from common import reference_sized_documents, timed
 from tokenizers import Tokenizer as Backend
 
 from lmablate.config import DataConfig
 from lmablate.data import _token_stream, builtin_documents, prepare
 from lmablate.data.tokenizers import Tokenizer, train_bpe
-
-
-def timed(run, rounds: int, before=lambda: None) -> tuple[float, object]:
-    """Median seconds of ``run()`` over ``rounds``, ``before()`` untimed ahead of each."""
-    seconds, result = [], None
-    for _ in range(rounds):
-        before()
-        start = time.perf_counter()
-        result = run()
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds), result
 
 
 def main() -> None:

@@ -17,13 +17,11 @@ The two metric computations must agree; the script checks it.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from common import VOCAB
+from common import VOCAB, timed
 
 from lmablate.config import ModelConfig
 from lmablate.data import IGNORE_INDEX, validation_set
@@ -49,15 +47,6 @@ def naive_sums(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return torch.tensor([nll, top1, top5, confidence, entropy], dtype=torch.float64)
 
 
-def median_seconds(run, rounds: int) -> tuple[float, object]:
-    seconds, result = [], None
-    for _ in range(rounds):
-        start = time.perf_counter()
-        result = run()
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds), result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--eval-tokens", type=int, default=4096)
@@ -71,13 +60,13 @@ def main() -> None:
     tokens = torch.randint(0, VOCAB, (args.eval_tokens + 1,)).numpy().astype(np.int64)
     val = validation_set(tokens, 512, args.eval_tokens, lambda ids: "x" * len(ids))
 
-    full_s, _ = median_seconds(lambda: evaluate(model, val, VOCAB, cpu, "fp32"), args.rounds)
+    full_s, _ = timed(lambda: evaluate(model, val, VOCAB, cpu, "fp32"), args.rounds)
     with torch.inference_mode():
         logits = model(val.inputs).float()
-    ours_s, ours = median_seconds(
+    ours_s, ours = timed(
         lambda: target_sums(logits, val.targets, METRIC_BLOCK // VOCAB), args.rounds
     )
-    naive_s, naive = median_seconds(lambda: naive_sums(logits, val.targets), 1)
+    naive_s, naive = timed(lambda: naive_sums(logits, val.targets), 1)
     torch.testing.assert_close(ours, naive, rtol=1e-4, atol=1e-3)
 
     print(f"device: {device_name(cpu)}; torch {torch.__version__}")

@@ -1,6 +1,11 @@
-"""What the benchmarks share: a tokenizer the size of the reference study's, built offline."""
+"""What the benchmarks share: a tokenizer the size of the reference study's and documents,
+both built offline, and a timer."""
 
 from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
 
 from lmablate.data import builtin_documents
 from lmablate.data.tokenizers import Tokenizer, train_bpe
@@ -19,3 +24,16 @@ def reference_sized_documents(count: int = 500) -> list[str]:
     """``count`` distinct documents of a few thousand characters (the reference study's 500)."""
     base = builtin_documents()
     return [f"{base[i % len(base)]}\n\n(copy {i // len(base)})" for i in range(count)]
+
+
+def timed(
+    run: Callable[[], object], rounds: int, before: Callable[[], None] = lambda: None
+) -> tuple[float, object]:
+    """Median seconds of ``run()`` over ``rounds``, ``before()`` untimed ahead of each."""
+    seconds, result = [], None
+    for _ in range(rounds):
+        before()
+        start = time.perf_counter()
+        result = run()
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds), result

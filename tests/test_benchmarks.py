@@ -1,0 +1,38 @@
+"""The benchmark scripts run and print their ratios (on tiny settings: a smoke test, no timing)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "ratio_line"),
+    [
+        (
+            "bench_train.py",
+            ["--small", "--rounds", "1", "--seq-len", "64"],
+            "vs transformers Llama",
+        ),
+        ("bench_data.py", ["--documents", "40", "--rounds", "1"], "batched vs naive"),
+        ("bench_eval.py", ["--eval-tokens", "256", "--rounds", "1"], "vectorized vs naive"),
+    ],
+)
+def test_benchmark_prints_its_ratio(script, args, ratio_line, tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "LMABLATE_CACHE": str(tmp_path / "cache")},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert ratio_line in result.stdout
+    assert "x (target" in result.stdout
