@@ -8,6 +8,11 @@ corpus, a tokenizer or the Python version.
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -139,3 +144,20 @@ def test_compiled_model_matches_the_pins():
     steps, metrics = short_run(compile_model=True)
     np.testing.assert_allclose(steps, PINNED_STEPS, rtol=1e-4)
     assert metrics["val_loss"] == pytest.approx(PINNED_EVAL["val_loss"], rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"), [({}, "True"), ({"LMABLATE_SYSTEM_MALLOC": "1"}, "False")]
+)
+def test_allocator_setting_applies_on_glibc_unless_turned_off(env, expected):
+    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("the allocator setting is for glibc on Linux; elsewhere it does nothing")
+    code = "from lmablate.hardware import tune_allocator; print(tune_allocator())"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        check=True,
+    )
+    assert result.stdout.strip() == expected
