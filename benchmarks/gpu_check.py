@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import VOCAB
 
 from lmablate.hardware import (
     device_name,
@@ -33,7 +34,6 @@ from lmablate.study_config import load_study
 from lmablate.train import build_optimizer, train_step
 
 STUDY = Path(__file__).resolve().parent.parent / "studies" / "seed.yaml"
-VOCAB = 49_152  # SmolLM-135M's tokenizer, which the reference study uses
 
 
 def measure(config, batch: int, steps: int, compile_model: bool, device, precision) -> dict:
@@ -45,29 +45,15 @@ def measure(config, batch: int, steps: int, compile_model: bool, device, precisi
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     forward = torch.compile(model) if compile_model else model
     tokens = torch.randint(0, VOCAB, (steps + 1, batch, tc.seq_len + 1), device=device)
+    times = []  # the first step compiles (with compile on) and warms up; it is reported apart
     synchronize(device)
-    start = time.perf_counter()
-    train_step(
-        forward, optimizer, scaler, tokens[0, :, :-1], tokens[0, :, 1:], tc, device, precision
-    )
-    synchronize(device)
-    first = time.perf_counter() - start
-    times = []
-    for step in range(1, steps + 1):
+    for batch_tokens in tokens:
         start = time.perf_counter()
-        batch_tokens = tokens[step]
-        train_step(
-            forward,
-            optimizer,
-            scaler,
-            batch_tokens[:, :-1],
-            batch_tokens[:, 1:],
-            tc,
-            device,
-            precision,
-        )
+        inputs, targets = batch_tokens[:, :-1], batch_tokens[:, 1:]
+        train_step(forward, optimizer, scaler, inputs, targets, tc, device, precision)
         synchronize(device)
         times.append(time.perf_counter() - start)
+    first, times = times[0], times[1:]
     step_s = statistics.median(times)
     return {
         "batch": batch,
@@ -142,7 +128,7 @@ def main() -> None:
     base = max((r for r in results if r["batch"] == 8), key=lambda r: r["tokens_per_s"])
     rate = base["tokens_per_s"] * flops_per_token  # FLOP/s the study's runs would see
     total_s = 0.0
-    for run in load_study(STUDY).runs:
+    for run in study.runs:
         tc = run.config.train
         train_flops = training_flops_per_token(run.config.model, VOCAB, tc.seq_len)
         evals = tc.max_steps // tc.eval_every + 1

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +60,7 @@ def evaluate(
         targets = val.targets[start : start + windows].to(device, non_blocking=True).flatten()
         with autocast(device, precision):
             hidden = model.hidden_states(inputs).flatten(0, 1)  # (windows * T, d)
-            for row in range(0, len(targets), rows):
-                logits = model.lm_head(hidden[row : row + rows]).float()
-                sums += _block_sums(logits, targets[row : row + rows])
+            sums += target_sums(hidden, targets, lambda h: model.lm_head(h).float(), rows)
     model.train(was_training)
     nll, correct, top5, confidence, entropy = (sums / val.n_targets).tolist()
     total_nats = float(sums[0])
@@ -76,12 +75,19 @@ def evaluate(
     }
 
 
-def target_sums(logits: torch.Tensor, targets: torch.Tensor, rows: int) -> torch.Tensor:
-    """The metric sums of (..., V) logits, ``rows`` targets at a time (what evaluate does)."""
-    logits, targets = logits.flatten(0, -2), targets.flatten()
-    sums = torch.zeros(5, dtype=torch.float64, device=logits.device)
+def target_sums(
+    features: torch.Tensor,
+    targets: torch.Tensor,
+    to_logits: Callable[[torch.Tensor], torch.Tensor],
+    rows: int,
+) -> torch.Tensor:
+    """The metric sums over (N, ...) features and their (N,) targets, ``rows`` at a time;
+    ``to_logits`` turns a block of features into (rows, V) float logits (the LM head, or
+    nothing when the features are logits already)."""
+    sums = torch.zeros(5, dtype=torch.float64, device=features.device)
     for start in range(0, len(targets), rows):
-        sums += _block_sums(logits[start : start + rows], targets[start : start + rows])
+        logits = to_logits(features[start : start + rows])
+        sums += _block_sums(logits, targets[start : start + rows])
     return sums
 
 
