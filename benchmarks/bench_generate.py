@@ -18,7 +18,8 @@ import statistics
 import time
 
 import torch
-from common import VOCAB, smollm_sized_tokenizer
+import torch.nn.functional as F
+from common import VOCAB, smollm_sized_tokenizer, timed
 
 from lmablate.config import ModelConfig
 from lmablate.export import llama_config, to_hf_state_dict
@@ -110,6 +111,16 @@ def main() -> None:
     median = {name: statistics.median(values) for name, values in rates.items()}
     for name, rate in median.items():
         print(f"  {name:<24} {rate:8.1f} tokens/s")
+    # the kernel behind the decode layout: the LM head on one row per prompt
+    head = model.lm_head.weight
+    rows = torch.randn(len(prompts), head.shape[1], dtype=dtype)
+    with torch.inference_mode():
+        plain, _ = timed(lambda: F.linear(rows, head), 50 * args.rounds)
+        transposed, _ = timed(lambda: torch.mm(head, rows.T).T, 50 * args.rounds)
+    print(
+        f"  LM head {tuple(head.shape)} x {len(prompts)} rows: F.linear {plain * 1e3:.2f} ms, "
+        f"weight @ x.T {transposed * 1e3:.2f} ms"
+    )
     cached = median["lmablate (KV cache)"]
     print(
         f"  KV cache vs recompute:      {cached / median['lmablate (recompute)']:.2f}x "

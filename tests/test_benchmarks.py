@@ -22,6 +22,11 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
         ),
         ("bench_data.py", ["--documents", "40", "--rounds", "1"], "batched vs naive"),
         ("bench_eval.py", ["--eval-tokens", "256", "--rounds", "1"], "vectorized vs naive"),
+        (
+            "bench_generate.py",
+            ["--rounds", "1", "--new-tokens", "2"],
+            "KV cache vs transformers",
+        ),
     ],
 )
 def test_benchmark_prints_its_ratio(script, args, ratio_line, tmp_path):

@@ -16,7 +16,8 @@ from lmablate.errors import LmablateError
 from lmablate.export import llama_config, to_hf_state_dict
 from lmablate.generation import (
     Sampling,
-    _packed_for_decoding,
+    _decode_layout,
+    _DecodeLinear,
     continuation_perplexity,
     distinct_n,
     generate,
@@ -56,7 +57,7 @@ def test_cache_equals_recompute(tokenizer):
 
 
 @pytest.mark.parametrize("mlp", ["swiglu", "silu"])
-def test_packed_decode_weights_keep_logits_and_leave_the_model_as_it_was(tokenizer, mlp):
+def test_decode_layout_keeps_logits_and_leaves_the_model_as_it_was(tokenizer, mlp):
     model = tiny_model(tokenizer, mlp=mlp)
     before = {name: type(m) for name, m in model.named_modules()}
     ids = torch.randint(0, tokenizer.vocab_size, (3, 6))
@@ -65,13 +66,12 @@ def test_packed_decode_weights_keep_logits_and_leave_the_model_as_it_was(tokeniz
         plain_cache = KVCache.allocate(model.cfg, 3, 6, torch.device("cpu"), torch.float32)
         model(ids[:, :5], positions=positions[:, :5], cache=plain_cache)
         expected = model(ids[:, 5:], positions=positions[:, 5:], cache=plain_cache)
-        packed_cache = KVCache.allocate(model.cfg, 3, 6, torch.device("cpu"), torch.float32)
-        with _packed_for_decoding(model, rows=3, precision="fp32"):
-            assert (
-                model.blocks[0].attn.qkv_proj is not None or not torch.backends.mkl.is_available()
-            )
-            model(ids[:, :5], positions=positions[:, :5], cache=packed_cache)  # plain: 15 rows
-            got = model(ids[:, 5:], positions=positions[:, 5:], cache=packed_cache)  # 3: packed
+        layout_cache = KVCache.allocate(model.cfg, 3, 6, torch.device("cpu"), torch.float32)
+        with _decode_layout(model, rows=3, precision="fp32"):
+            assert isinstance(model.blocks[0].attn.qkv_proj, _DecodeLinear)
+            assert isinstance(model.lm_head, _DecodeLinear)
+            model(ids[:, :5], positions=positions[:, :5], cache=layout_cache)  # plain: 15 rows
+            got = model(ids[:, 5:], positions=positions[:, 5:], cache=layout_cache)  # 3 rows
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     assert {name: type(m) for name, m in model.named_modules()} == before
     assert model.blocks[0].attn.qkv_proj is None and model.blocks[0].mlp.gate_up_proj is None
