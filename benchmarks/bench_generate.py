@@ -23,7 +23,7 @@ from common import VOCAB, smollm_sized_tokenizer, timed
 
 from lmablate.config import ModelConfig
 from lmablate.export import llama_config, to_hf_state_dict
-from lmablate.generation import Sampling, generate
+from lmablate.generation import Sampling, _DecodeLinear, generate
 from lmablate.hardware import device_name
 from lmablate.model import LM
 from lmablate.study_config import REFERENCE_PROMPTS
@@ -114,9 +114,10 @@ def main() -> None:
     # the kernel behind the decode layout: the LM head on one row per prompt
     head = model.lm_head.weight
     rows = torch.randn(len(prompts), head.shape[1], dtype=dtype)
+    decode_head = _DecodeLinear(head, len(prompts))
     with torch.inference_mode():
         plain, _ = timed(lambda: F.linear(rows, head), 50 * args.rounds)
-        transposed, _ = timed(lambda: torch.mm(head, rows.T).T, 50 * args.rounds)
+        transposed, _ = timed(lambda: decode_head(rows), 50 * args.rounds)
     print(
         f"  LM head {tuple(head.shape)} x {len(prompts)} rows: F.linear {plain * 1e3:.2f} ms, "
         f"weight @ x.T {transposed * 1e3:.2f} ms"

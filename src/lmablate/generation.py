@@ -122,10 +122,11 @@ class _DecodeLinear(nn.Module):
     """An ``nn.Linear`` that computes ``rows``-row products as ``weight @ x.T``.
 
     A decode step multiplies every weight matrix by a handful of rows (one per sequence), so it
-    is bound by reading the weights from memory. ``F.linear`` on a few rows reads a large
-    weight at about a third of the speed that the transposed product ``weight @ x.T`` does on
-    the CPUs we measured (the 49152-row LM head: 13 ms against 3.8 ms). Inputs with another
-    number of rows (the prefill) take ``F.linear``, so the rule depends on the shape alone.
+    is bound by reading the weights from memory. In fp32 on a CPU, ``F.linear`` on a few rows
+    reads a large weight several times slower than the transposed product ``weight @ x.T``
+    (the 49,152 x 384 LM head on 5 rows, 2-core AMD EPYC: 12.5 ms against 3.4 ms;
+    ``benchmarks/bench_generate.py`` prints both). Inputs with another number of rows (the
+    prefill) take ``F.linear``, so the rule depends on the shape alone.
     """
 
     def __init__(self, weight: torch.Tensor, rows: int) -> None:
@@ -140,8 +141,8 @@ class _DecodeLinear(nn.Module):
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
-def decode_layout_applies(model: nn.Module, precision: str) -> bool:
-    """The decode layout is for fp32 models on a CPU, where it was measured faster."""
+def _decode_layout_applies(model: nn.Module, precision: str) -> bool:
+    """fp32 models on a CPU: there it measured faster; in bf16 ``F.linear`` is faster."""
     weight = next(model.parameters())
     return weight.device.type == "cpu" and weight.dtype == torch.float32 and precision == "fp32"
 
@@ -151,7 +152,7 @@ def _decode_layout(model: nn.Module, rows: int, precision: str) -> Iterator[None
     """While decoding, run every linear layer as a ``_DecodeLinear``, with q, k, v and gate, up
     concatenated into one product each (fewer, larger products); restore the model after."""
     swapped: list[tuple[nn.Module, str, nn.Module | None]] = []
-    if decode_layout_applies(model, precision):
+    if _decode_layout_applies(model, precision):
         for parent in list(model.modules()):
             if isinstance(parent, Attention):
                 weights = (parent.q_proj.weight, parent.k_proj.weight, parent.v_proj.weight)
