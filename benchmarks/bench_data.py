@@ -31,7 +31,7 @@ import numpy as np
 from common import reference_sized_documents, timed
 from tokenizers import Tokenizer as Backend
 
-from lmablate.config import DataConfig
+from lmablate.config.run import DataConfig
 from lmablate.data import _token_stream, builtin_documents, prepare
 from lmablate.data.tokenizers import Tokenizer, train_bpe
 

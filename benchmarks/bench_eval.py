@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from common import VOCAB, timed
 
-from lmablate.config import ModelConfig
+from lmablate.config.run import ModelConfig
 from lmablate.data import IGNORE_INDEX, validation_set
 from lmablate.hardware import device_name, tune_allocator
-from lmablate.metrics import METRIC_BLOCK, evaluate, target_sums
-from lmablate.model import LM
+from lmablate.model.transformer import LM
+from lmablate.training.metrics import METRIC_BLOCK, evaluate, target_sums
 
 
 @torch.inference_mode()

@@ -21,12 +21,12 @@ import torch
 import torch.nn.functional as F
 from common import VOCAB, smollm_sized_tokenizer, timed
 
-from lmablate.config import ModelConfig
+from lmablate.config.run import ModelConfig
+from lmablate.config.study import REFERENCE_PROMPTS
 from lmablate.export import llama_config, to_hf_state_dict
 from lmablate.generation import Sampling, _DecodeLinear, generate
 from lmablate.hardware import device_name
-from lmablate.model import LM
-from lmablate.study_config import REFERENCE_PROMPTS
+from lmablate.model.transformer import LM
 
 
 def main() -> None:

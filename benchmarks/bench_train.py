@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from common import VOCAB
 from torch import nn
 
-from lmablate.config import ModelConfig, TrainConfig
+from lmablate.config.run import ModelConfig, TrainConfig
 from lmablate.export import llama_config, to_hf_state_dict
 from lmablate.hardware import (
     autocast,
@@ -45,8 +45,8 @@ from lmablate.hardware import (
     synchronize,
     tune_allocator,
 )
-from lmablate.model import LM, apply_rope, rope_cos_sin, training_flops_per_token
-from lmablate.train import build_optimizer, train_step
+from lmablate.model.transformer import LM, apply_rope, rope_cos_sin, training_flops_per_token
+from lmablate.training.loop import build_optimizer, train_step
 
 
 class NotebookBlock(nn.Module):

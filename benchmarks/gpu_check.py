@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from common import VOCAB
 
+from lmablate.config.study import load_study
 from lmablate.hardware import (
     device_name,
     peak_flops,
@@ -29,9 +30,8 @@ from lmablate.hardware import (
     synchronize,
     tune_allocator,
 )
-from lmablate.model import LM, training_flops_per_token
-from lmablate.study_config import load_study
-from lmablate.train import build_optimizer, train_step
+from lmablate.model.transformer import LM, training_flops_per_token
+from lmablate.training.loop import build_optimizer, train_step
 
 STUDY = Path(__file__).resolve().parent.parent / "studies" / "seed.yaml"
 

@@ -11,7 +11,7 @@ from helpers import write_yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lmablate.config import (
+from lmablate.config.run import (
     FLAT_KEYS,
     SECTIONS,
     RunConfig,

@@ -11,7 +11,7 @@ import torch
 from helpers import jsonl_corpus, run_cli, write_yaml
 
 import lmablate.data as data_module
-from lmablate.config import DataConfig
+from lmablate.config.run import DataConfig
 from lmablate.data import IGNORE_INDEX, TrainBatches, prepare, split_documents, validation_set
 from lmablate.data.cache import token_dtype
 from lmablate.data.sources import load_corpus

@@ -46,7 +46,7 @@ def local_task(tmp_path):
 
 @pytest.fixture
 def swiglu_run(tmp_path, documents, tokenizer_dir):
-    from lmablate.train import train
+    from lmablate.training.loop import train
 
     corpus = jsonl_corpus(tmp_path / "corpus.jsonl", documents)
     cfg = tiny_run_config(corpus, tokenizer_dir, seq_len=32, max_steps=4, eval_every=4)
@@ -80,7 +80,7 @@ def test_eval_runs_a_local_task_and_stores_results(swiglu_run, local_task):
 
 def test_unknown_task_is_a_clear_error(swiglu_run, local_task):
     pytest.importorskip("lm_eval", reason="lm-evaluation-harness (lmablate[eval]) not installed")
-    from lmablate.evaluation import evaluate_run
+    from lmablate.downstream import evaluate_run
 
     with pytest.raises(LmablateError, match="unknown to lm-evaluation-harness: no_such_task"):
         evaluate_run(swiglu_run, ["no_such_task"], include_path=local_task)
@@ -89,7 +89,7 @@ def test_unknown_task_is_a_clear_error(swiglu_run, local_task):
 def test_missing_harness_names_the_install_command(swiglu_run, monkeypatch):
     import sys
 
-    from lmablate.evaluation import evaluate_run
+    from lmablate.downstream import evaluate_run
 
     monkeypatch.setitem(sys.modules, "lm_eval", None)
     with pytest.raises(LmablateError, match=r"pip install 'lmablate\[eval\]'"):

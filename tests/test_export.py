@@ -6,12 +6,12 @@ import pytest
 import torch
 from helpers import run_cli
 
-from lmablate.checkpoint import load_run
-from lmablate.config import validate_run_config
+from lmablate.config.run import validate_run_config
 from lmablate.errors import ConfigError
 from lmablate.export import export_run
 from lmablate.generation import Sampling, generate
-from lmablate.train import train
+from lmablate.training.checkpoint import load_run
+from lmablate.training.loop import train
 
 transformers = pytest.importorskip("transformers")
 

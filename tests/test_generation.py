@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from helpers import jsonl_corpus, run_cli, tiny_run_config
 
-from lmablate.config import ModelConfig
+from lmablate.config.run import ModelConfig
 from lmablate.data.tokenizers import load_tokenizer
 from lmablate.errors import LmablateError
 from lmablate.export import llama_config, to_hf_state_dict
@@ -24,7 +24,7 @@ from lmablate.generation import (
     quality,
     repetition_rate,
 )
-from lmablate.model import LM, KVCache
+from lmablate.model.transformer import LM, KVCache
 
 PROMPTS = ["The function", "A class definition may be", "x", "Assignment statements are used"]
 
@@ -210,7 +210,7 @@ def test_continuation_perplexity_by_hand(tokenizer):
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, documents, tokenizer_dir):
-    from lmablate.train import train
+    from lmablate.training.loop import train
 
     tmp = tmp_path_factory.mktemp("gen")
     corpus = jsonl_corpus(tmp / "c.jsonl", documents)

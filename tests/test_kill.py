@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from lmablate.study import run_study
-from lmablate.study_config import load_study
+from lmablate.config.study import load_study
+from lmablate.study.runner import run_study
 
 TIMING = {"step_time", "tokens_per_s", "elapsed"}
 KILLS = int(os.environ.get("LMABLATE_KILL_POINTS", "20"))  # more: set the variable

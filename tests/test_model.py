@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lmablate.config import ModelConfig
+from lmablate.config.run import ModelConfig
 from lmablate.errors import ConfigError
 from lmablate.export import check_exportable, llama_config, to_hf_state_dict
-from lmablate.model import (
+from lmablate.model.transformer import (
     LM,
     apply_rope,
     count_parameters,

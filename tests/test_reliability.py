@@ -10,11 +10,11 @@ import pytest
 import torch
 from helpers import tiny_run_config
 
+from lmablate.analysis.rundata import read_jsonl
+from lmablate.config.study import load_study
 from lmablate.errors import ConfigError, LmablateError
-from lmablate.rundata import read_jsonl
-from lmablate.study import run_study
-from lmablate.study_config import load_study
-from lmablate.train import train, write_json_atomic
+from lmablate.study.runner import run_study
+from lmablate.training.loop import train, write_json_atomic
 
 
 def tiny_study(tmp_path: Path, corpus: Path, tokenizer_dir: Path, name: str = "faults") -> Path:
@@ -37,7 +37,7 @@ samples: {{prompts: [Hi], max_new_tokens: 3}}
 def test_out_of_memory_fails_one_run_and_the_study_goes_on(
     tmp_path, corpus, tokenizer_dir, monkeypatch
 ):
-    from lmablate.model import LM
+    from lmablate.model.transformer import LM
 
     forward = LM.forward
 

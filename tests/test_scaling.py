@@ -18,13 +18,13 @@ import torch
 from helpers import jsonl_corpus, run_cli, tiny_run_config, write_yaml
 from safetensors.torch import load_file
 
-from lmablate.distributed import World
+from lmablate.config.study import load_study
 from lmablate.errors import ConfigError, LmablateError
-from lmablate.launch import available_cores, plan_slots
-from lmablate.metrics import read_jsonl
-from lmablate.study import run_study
-from lmablate.study_config import load_study
-from lmablate.train import train
+from lmablate.study.pools import available_cores, plan_slots
+from lmablate.study.runner import run_study
+from lmablate.training.distributed import World
+from lmablate.training.loop import train
+from lmablate.training.metrics import read_jsonl
 
 TIMING = {"step_time", "tokens_per_s", "elapsed"}
 SUMMARY_NUMBERS = ("status", "step", "final_val_loss", "final_train_loss", "tokens_seen")

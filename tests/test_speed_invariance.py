@@ -18,12 +18,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmablate import loss
-from lmablate.config import ModelConfig, TrainConfig
+from lmablate.config.run import ModelConfig, TrainConfig
 from lmablate.data import validation_set
-from lmablate.metrics import evaluate
-from lmablate.model import LM
-from lmablate.train import build_optimizer, lr_at, train_step
+from lmablate.model import loss
+from lmablate.model.transformer import LM
+from lmablate.training.loop import build_optimizer, lr_at, train_step
+from lmablate.training.metrics import evaluate
 
 CPU = torch.device("cpu")
 VOCAB = 512  # large against d_model, as the reference study's 49,152 against 384

@@ -10,9 +10,9 @@ import pytest
 import yaml
 from scipy import stats as scipy_stats
 
-from lmablate.analysis import analyze
-from lmablate.rundata import load_study_dir, loss_at
-from lmablate.stats import compare, holm, noise_floor, summarize, with_verdicts
+from lmablate.analysis.findings import analyze
+from lmablate.analysis.rundata import load_study_dir, loss_at
+from lmablate.analysis.stats import compare, holm, noise_floor, summarize, with_verdicts
 
 T_975_DF2 = 4.302652729911275  # t(0.975) with 2 degrees of freedom, from tables
 T_975_DF3 = 3.182446305284263

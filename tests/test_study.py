@@ -15,9 +15,9 @@ import matplotlib.image
 import pytest
 from helpers import run_cli, write_yaml
 
+from lmablate.config.study import load_study
 from lmablate.errors import ConfigError, LmablateError
-from lmablate.study import run_study
-from lmablate.study_config import load_study
+from lmablate.study.runner import run_study
 
 REFERENCE = Path(__file__).parents[1].parent / "shared" / "reference"
 REFERENCE_KEYS = [
@@ -304,7 +304,7 @@ def test_rerun_skips_finished_runs_and_report_rebuilds_without_torch(finished_st
 
     (directory / "report" / "research_data.json").unlink()
     code = (
-        "import sys; from lmablate.report import build_report; "
+        "import sys; from lmablate.report.package import build_report; "
         f"build_report({str(directory)!r}); "
         "assert 'torch' not in sys.modules, 'report imported torch'"
     )
@@ -478,7 +478,7 @@ def test_turning_on_a_tracker_is_not_a_change_of_study(finished_study):
 
 
 def test_report_includes_downstream_results_when_present(finished_study):
-    from lmablate.report import build_report
+    from lmablate.report.package import build_report
 
     _, directory, _ = finished_study
     record = {

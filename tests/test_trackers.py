@@ -9,9 +9,9 @@ import pytest
 from helpers import jsonl_corpus, tiny_run_config
 
 from lmablate.errors import LmablateError
-from lmablate.metrics import read_jsonl
-from lmablate.trackers import run_name
-from lmablate.train import train
+from lmablate.training.loop import train
+from lmablate.training.metrics import read_jsonl
+from lmablate.training.trackers import run_name
 
 
 def tiny(tmp_path, documents, tokenizer_dir, logger: str):

@@ -18,13 +18,13 @@ import torch.nn.functional as F
 from helpers import run_cli, write_yaml
 from safetensors.torch import load_file
 
-from lmablate.checkpoint import checkpoints
-from lmablate.config import RunConfig, TrainConfig, validate_run_config
+from lmablate.config.run import RunConfig, TrainConfig, validate_run_config
 from lmablate.data import ValidationSet, validation_set
 from lmablate.errors import LmablateError
-from lmablate.metrics import evaluate, read_jsonl
-from lmablate.model import LM
-from lmablate.train import build_optimizer, lr_at, train
+from lmablate.model.transformer import LM
+from lmablate.training.checkpoint import checkpoints
+from lmablate.training.loop import build_optimizer, lr_at, train
+from lmablate.training.metrics import evaluate, read_jsonl
 
 TIMING_FIELDS = {"step_time", "tokens_per_s", "elapsed"}
 

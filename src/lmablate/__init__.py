@@ -29,17 +29,17 @@ from lmablate.errors import ConfigError, DataError, LmablateError
 __version__ = "0.1.0"
 
 _API = {
-    "load_run_config": "lmablate.config",
-    "validate_run_config": "lmablate.config",
-    "RunConfig": "lmablate.config",
-    "load_study": "lmablate.study_config",
+    "load_run_config": "lmablate.config.run",
+    "validate_run_config": "lmablate.config.run",
+    "RunConfig": "lmablate.config.run",
+    "load_study": "lmablate.config.study",
     "prepare": "lmablate.data",
-    "load_run": "lmablate.checkpoint",
+    "load_run": "lmablate.training.checkpoint",
     "generate": "lmablate.generation",
     "Sampling": "lmablate.generation",
-    "load_study_dir": "lmablate.rundata",
-    "analyze": "lmablate.analysis",
-    "build_report": "lmablate.report",
+    "load_study_dir": "lmablate.analysis.rundata",
+    "analyze": "lmablate.analysis.findings",
+    "build_report": "lmablate.report.package",
     "export_run": "lmablate.export",
     "export_study": "lmablate.export",
 }
@@ -56,16 +56,15 @@ __all__ = [
 
 
 def train_run(config: Any, run_dir: str | Path, **kwargs: Any) -> Any:
-    """Train (or resume) one run; see ``lmablate.train.train``. (``lmablate.train`` is the
-    module, so the function has its own name.)"""
-    from lmablate.train import train
+    """Train (or resume) one run; see ``lmablate.training.loop.train``."""
+    from lmablate.training.loop import train
 
     return train(config, run_dir, **kwargs)
 
 
 def run_study(study: Any, directory: str | Path, **kwargs: Any) -> Any:
-    """Run a study (``load_study``'s result) into ``directory``; see ``lmablate.study``."""
-    from lmablate.study import run_study as _run_study
+    """Run a study (``load_study``'s result) into ``directory``; see ``study.runner.run_study``."""
+    from lmablate.study.runner import run_study as _run_study
 
     return _run_study(study, Path(directory), **kwargs)
 

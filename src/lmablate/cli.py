@@ -48,7 +48,7 @@ def _add_overrides(parser: argparse.ArgumentParser) -> None:
 def cmd_config(args: argparse.Namespace) -> int:
     import yaml
 
-    from lmablate.config import field_reference, load_run_config
+    from lmablate.config.run import field_reference, load_run_config
 
     if args.reference:
         print(field_reference())
@@ -61,9 +61,13 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_data_inspect(args: argparse.Namespace) -> int:
-    from lmablate.config import load_run_config
+    from lmablate.config.run import load_run_config
     from lmablate.data import prepare, validation_set
-    from lmablate.model import count_parameters, resolve_vocab_size, training_flops_per_token
+    from lmablate.model.transformer import (
+        count_parameters,
+        resolve_vocab_size,
+        training_flops_per_token,
+    )
 
     cfg = load_run_config(args.config, args.overrides)
     log: Callable[[str], None] = (
@@ -165,9 +169,9 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from lmablate.config import load_run_config
-    from lmablate.distributed import World
-    from lmablate.train import train
+    from lmablate.config.run import load_run_config
+    from lmablate.training.distributed import World
+    from lmablate.training.loop import train
 
     cfg = load_run_config(args.config, args.overrides)
     log = _logger(args.quiet)
@@ -238,8 +242,8 @@ def _summary_lines(summary: dict, run_dir) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from lmablate.study import dry_run, run_study
-    from lmablate.study_config import load_study
+    from lmablate.config.study import load_study
+    from lmablate.study.runner import dry_run, run_study
 
     study = load_study(args.study, args.overrides, seeds=args.seeds)
     directory = Path(args.out or f"results/{study.config.name}")
@@ -306,7 +310,7 @@ def _print_dry_run(rows: list[dict]) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from lmablate.report import build_report
+    from lmablate.report.package import build_report
 
     out = build_report(args.directory)
     print(f"report: {out / 'research_report.md'}")
@@ -316,7 +320,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from lmablate.study import print_status, study_status
+    from lmablate.study.runner import print_status, study_status
 
     print_status(study_status(Path(args.directory)))
     return 0
@@ -325,10 +329,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from lmablate.checkpoint import load_run
+    from lmablate.config.study import REFERENCE_PROMPTS
     from lmablate.generation import Sampling, generate
     from lmablate.hardware import resolve_device, resolve_precision
-    from lmablate.study_config import REFERENCE_PROMPTS
+    from lmablate.training.checkpoint import load_run
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
@@ -414,7 +418,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from lmablate.evaluation import evaluate_run
+    from lmablate.downstream import evaluate_run
 
     if not Path(args.run_dir).is_dir():
         raise LmablateError(f"run directory {args.run_dir} does not exist")

@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from lmablate.checkpoint import load_run
-from lmablate.config import ModelConfig, read_run_config
+from lmablate.config.run import ModelConfig, read_run_config
 from lmablate.errors import ConfigError, LmablateError
+from lmablate.training.checkpoint import load_run
 
 HF_NAMES: dict[str, str] = {
     "embed.weight": "model.embed_tokens.weight",

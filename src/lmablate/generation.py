@@ -32,7 +32,7 @@ from torch import nn
 from lmablate.data.tokenizers import Tokenizer
 from lmablate.errors import LmablateError
 from lmablate.hardware import autocast
-from lmablate.model import LM, MLP, Attention, KVCache
+from lmablate.model.transformer import LM, MLP, Attention, KVCache
 
 
 @dataclass(frozen=True)

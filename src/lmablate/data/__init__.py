@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from lmablate.config import DataConfig, TrainedTokenizer
+from lmablate.config.run import DataConfig, TrainedTokenizer
 from lmablate.data.batches import IGNORE_INDEX, TrainBatches, ValidationSet, validation_set
 from lmablate.data.cache import (
     cache_root,

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from lmablate.errors import DataError
-from lmablate.loss import IGNORE_INDEX
+from lmablate.model.loss import IGNORE_INDEX
 
 
 class TrainBatches:

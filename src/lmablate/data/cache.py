@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from lmablate.config import DataConfig
+from lmablate.config.run import DataConfig
 
 CACHE_FORMAT = 2  # 2: exact duplicate documents removed, leakage count in meta
 

@@ -17,12 +17,12 @@ from typing import Any
 from scipy.stats import spearmanr
 
 from lmablate import __version__
-from lmablate.analysis import AGGREGATED, Analysis, analyze
-from lmablate.paper import write_paper
-from lmablate.plots import draw_all
-from lmablate.report_markdown import markdown_report
-from lmablate.rundata import StudyData, load_study_dir
-from lmablate.stats import ALPHA, CONFIDENCE
+from lmablate.analysis.findings import AGGREGATED, Analysis, analyze
+from lmablate.analysis.rundata import StudyData, load_study_dir
+from lmablate.analysis.stats import ALPHA, CONFIDENCE
+from lmablate.report.figures import draw_all
+from lmablate.report.latex import write_paper
+from lmablate.report.markdown import markdown_report
 
 CSV_COLUMNS = [
     "configuration",

@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from lmablate.rundata import StudyData, eval_curve, loss_at
+from lmablate.analysis.rundata import StudyData, eval_curve, loss_at
 
 BUDGETS = {
     "tokens": "tokens seen",

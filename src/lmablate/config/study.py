@@ -29,7 +29,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from lmablate.config import (
+from lmablate.config.run import (
     FLAT_KEYS,
     DataConfig,
     RunConfig,

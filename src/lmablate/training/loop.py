@@ -42,11 +42,9 @@ from typing import Any
 
 import torch
 
-from lmablate.checkpoint import checkpoints, latest_valid, load_checkpoint, save_checkpoint
-from lmablate.config import RunConfig, TrainConfig
+from lmablate.config.run import RunConfig, TrainConfig
 from lmablate.data import PreparedData, TrainBatches, prepare, validation_set
 from lmablate.data.cache import digest
-from lmablate.distributed import World
 from lmablate.errors import LmablateError
 from lmablate.hardware import (
     autocast,
@@ -59,7 +57,15 @@ from lmablate.hardware import (
     tune_allocator,
 )
 from lmablate.locks import exclusive
-from lmablate.metrics import (
+from lmablate.model.transformer import (
+    LM,
+    count_parameters,
+    resolve_vocab_size,
+    training_flops_per_token,
+)
+from lmablate.training.checkpoint import checkpoints, latest_valid, load_checkpoint, save_checkpoint
+from lmablate.training.distributed import World
+from lmablate.training.metrics import (
     MetricsLog,
     evaluate,
     mfu,
@@ -67,8 +73,7 @@ from lmablate.metrics import (
     smoothed_train_loss,
     truncate_jsonl,
 )
-from lmablate.model import LM, count_parameters, resolve_vocab_size, training_flops_per_token
-from lmablate.trackers import check_available, make_tracker
+from lmablate.training.trackers import check_available, make_tracker
 
 FINISHED = ("complete", "diverged")  # a rerun of such a run does nothing
 # fields that change how a run is watched, not what it computes: changing them is no conflict

@@ -22,18 +22,22 @@ from typing import Any
 import yaml
 from torch import device as torch_device
 
-from lmablate.checkpoint import load_run
-from lmablate.config import RunConfig
+from lmablate.analysis.rundata import load_study_dir
+from lmablate.config.run import RunConfig
+from lmablate.config.study import Study, StudyRun
 from lmablate.data import prepare
 from lmablate.errors import LmablateError
 from lmablate.generation import Sampling, continuation_perplexity, generate, quality
 from lmablate.hardware import resolve_device, resolve_precision
 from lmablate.locks import exclusive
-from lmablate.model import count_parameters, resolve_vocab_size, training_flops_per_token
-from lmablate.report import build_report
-from lmablate.rundata import load_study_dir
-from lmablate.study_config import Study, StudyRun
-from lmablate.train import (
+from lmablate.model.transformer import (
+    count_parameters,
+    resolve_vocab_size,
+    training_flops_per_token,
+)
+from lmablate.report.package import build_report
+from lmablate.training.checkpoint import load_run
+from lmablate.training.loop import (
     FINISHED,
     OBSERVATION_ONLY,
     read_summary,
@@ -188,7 +192,7 @@ def run_study(
 
 def _pool(study: Study, parallel: int, nproc: int, ray: bool | str) -> Any:
     """Where the runs train: None for this process, else a launch.LocalPool or RayPool."""
-    from lmablate.launch import LocalPool, RayPool
+    from lmablate.study.pools import LocalPool, RayPool
 
     if ray is not False:
         if parallel != 1:
@@ -409,8 +413,8 @@ def estimate_step_time(config: RunConfig, vocab_size: int, device: str, steps: i
     import torch
 
     from lmablate.hardware import synchronize
-    from lmablate.model import LM
-    from lmablate.train import build_optimizer, train_step
+    from lmablate.model.transformer import LM
+    from lmablate.training.loop import build_optimizer, train_step
 
     tc, torch_device = config.train, torch.device(device)
     precision = resolve_precision(tc.precision, torch_device)

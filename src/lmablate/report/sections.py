@@ -8,8 +8,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from lmablate.analysis import Analysis
-from lmablate.stats import ALPHA
+from lmablate.analysis.findings import Analysis
+from lmablate.analysis.stats import ALPHA
 
 
 def _fmt(value: Any, spec: str = ".4f") -> str:

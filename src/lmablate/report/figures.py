@@ -17,9 +17,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from lmablate.analysis import Analysis
-from lmablate.rundata import RunData, StudyData, eval_curve
-from lmablate.validity import BUDGETS
+from lmablate.analysis.findings import Analysis
+from lmablate.analysis.rundata import RunData, StudyData, eval_curve
+from lmablate.analysis.validity import BUDGETS
 
 LOSS = "loss (nats / token)"
 FIGURES = {

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmablate.analysis import Analysis
-from lmablate.report_sections import (
+from lmablate.analysis.findings import Analysis
+from lmablate.analysis.rundata import StudyData
+from lmablate.report.sections import (
     _fmt,
     _pm,
     _sci,
@@ -20,7 +21,6 @@ from lmablate.report_sections import (
     statistics_section,
     validity_section,
 )
-from lmablate.rundata import StudyData
 
 SMOLLM_CITATION = """\
 @misc{benallal2024smollmcorpus,

@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmablate.config import ModelConfig
+from lmablate.config.run import ModelConfig
 from lmablate.errors import ConfigError
-from lmablate.loss import head_cross_entropy
+from lmablate.model.loss import head_cross_entropy
 
 
 class RMSNorm(nn.Module):

@@ -25,9 +25,9 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from lmablate.rundata import RunData, StudyData, budget_to_reach, eval_curve
-from lmablate.stats import Comparison, compare, noise_floor, summarize, with_verdicts
-from lmablate.validity import confounds, equal_budgets, leakage, overfitting, provenance
+from lmablate.analysis.rundata import RunData, StudyData, budget_to_reach, eval_curve
+from lmablate.analysis.stats import Comparison, compare, noise_floor, summarize, with_verdicts
+from lmablate.analysis.validity import confounds, equal_budgets, leakage, overfitting, provenance
 
 INTERVAL_METRICS = ("eval_loss", "val_bpb", "accuracy")
 CONVERGED_TOLERANCE = 0.01  # relative val-loss improvement over the last 20% of training

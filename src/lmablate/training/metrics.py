@@ -25,9 +25,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from lmablate.analysis.rundata import read_jsonl
 from lmablate.data import IGNORE_INDEX, ValidationSet
 from lmablate.hardware import autocast
-from lmablate.rundata import read_jsonl
 
 EVAL_TOKENS_PER_PASS = 2**14  # tokens per evaluation forward pass
 EVAL_LOGITS_BUDGET = 2**25  # logits (float32) per metric block on accelerators: 128 MiB

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from lmablate.analysis import Analysis
+from lmablate.analysis.findings import Analysis
 
 
 def _tex(text: str) -> str:

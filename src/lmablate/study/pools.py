@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lmablate.config import RunConfig
+from lmablate.config.run import RunConfig
 from lmablate.errors import LmablateError
-from lmablate.train import read_summary, write_json_atomic
+from lmablate.training.loop import read_summary, write_json_atomic
 
 POLL_S = 0.2
 STOP_GRACE_S = 300  # how long a stopping run may take to write its checkpoint
