@@ -46,7 +46,8 @@ from lmablate.hardware import (
     tune_allocator,
 )
 from lmablate.model.transformer import LM, apply_rope, rope_cos_sin, training_flops_per_token
-from lmablate.training.loop import build_optimizer, train_step
+from lmablate.optim.optimizers import build_optimizer
+from lmablate.training.loop import train_step
 
 
 class NotebookBlock(nn.Module):

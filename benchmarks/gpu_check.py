@@ -31,7 +31,8 @@ from lmablate.hardware import (
     tune_allocator,
 )
 from lmablate.model.transformer import LM, training_flops_per_token
-from lmablate.training.loop import build_optimizer, train_step
+from lmablate.optim.optimizers import build_optimizer
+from lmablate.training.loop import train_step
 
 STUDY = Path(__file__).resolve().parent.parent / "studies" / "seed.yaml"
 

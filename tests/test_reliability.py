@@ -14,7 +14,8 @@ from lmablate.analysis.rundata import read_jsonl
 from lmablate.config.study import load_study
 from lmablate.errors import ConfigError, LmablateError
 from lmablate.study.runner import run_study
-from lmablate.training.loop import train, write_json_atomic
+from lmablate.training.loop import train
+from lmablate.training.summary import write_json_atomic
 
 
 def tiny_study(tmp_path: Path, corpus: Path, tokenizer_dir: Path, name: str = "faults") -> Path:

@@ -22,7 +22,9 @@ from lmablate.config.run import ModelConfig, TrainConfig
 from lmablate.data import validation_set
 from lmablate.model import loss
 from lmablate.model.transformer import LM
-from lmablate.training.loop import build_optimizer, lr_at, train_step
+from lmablate.optim.optimizers import build_optimizer
+from lmablate.optim.schedules import lr_at
+from lmablate.training.loop import train_step
 from lmablate.training.metrics import evaluate
 
 CPU = torch.device("cpu")

@@ -22,8 +22,10 @@ from lmablate.config.run import RunConfig, TrainConfig, validate_run_config
 from lmablate.data import ValidationSet, validation_set
 from lmablate.errors import LmablateError
 from lmablate.model.transformer import LM
+from lmablate.optim.optimizers import build_optimizer
+from lmablate.optim.schedules import lr_at
 from lmablate.training.checkpoint import checkpoints
-from lmablate.training.loop import build_optimizer, lr_at, train
+from lmablate.training.loop import train
 from lmablate.training.metrics import evaluate, read_jsonl
 
 TIMING_FIELDS = {"step_time", "tokens_per_s", "elapsed"}

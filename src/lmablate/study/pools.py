@@ -31,7 +31,7 @@ from typing import Any
 
 from lmablate.config.run import RunConfig
 from lmablate.errors import LmablateError
-from lmablate.training.loop import read_summary, write_json_atomic
+from lmablate.training.summary import read_summary, write_json_atomic
 
 POLL_S = 0.2
 STOP_GRACE_S = 300  # how long a stopping run may take to write its checkpoint

@@ -37,13 +37,8 @@ from lmablate.model.transformer import (
 )
 from lmablate.report.package import build_report
 from lmablate.training.checkpoint import load_run
-from lmablate.training.loop import (
-    FINISHED,
-    OBSERVATION_ONLY,
-    read_summary,
-    train,
-    write_json_atomic,
-)
+from lmablate.training.loop import train
+from lmablate.training.summary import FINISHED, OBSERVATION_ONLY, read_summary, write_json_atomic
 
 
 @dataclass
@@ -414,7 +409,8 @@ def estimate_step_time(config: RunConfig, vocab_size: int, device: str, steps: i
 
     from lmablate.hardware import synchronize
     from lmablate.model.transformer import LM
-    from lmablate.training.loop import build_optimizer, train_step
+    from lmablate.optim.optimizers import build_optimizer
+    from lmablate.training.loop import train_step
 
     tc, torch_device = config.train, torch.device(device)
     precision = resolve_precision(tc.precision, torch_device)

@@ -1,0 +1,158 @@
+"""The run files that say what a run is and how it ended: ``config.json`` (written first,
+checked on resume) and ``summary.json`` (written last and atomically: the run is finished).
+
+A write goes to a temporary file that is then renamed, so a full disk or a kill never leaves a
+half-written file under its final name, and a failed write never replaces a good one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmablate.config.run import RunConfig
+from lmablate.data.cache import digest
+from lmablate.errors import LmablateError
+from lmablate.hardware import environment, peak_memory_bytes
+from lmablate.model.transformer import count_parameters
+from lmablate.training.metrics import mfu, smoothed_train_loss
+
+FINISHED = ("complete", "diverged")  # a rerun of such a run does nothing
+# fields that change how a run is watched, not what it computes: changing them is no conflict
+OBSERVATION_ONLY = {"train.logger", "train.wandb_project"}
+
+
+@dataclass
+class RunResult:
+    status: str  # complete | diverged | failed | stopped (at --stop-at) | interrupted (signal)
+    step: int
+    run_dir: Path
+    summary: dict[str, Any] | None = None
+
+
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    """Write aside, then rename: a failed write (a full disk) never replaces a good file."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(value, indent=2, allow_nan=True) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise LmablateError(f"could not write {path}: {exc.strerror or exc}") from exc
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(value, dict):
+        return {prefix: value}
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        out.update(_flatten(item, f"{prefix}.{key}" if prefix else key))
+    return out
+
+
+def write_or_check_config(run_dir: Path, cfg: RunConfig) -> None:
+    """Write ``config.json``, or refuse if the directory holds a run of another config."""
+    resolved = cfg.model_dump(mode="json")
+    path = run_dir / "config.json"
+    if path.is_file():
+        old, new = _flatten(json.loads(path.read_text())), _flatten(resolved)
+        changed = sorted(
+            k
+            for k in old.keys() | new.keys()
+            if old.get(k) != new.get(k) and k not in OBSERVATION_ONLY
+        )
+        if changed:
+            details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:6])
+            raise LmablateError(
+                f"{run_dir} holds a run with a different config ({details}); resume it with "
+                "its own config, or train into a new --out directory"
+            )
+    write_json_atomic(path, resolved)
+
+
+def build_summary(
+    *,
+    status: str,
+    step: int,
+    message: str | None,
+    cfg: RunConfig,
+    records: list[dict[str, Any]],
+    loop: dict[str, Any],
+    vocab_size: int,
+    flops_per_token: int,
+    peak: float | None,
+    device: torch.device,
+    precision: str,
+    val: Any,
+    train_tokens: int,
+    data_key: str,
+    tokenizer: str,
+    data_meta: dict[str, Any],
+    processes: int = 1,
+) -> dict[str, Any]:
+    tc = cfg.train
+    evals = [r for r in records if r["kind"] == "eval" and r["step"] <= step]
+    finite = [r for r in evals if math.isfinite(r["val_loss"])]
+    best = min(finite, key=lambda r: r["val_loss"]) if finite else None
+    final = evals[-1] if status == "complete" and evals else None
+    tokens_seen = step * tc.batch_size * tc.seq_len
+    # metrics.jsonl times every step as it ran; the summary leaves compilation out
+    train_time = loop["train_time_s"] - loop.get("compile_s", 0.0)
+    timed_tokens = tokens_seen - loop.get("compile_steps", 0) * tc.batch_size * tc.seq_len
+    tokens_per_s = timed_tokens / train_time if train_time > 0 and timed_tokens > 0 else None
+    achieved = tokens_per_s * flops_per_token if tokens_per_s else None
+    summary: dict[str, Any] = {
+        "status": status,
+        "message": message,
+        "step": step,
+        "max_steps": tc.max_steps,
+        "diverged_at_step": step if status == "diverged" else None,
+        "final_val_loss": final["val_loss"] if final else None,
+        "final_val_bpb": final["val_bpb"] if final else None,
+        "final_val_ppl": final["val_ppl"] if final else None,
+        "final_val_accuracy": final["val_accuracy"] if final else None,
+        "final_val_top5_accuracy": final["val_top5_accuracy"] if final else None,
+        "final_val_confidence": final["val_confidence"] if final else None,
+        "final_val_entropy": final["val_entropy"] if final else None,
+        "best_val_loss": best["val_loss"] if best else None,
+        "best_val_step": best["step"] if best else None,
+        "last_val_loss": evals[-1]["val_loss"] if evals else None,
+        "final_train_loss": smoothed_train_loss([r for r in records if r["step"] <= step]),
+        "tokens_seen": tokens_seen,
+        "epochs": tokens_seen / train_tokens,
+        "params": count_parameters(cfg.model, vocab_size),
+        "vocab_size": vocab_size,
+        "flops_per_token": flops_per_token,
+        "total_flops": flops_per_token * tokens_seen,
+        "wall_time_s": loop["elapsed_s"],
+        "train_time_s": train_time,
+        "compile_s": loop.get("compile_s"),
+        "tokens_per_s": tokens_per_s,
+        "achieved_flops_per_s": achieved,
+        "peak_flops_per_s": peak,
+        "mfu": mfu(achieved, peak),
+        "peak_memory_bytes": peak_memory_bytes(device),
+        "precision": precision,
+        "eval": {
+            "targets": val.n_targets,
+            "bytes": val.n_bytes,
+            "targets_digest": digest(val.targets[val.targets >= 0].tolist()),
+        },
+        "tokenizer": tokenizer,
+        "data": data_meta,
+        "config_hash": digest(cfg.model_dump(mode="json")),
+        "data_cache_key": data_key,
+        "environment": {**environment(device), "processes": processes},
+    }
+    return summary
