@@ -45,7 +45,9 @@ from lmablate.hardware import (
     synchronize,
     tune_allocator,
 )
-from lmablate.model.transformer import LM, apply_rope, rope_cos_sin, training_flops_per_token
+from lmablate.model.counts import training_flops_per_token
+from lmablate.model.positions import apply_rope, rope_cos_sin
+from lmablate.model.transformer import LM
 from lmablate.optim.optimizers import build_optimizer
 from lmablate.training.loop import train_step
 

@@ -30,7 +30,8 @@ from lmablate.hardware import (
     synchronize,
     tune_allocator,
 )
-from lmablate.model.transformer import LM, training_flops_per_token
+from lmablate.model.counts import training_flops_per_token
+from lmablate.model.transformer import LM
 from lmablate.optim.optimizers import build_optimizer
 from lmablate.training.loop import train_step
 

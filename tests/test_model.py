@@ -8,15 +8,14 @@ import torch
 from lmablate.config.run import ModelConfig
 from lmablate.errors import ConfigError
 from lmablate.export import check_exportable, llama_config, to_hf_state_dict
-from lmablate.model.transformer import (
-    LM,
-    apply_rope,
+from lmablate.model.counts import (
     count_parameters,
     padded_vocab_size,
     resolve_vocab_size,
-    rope_cos_sin,
     training_flops_per_token,
 )
+from lmablate.model.positions import apply_rope, rope_cos_sin
+from lmablate.model.transformer import LM
 
 VOCAB = 101  # deliberately not a multiple of anything
 

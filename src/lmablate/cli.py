@@ -63,11 +63,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_data_inspect(args: argparse.Namespace) -> int:
     from lmablate.config.run import load_run_config
     from lmablate.data import prepare, validation_set
-    from lmablate.model.transformer import (
-        count_parameters,
-        resolve_vocab_size,
-        training_flops_per_token,
-    )
+    from lmablate.model.counts import count_parameters, resolve_vocab_size, training_flops_per_token
 
     cfg = load_run_config(args.config, args.overrides)
     log: Callable[[str], None] = (

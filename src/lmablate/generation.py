@@ -32,7 +32,9 @@ from torch import nn
 from lmablate.data.tokenizers import Tokenizer
 from lmablate.errors import LmablateError
 from lmablate.hardware import autocast
-from lmablate.model.transformer import LM, MLP, Attention, KVCache
+from lmablate.model.attention import Attention
+from lmablate.model.mlp import MLP
+from lmablate.model.transformer import LM, KVCache
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
-"""The language model: one file per component family, the transformer that assembles them,
-the chunked LM-head loss, and the parameter and FLOP counts."""
+"""The language model, one file per component family: ``norms``, ``positions``, ``attention``,
+``mlp``; ``transformer`` assembles them (block, LM, KV cache); ``loss`` is the chunked LM-head
+cross-entropy; ``counts`` gives parameters and FLOPs from the config alone."""
 
-from lmablate.model.transformer import LM, KVCache, count_parameters, resolve_vocab_size
+from lmablate.model.counts import count_parameters, resolve_vocab_size, training_flops_per_token
+from lmablate.model.transformer import LM, KVCache
 
-__all__ = ["LM", "KVCache", "count_parameters", "resolve_vocab_size"]
+__all__ = ["LM", "KVCache", "count_parameters", "resolve_vocab_size", "training_flops_per_token"]

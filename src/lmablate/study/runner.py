@@ -30,11 +30,7 @@ from lmablate.errors import LmablateError
 from lmablate.generation import Sampling, continuation_perplexity, generate, quality
 from lmablate.hardware import resolve_device, resolve_precision
 from lmablate.locks import exclusive
-from lmablate.model.transformer import (
-    count_parameters,
-    resolve_vocab_size,
-    training_flops_per_token,
-)
+from lmablate.model.counts import count_parameters, resolve_vocab_size, training_flops_per_token
 from lmablate.report.package import build_report
 from lmablate.training.checkpoint import load_run
 from lmablate.training.loop import train

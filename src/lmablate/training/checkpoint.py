@@ -32,7 +32,8 @@ from safetensors.torch import load_model, save_model
 from lmablate.config.run import RunConfig, read_run_config
 from lmablate.data.tokenizers import Tokenizer, load_tokenizer
 from lmablate.errors import LmablateError
-from lmablate.model.transformer import LM, resolve_vocab_size
+from lmablate.model.counts import resolve_vocab_size
+from lmablate.model.transformer import LM
 
 CHECKPOINT_DIR = "checkpoint"
 FILES = ("model.safetensors", "trainer.pt")

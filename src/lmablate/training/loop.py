@@ -52,7 +52,8 @@ from lmablate.hardware import (
     tune_allocator,
 )
 from lmablate.locks import exclusive
-from lmablate.model.transformer import LM, resolve_vocab_size
+from lmablate.model.counts import resolve_vocab_size
+from lmablate.model.transformer import LM
 from lmablate.optim.optimizers import build_optimizer, set_learning_rate
 from lmablate.optim.schedules import lr_at
 from lmablate.training.bookkeeping import Due, Interval, StopRequest

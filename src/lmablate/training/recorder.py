@@ -18,7 +18,8 @@ import torch
 from lmablate.config.run import RunConfig
 from lmablate.data import PreparedData, ValidationSet
 from lmablate.hardware import peak_flops, synchronize
-from lmablate.model.transformer import LM, training_flops_per_token
+from lmablate.model.counts import training_flops_per_token
+from lmablate.model.transformer import LM
 from lmablate.training.bookkeeping import Interval
 from lmablate.training.checkpoint import checkpoints, save_checkpoint
 from lmablate.training.distributed import World

@@ -20,7 +20,7 @@ from lmablate.config.run import RunConfig
 from lmablate.data.cache import digest
 from lmablate.errors import LmablateError
 from lmablate.hardware import environment, peak_memory_bytes
-from lmablate.model.transformer import count_parameters
+from lmablate.model.counts import count_parameters
 from lmablate.training.metrics import mfu, smoothed_train_loss
 
 FINISHED = ("complete", "diverged")  # a rerun of such a run does nothing
