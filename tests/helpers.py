@@ -40,7 +40,7 @@ def tiny_run_config(
 ):
     """A run config small enough to train in a second on a CPU; keyword arguments override
     the train section."""
-    from lmablate.config.run import validate_run_config
+    from lmablate.config.keys import validate_run_config
 
     return validate_run_config(
         {

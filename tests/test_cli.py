@@ -94,7 +94,7 @@ def test_set_on_a_nonexistent_key(capsys):
 
 def test_readme_documents_every_field_and_command():
     from lmablate.cli import build_parser
-    from lmablate.config.run import field_reference
+    from lmablate.config.keys import field_reference
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     block = readme.split("<!-- config-reference:start -->\n")[1].split("<!-- config-reference")[0]

@@ -11,16 +11,14 @@ from helpers import write_yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lmablate.config.run import (
-    FLAT_KEYS,
-    SECTIONS,
-    RunConfig,
+from lmablate.config.keys import (
     apply_overrides,
     field_reference,
     load_run_config,
     parse_yaml,
     validate_run_config,
 )
+from lmablate.config.run import FLAT_KEYS, SECTIONS, RunConfig
 from lmablate.errors import ConfigError
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from helpers import run_cli
 
-from lmablate.config.run import validate_run_config
+from lmablate.config.keys import validate_run_config
 from lmablate.errors import ConfigError
 from lmablate.export import export_run
 from lmablate.generation import Sampling, generate

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from helpers import run_cli, write_yaml
 from safetensors.torch import load_file
 
-from lmablate.config.run import RunConfig, TrainConfig, validate_run_config
+from lmablate.config.keys import validate_run_config
+from lmablate.config.run import RunConfig, TrainConfig
 from lmablate.data import ValidationSet, validation_set
 from lmablate.errors import LmablateError
 from lmablate.model.transformer import LM

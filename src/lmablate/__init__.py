@@ -29,8 +29,8 @@ from lmablate.errors import ConfigError, DataError, LmablateError
 __version__ = "0.1.0"
 
 _API = {
-    "load_run_config": "lmablate.config.run",
-    "validate_run_config": "lmablate.config.run",
+    "load_run_config": "lmablate.config.keys",
+    "validate_run_config": "lmablate.config.keys",
     "RunConfig": "lmablate.config.run",
     "load_study": "lmablate.config.study",
     "prepare": "lmablate.data",

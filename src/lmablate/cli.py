@@ -48,7 +48,7 @@ def _add_overrides(parser: argparse.ArgumentParser) -> None:
 def cmd_config(args: argparse.Namespace) -> int:
     import yaml
 
-    from lmablate.config.run import field_reference, load_run_config
+    from lmablate.config.keys import field_reference, load_run_config
 
     if args.reference:
         print(field_reference())
@@ -61,7 +61,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_data_inspect(args: argparse.Namespace) -> int:
-    from lmablate.config.run import load_run_config
+    from lmablate.config.keys import load_run_config
     from lmablate.data import prepare, validation_set
     from lmablate.model.counts import count_parameters, resolve_vocab_size, training_flops_per_token
 
@@ -165,7 +165,7 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from lmablate.config.run import load_run_config
+    from lmablate.config.keys import load_run_config
     from lmablate.training.distributed import World
     from lmablate.training.loop import train
 

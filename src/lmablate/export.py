@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from lmablate.config.run import ModelConfig, read_run_config
+from lmablate.config.keys import read_run_config
+from lmablate.config.run import ModelConfig
 from lmablate.errors import ConfigError, LmablateError
 from lmablate.training.checkpoint import load_run
 

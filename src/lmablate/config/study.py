@@ -29,20 +29,18 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from lmablate.config.run import (
-    FLAT_KEYS,
-    DataConfig,
-    RunConfig,
-    _suggest,
+from lmablate.config.keys import (
     format_validation_error,
     nest_flat_keys,
     parse_override,
     read_yaml_mapping,
     resolve_key,
     set_path,
+    suggest,
     unknown_key_errors,
     validate_run_config,
 )
+from lmablate.config.run import FLAT_KEYS, DataConfig, RunConfig
 from lmablate.errors import ConfigError
 
 REFERENCE_PROMPTS = [
@@ -222,7 +220,7 @@ def build_study(
     if unknown:
         lines = []
         for key in unknown:
-            hint = _suggest(key, StudyConfig.model_fields)
+            hint = suggest(key, StudyConfig.model_fields)
             if not hint and key in (*FLAT_KEYS, "model", "train"):
                 hint = "; run settings go under baseline: (or a variant)"
             lines.append(
@@ -287,7 +285,7 @@ def apply_study_overrides(
             if path and path[0] not in SamplesConfig.model_fields:
                 raise ConfigError(
                     f"--set {key}: samples.{path[0]} is not a field"
-                    f"{_suggest(path[0], SamplesConfig.model_fields)}"
+                    f"{suggest(path[0], SamplesConfig.model_fields)}"
                 )
             set_path(study, ["samples", *path], value) if path else study.update(samples=value)
         elif head == "baseline" and rest:
@@ -298,7 +296,7 @@ def apply_study_overrides(
             variants = study.get("variants") or {}
             if name not in variants:
                 raise ConfigError(
-                    f"--set {key}: the study has no variant {name!r}{_suggest(name, variants)}"
+                    f"--set {key}: the study has no variant {name!r}{suggest(name, variants)}"
                 )
             if not field:
                 raise ConfigError(f"--set {key}: name a field, e.g. variants.{name}.learning_rate")

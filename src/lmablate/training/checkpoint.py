@@ -29,7 +29,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
 
-from lmablate.config.run import RunConfig, read_run_config
+from lmablate.config.keys import read_run_config
+from lmablate.config.run import RunConfig
 from lmablate.data.tokenizers import Tokenizer, load_tokenizer
 from lmablate.errors import LmablateError
 from lmablate.model.counts import resolve_vocab_size

@@ -1,0 +1,273 @@
+"""Reading what users write: YAML files, flat keys, ``--set`` overrides, and the messages for
+their mistakes; ``field_reference`` documents every field.
+
+Researchers write variants as flat keys, so a key that names a field of exactly one section may
+stand at the top level: ``{batch_size: 16}`` means ``{train: {batch_size: 16}}``.
+
+Every mistake a user can make becomes a ``ConfigError`` that names the field, the value and what
+would be valid: YAML syntax (with line and column), duplicate keys, unknown keys (with the
+nearest valid name), wrong types, impossible shapes. No torch.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from lmablate.config.run import FLAT_KEYS, SECTIONS, RunConfig
+from lmablate.errors import ConfigError
+
+# --------------------------------------------------------------------------------------- YAML
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys and reads ``1e-4`` as a float (YAML 1.2 style)."""
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def parse_yaml(text: str, source: str = "<string>") -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping, with user-facing errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    data = parse_yaml(path.read_text(encoding="utf-8"), source=str(path))
+    if data is None:
+        raise ConfigError(f"{path}: the file is empty")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values, got {_kind(data)}")
+    return data
+
+
+def _kind(value: Any) -> str:
+    return {list: "a list", str: "a string", int: "a number", float: "a number"}.get(
+        type(value), type(value).__name__
+    )
+
+
+# ------------------------------------------------------------------------------- key checking
+
+
+def suggest(key: str, valid: Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(key), list(valid), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model a field holds, looking inside ``X | None`` and unions."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            found = _nested_model(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def unknown_key_errors(
+    cls: type[BaseModel], data: Mapping[str, Any], prefix: str = ""
+) -> list[str]:
+    """Messages for keys in ``data`` (recursively) that ``cls`` does not define."""
+    errors = []
+    for key, value in data.items():
+        field = cls.model_fields.get(key)
+        if field is None:
+            top_level = cls is RunConfig
+            hint = suggest(key, [*cls.model_fields, *(FLAT_KEYS if top_level else ())])
+            if not hint and key in FLAT_KEYS:
+                hint = f"; {key!r} belongs in the {FLAT_KEYS[key]!r} section"
+            valid = ", ".join(cls.model_fields)
+            if top_level:
+                valid += ", or any field of those sections as a flat key"
+            errors.append(f"{prefix}{key}: unknown key{hint} (valid keys: {valid})")
+            continue
+        sub = _nested_model(field.annotation)
+        if sub is not None and isinstance(value, Mapping):
+            errors.extend(unknown_key_errors(sub, value, f"{prefix}{key}."))
+    return errors
+
+
+def nest_flat_keys(raw: Mapping[str, Any], where: str = "") -> dict[str, Any]:
+    """Move top-level flat keys into their sections: ``{lr...}`` -> ``{train: {lr...}}``."""
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in SECTIONS:
+            if value is None:
+                continue
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where}{key}: expected a mapping of fields, got {_kind(value)}")
+            section = out.setdefault(key, {})
+            for field, field_value in value.items():
+                if field in section:
+                    raise ConfigError(f"{where}{key}.{field} is given twice (once as a flat key)")
+                section[field] = field_value
+        elif key in FLAT_KEYS:
+            section = out.setdefault(FLAT_KEYS[key], {})
+            if key in section:
+                raise ConfigError(
+                    f"{where}{FLAT_KEYS[key]}.{key} is given twice (once as a flat key)"
+                )
+            section[key] = value
+        else:
+            out[key] = value
+    return out
+
+
+def format_validation_error(exc: ValidationError, where: str = "") -> str:
+    # pydantic names the union member it tried inside the location, e.g.
+    # ('data', 'tokenizer', 'str'); drop those tags, then drop an error whose location is a
+    # strict prefix of another's: that is the union member the user did not mean.
+    errors = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(str(p) for p in err["loc"] if not _is_union_tag(p))
+        errors.append((loc, err))
+    lines = []
+    for loc, err in errors:
+        if any(len(other) > len(loc) and other[: len(loc)] == loc for other, _ in errors):
+            continue
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "value_error" or not loc:
+            lines.append(f"{where}{message}")
+        elif err["type"] == "missing":
+            lines.append(f"{where}{'.'.join(loc)}: required, but missing")
+        else:
+            lines.append(f"{where}{'.'.join(loc)}: {message} (got {err['input']!r})")
+    return "\n".join(dict.fromkeys(lines))
+
+
+def _is_union_tag(part: Any) -> bool:
+    return part in ("str", "int", "float", "bool", "none") or (
+        isinstance(part, str) and part[:1].isupper()
+    )
+
+
+def validate_run_config(raw: Mapping[str, Any], where: str = "") -> RunConfig:
+    """Build a RunConfig from a (possibly flat-keyed) mapping, or raise ConfigError."""
+    nested = nest_flat_keys(raw, where)
+    errors = unknown_key_errors(RunConfig, nested)
+    if errors:
+        raise ConfigError("\n".join(f"{where}{e}" for e in errors))
+    try:
+        return RunConfig.model_validate(nested)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, where)) from None
+
+
+# ---------------------------------------------------------------------------------- overrides
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"train.learning_rate=1e-3"`` -> ``("train.learning_rate", 0.001)`` (YAML-typed)."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set learning_rate=1e-3")
+    return key, parse_yaml(value, source=f"--set {key}")
+
+
+def resolve_key(key: str, cls: type[BaseModel] = RunConfig) -> list[str]:
+    """Turn a dotted or flat key into a full path in ``cls``, or raise with a suggestion."""
+    parts = key.split(".")
+    if cls is RunConfig and parts[0] not in RunConfig.model_fields and parts[0] in FLAT_KEYS:
+        parts.insert(0, FLAT_KEYS[parts[0]])
+    current: type[BaseModel] | None = cls
+    for depth, part in enumerate(parts):
+        if current is None or part not in current.model_fields:
+            valid = list(current.model_fields) if current else []
+            if depth == 0 and cls is RunConfig:
+                valid += list(FLAT_KEYS)
+            prefix = ".".join(parts[:depth])
+            hint = suggest(part, valid) or f" (valid: {', '.join(valid)})"
+            raise ConfigError(
+                f"--set {key}: {prefix + '.' if prefix else ''}{part} is not a config field{hint}"
+            )
+        current = _nested_model(current.model_fields[part].annotation)
+    return parts
+
+
+def set_path(data: dict[str, Any], path: list[str], value: Any) -> None:
+    for part in path[:-1]:
+        child = data.get(part)
+        if not isinstance(child, dict):
+            child = data[part] = {}
+        data = child
+    data[path[-1]] = value
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``--set KEY=VALUE`` strings to a run-config mapping (flat keys nested first)."""
+    nested = nest_flat_keys(raw)
+    for text in overrides:
+        key, value = parse_override(text)
+        set_path(nested, resolve_key(key), value)
+    return nested
+
+
+def load_run_config(path: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
+    """Read, override and validate a run config file."""
+    raw = read_yaml_mapping(path)
+    return validate_run_config(apply_overrides(raw, overrides), where=f"{path}: ")
+
+
+def read_run_config(run_dir: str | Path) -> RunConfig:
+    """The config a run directory was trained with (paths are not re-checked)."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a run directory (no config.json)")
+    return RunConfig.model_validate(json.loads(path.read_text()), context={"check_paths": False})
+
+
+# ------------------------------------------------------------------------------ documentation
+
+
+def field_reference() -> str:
+    """A Markdown table per section: every field, its default and its meaning."""
+    out = []
+    for name, cls in SECTIONS.items():
+        out.append(f"### `{name}`\n\n{(cls.__doc__ or '').strip()}\n")
+        out.append("| field | default | meaning |\n|---|---|---|")
+        for field_name, field in cls.model_fields.items():
+            default = field.get_default(call_default_factory=True)
+            shown = "null" if default is None else yaml.safe_dump(default).strip()
+            shown = shown.removesuffix("\n...").strip()
+            out.append(f"| `{field_name}` | `{shown}` | {field.description} |")
+        out.append("")
+    return "\n".join(out)
