@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,21 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from torch import device as torch_device
 
-from lmablate.analysis.rundata import load_study_dir
-from lmablate.config.run import RunConfig
 from lmablate.config.study import Study, StudyRun
 from lmablate.data import prepare
 from lmablate.errors import LmablateError
-from lmablate.generation import Sampling, continuation_perplexity, generate, quality
-from lmablate.hardware import resolve_device, resolve_precision
+from lmablate.hardware import resolve_device
 from lmablate.locks import exclusive
-from lmablate.model.counts import count_parameters, resolve_vocab_size, training_flops_per_token
+from lmablate.model.counts import resolve_vocab_size
 from lmablate.report.package import build_report
-from lmablate.training.checkpoint import load_run
+from lmablate.study.estimate import run_flops
+from lmablate.study.samples import SampleWriter, deferred_interrupts, sample_run, score_samples
+from lmablate.study.status import duration
 from lmablate.training.loop import train
-from lmablate.training.summary import FINISHED, OBSERVATION_ONLY, read_summary, write_json_atomic
+from lmablate.training.summary import FINISHED, OBSERVATION_ONLY, read_summary
 
 
 @dataclass
@@ -43,21 +39,6 @@ class StudyOutcome:
     statuses: dict[str, str]  # run path -> status
     interrupted: bool = False
     report: Path | None = None
-
-
-def run_flops(config: RunConfig, vocab_size: int) -> float:
-    tc = config.train
-    per_token = training_flops_per_token(config.model, vocab_size, tc.seq_len)
-    return per_token * tc.max_steps * tc.batch_size * tc.seq_len
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    return (
-        f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
-        if seconds >= 3600
-        else f"{seconds // 60}m{seconds % 60:02d}s"
-    )
 
 
 def _computed(config: dict[str, Any]) -> dict[str, Any]:
@@ -82,64 +63,6 @@ def config_conflicts(directory: Path, runs: list[StudyRun], data_key: str) -> di
         elif summary.get("data_cache_key") not in (None, data_key):
             conflicts[run.path] = "data"  # same config, but the corpus or tokenizer changed
     return conflicts
-
-
-def write_samples(run_dir: Path, study: Study, device: str) -> None:
-    """samples.json for a finished run, unless it already holds these settings' samples."""
-    settings = study.config.samples.model_dump(mode="json")
-    path = run_dir / "samples.json"
-    if path.is_file() and json.loads(path.read_text()).get("settings") == settings:
-        return
-    model, tokenizer, cfg, step = load_run(run_dir, device)
-    sampling = Sampling(**{k: v for k, v in settings.items() if k != "prompts"})
-    precision = resolve_precision(cfg.train.precision, torch_device(device))
-    samples = generate(
-        model,
-        tokenizer,
-        list(settings["prompts"]),
-        sampling,
-        context=cfg.train.seq_len,
-        precision=precision,
-    )
-    write_json_atomic(path, {"settings": settings, "step": step, "samples": samples})
-
-
-def score_samples(
-    directory: Path, runs: list[StudyRun], device: str, log: Callable[[str], None]
-) -> None:
-    """Perplexity of every run's continuations under the baseline (a common yardstick), and
-    each run's text-quality measures, written into its samples.json."""
-    baselines = [
-        r
-        for r in runs
-        if r.variant == "baseline"
-        and (read_summary(directory / r.path) or {}).get("status") == "complete"
-    ]
-    yardstick = None
-    if baselines:
-        reference = directory / baselines[0].path
-        model, tokenizer, cfg, step = load_run(reference, device)
-        yardstick = {"run": baselines[0].path, "step": step}
-    for run in runs:
-        path = directory / run.path / "samples.json"
-        if not path.is_file():
-            continue
-        record = json.loads(path.read_text())
-        if record.get("yardstick") == yardstick and "quality" in record:
-            continue
-        for sample in record["samples"]:
-            sample["baseline_ppl"] = (
-                continuation_perplexity(
-                    model, tokenizer, sample["prompt"], sample["new_token_ids"], cfg.train.seq_len
-                )
-                if yardstick
-                else None
-            )
-        record["yardstick"] = yardstick
-        record["quality"] = quality(record["samples"])
-        write_json_atomic(path, record)
-    if yardstick is None:
-        log("no complete baseline run: continuations are not scored under the baseline")
 
 
 def run_study(
@@ -192,20 +115,10 @@ def _pool(study: Study, parallel: int, nproc: int, ray: bool | str) -> Any:
                 "itself; drop --parallel"
             )
         address = ray if isinstance(ray, str) else None
-        return RayPool(address, nproc, study.baseline.train.device, _Samples(study))
+        return RayPool(address, nproc, study.baseline.train.device, SampleWriter(study))
     if parallel == 1 and nproc == 1:
         return None
     return LocalPool(parallel, nproc, resolve_device(study.baseline.train.device).type)
-
-
-@dataclass(frozen=True)
-class _Samples:
-    """write_samples for a study, as a Ray task calls it on the run's node."""
-
-    study: Study
-
-    def __call__(self, run_dir: Path, device: str) -> None:
-        write_samples(run_dir, self.study, device)
 
 
 class _Progress:
@@ -221,13 +134,13 @@ class _Progress:
     def line(self, run: StudyRun, state: str) -> str:
         elapsed = time.perf_counter() - self.started
         eta = (
-            f", ETA {_duration(elapsed / self.done_flops * sum(self.remaining.values()))}"
+            f", ETA {duration(elapsed / self.done_flops * sum(self.remaining.values()))}"
             if self.done_flops
             else ""
         )
         return (
             f"[run {self.number[run.path]}/{len(self.number)}] {run.variant} seed {run.seed} "
-            f"({state}) — elapsed {_duration(elapsed)}{eta}"
+            f"({state}) — elapsed {duration(elapsed)}{eta}"
         )
 
     def ended(self, run: StudyRun, trained: bool) -> None:
@@ -275,7 +188,7 @@ def _run_study(
         outcome.interrupted = True
     if not outcome.interrupted:
         try:
-            with _deferred_interrupts():
+            with deferred_interrupts():
                 score_samples(directory, study.runs, device, log)
         except KeyboardInterrupt:
             outcome.interrupted = True
@@ -318,7 +231,7 @@ def _train_in_turn(
         statuses[run.path] = result.status
         tracker.ended(run, trained=not finished)
         if result.status == "complete":
-            _sample(run, directory, study, device, log)
+            sample_run(run, directory, study, device, log)
 
 
 def _train_launched(
@@ -345,7 +258,7 @@ def _train_launched(
         statuses[run.path] = summary["status"]
         tracker.ended(run, trained=False)
         if summary["status"] == "complete":
-            _sample(run, directory, study, device, log)
+            sample_run(run, directory, study, device, log)
     try:
         while queue or pool.running:
             while queue and pool.has_room():
@@ -363,147 +276,8 @@ def _train_launched(
                 else:
                     log(tracker.line(run, end.status))
                 if end.status == "complete":
-                    _sample(run, directory, study, device, log)
+                    sample_run(run, directory, study, device, log)
     except KeyboardInterrupt:
         log("stopping the runs in progress (each saves a checkpoint)")
         pool.stop()
         raise
-
-
-def _sample(
-    run: StudyRun, directory: Path, study: Study, device: str, log: Callable[[str], None]
-) -> None:
-    try:
-        with _deferred_interrupts():
-            write_samples(directory / run.path, study, device)
-    except Exception as exc:  # the run stands; its samples are missing
-        log(f"samples for {run.path} failed: {type(exc).__name__}: {exc}")
-
-
-class _deferred_interrupts:
-    """Let a short step (writing samples) finish before a Ctrl-C or SIGTERM takes effect."""
-
-    def __enter__(self) -> None:
-        self.pending: int | None = None
-        self.previous = {
-            sig: signal.signal(sig, self._hold) for sig in (signal.SIGINT, signal.SIGTERM)
-        }
-
-    def _hold(self, signum: int, frame: Any) -> None:
-        self.pending = signum
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-        if self.pending is not None:
-            raise KeyboardInterrupt
-
-
-def estimate_step_time(config: RunConfig, vocab_size: int, device: str, steps: int = 2) -> float:
-    """Seconds per optimizer step of this shape on this machine (random tokens, after warm-up)."""
-    import torch
-
-    from lmablate.hardware import synchronize
-    from lmablate.model.transformer import LM
-    from lmablate.optim.optimizers import build_optimizer
-    from lmablate.training.loop import train_step
-
-    tc, torch_device = config.train, torch.device(device)
-    precision = resolve_precision(tc.precision, torch_device)
-    model = LM(config.model, vocab_size).to(torch_device)
-    optimizer = build_optimizer(model, tc, torch_device)
-    scaler = torch.amp.GradScaler(torch_device.type, enabled=precision == "fp16")
-    tokens = torch.randint(0, vocab_size, (tc.batch_size, tc.seq_len + 1))
-    inputs, targets = tokens[:, :-1], tokens[:, 1:]
-    train_step(model, optimizer, scaler, inputs, targets, tc, torch_device, precision)
-    synchronize(torch_device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        train_step(model, optimizer, scaler, inputs, targets, tc, torch_device, precision)
-    synchronize(torch_device)
-    return (time.perf_counter() - start) / steps
-
-
-def dry_run(
-    study: Study, only: list[str] | None = None, log: Callable[[str], None] = print
-) -> list[dict[str, Any]]:
-    """The expanded runs with their size and cost, and an estimated wall-clock per run."""
-    data = prepare(study.data, log=log)
-    device = str(resolve_device(study.baseline.train.device))
-    step_time: dict[str, float] = {}
-    rows = []
-    for run in study.runs:
-        if only and run.variant not in only:
-            continue
-        cfg, tc = run.config, run.config.train
-        vocab = resolve_vocab_size(cfg.model, data.tokenizer.vocab_size)
-        shape = json.dumps(
-            [
-                cfg.model.model_dump(mode="json"),
-                tc.batch_size,
-                tc.seq_len,
-                tc.grad_accum_steps,
-                tc.precision,
-            ]
-        )
-        if shape not in step_time:
-            log(f"timing a few steps of {run.variant}'s shape on {device}")
-            step_time[shape] = estimate_step_time(cfg, vocab, device)
-        seconds = step_time[shape]
-        # an evaluation is a forward pass (about a third of a training step) over eval_tokens
-        evals = tc.max_steps // tc.eval_every + 2
-        eval_seconds = evals * seconds / 3 * tc.eval_tokens / (tc.batch_size * tc.seq_len)
-        params = count_parameters(cfg.model, vocab)
-        rows.append(
-            {
-                "variant": run.variant,
-                "seed": run.seed,
-                "changes": run.changes,
-                "params": params["total"],
-                "non_embedding_params": params["non_embedding"],
-                "tokens": tc.max_steps * tc.batch_size * tc.seq_len,
-                "flops": run_flops(cfg, vocab),
-                "step_time_s": seconds,
-                "estimated_s": seconds * tc.max_steps + eval_seconds,
-            }
-        )
-    return rows
-
-
-def study_status(directory: Path) -> list[dict[str, Any]]:
-    """One row per run of a study directory: its state and headline numbers."""
-    study = load_study_dir(directory)
-    rows = []
-    for run in study.runs:
-        summary = run.summary or {}
-        last = run.records[-1]["step"] if run.records else 0
-        max_steps = (run.config or {}).get("train", {}).get("max_steps")
-        rows.append(
-            {
-                "variant": run.variant,
-                "seed": run.seed,
-                "status": run.status,
-                "step": summary.get("step", last),
-                "max_steps": max_steps,
-                "final_val_loss": summary.get("final_val_loss"),
-                "wall_time_s": summary.get("wall_time_s"),
-                "message": summary.get("message"),
-            }
-        )
-    return rows
-
-
-def print_status(rows: list[dict[str, Any]], file: Any = sys.stdout) -> None:
-    header = f"{'variant':<16} {'seed':>4}  {'status':<12} {'step':>13}  {'val loss':>8}  wall"
-    print(header, file=file)
-    for row in rows:
-        steps = f"{row['step']}/{row['max_steps']}" if row["max_steps"] else "-"
-        loss = f"{row['final_val_loss']:.4f}" if row["final_val_loss"] is not None else "-"
-        wall = _duration(row["wall_time_s"]) if row["wall_time_s"] else "-"
-        line = (
-            f"{row['variant']:<16} {row['seed']:>4}  {row['status']:<12} {steps:>13}  "
-            f"{loss:>8}  {wall}"
-        )
-        if row["message"]:
-            line += f"  ({row['message']})"
-        print(line, file=file)

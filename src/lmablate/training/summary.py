@@ -156,3 +156,41 @@ def build_summary(
         "environment": {**environment(device), "processes": processes},
     }
     return summary
+
+
+def summary_lines(summary: dict[str, Any], run_dir: Path) -> str:
+    """A finished run's summary as the aligned lines ``lmablate train`` prints."""
+
+    def fmt(value: float | None, spec: str) -> str:
+        return "n/a" if value is None else format(value, spec)
+
+    mfu = summary.get("mfu")
+    rows = [
+        ("status", f"{summary['status']} at step {summary['step']:,}"),
+        (
+            "val loss",
+            f"{fmt(summary['final_val_loss'], '.4f')} (best "
+            f"{fmt(summary['best_val_loss'], '.4f')} at step {summary['best_val_step']})",
+        ),
+        ("val bpb", fmt(summary["final_val_bpb"], ".4f")),
+        (
+            "val accuracy",
+            f"{fmt(summary['final_val_accuracy'], '.3f')} (top-5 "
+            f"{fmt(summary['final_val_top5_accuracy'], '.3f')})",
+        ),
+        (
+            "train loss",
+            f"{fmt(summary['final_train_loss'], '.4f')} (mean of the last 10% of logged steps)",
+        ),
+        ("tokens", f"{summary['tokens_seen']:,} ({summary['epochs']:.2f} epochs)"),
+        (
+            "throughput",
+            f"{fmt(summary['tokens_per_s'], ',.0f')} tokens/s, "
+            f"{fmt((summary['achieved_flops_per_s'] or 0) / 1e9, ',.1f')} GFLOP/s, "
+            f"MFU {'n/a (peak unknown)' if mfu is None else format(mfu, '.1%')}",
+        ),
+        ("wall time", f"{summary['wall_time_s']:.1f} s"),
+        ("run dir", str(run_dir)),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

@@ -1,0 +1,375 @@
+"""One function per subcommand: read the arguments, call the API, print the outcome.
+
+Imports are inside each command, so ``lmablate --help`` and the commands that need no torch
+(``config``, ``report``, ``status``) start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from lmablate.errors import LmablateError
+
+if TYPE_CHECKING:
+    from lmablate.config.run import RunConfig
+    from lmablate.data import PreparedData
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from lmablate.config.keys import field_reference, load_run_config
+
+    if args.reference:
+        print(field_reference())
+        return 0
+    if args.config is None:
+        raise LmablateError("lmablate config: give a CONFIG file, or --reference")
+    cfg = load_run_config(args.config, args.overrides)
+    print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
+    return 0
+
+
+def cmd_data_inspect(args: argparse.Namespace) -> int:
+    from lmablate.config.keys import load_run_config
+    from lmablate.data import prepare
+
+    cfg = load_run_config(args.config, args.overrides)
+    log: Callable[[str], None] = (
+        (lambda _: None) if args.json else (lambda message: print(message, file=sys.stderr))
+    )
+    data = prepare(cfg.data, progress=not args.json, log=log)
+    report, rows = _inspect(cfg, data)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    sample = data.tokenizer.decode(data.train_tokens[:48].tolist()).replace("\n", " ")
+    print(f"{'sample':<{width}}  {sample[:100]!r}")
+    return 0
+
+
+def _inspect(cfg: RunConfig, data: PreparedData) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """``data inspect``'s JSON report, and the same as the rows of its table."""
+    from lmablate.data import validation_set
+    from lmablate.model.counts import count_parameters, resolve_vocab_size, training_flops_per_token
+
+    tokenizer, meta, train = data.tokenizer, data.meta, cfg.train
+    model_vocab = resolve_vocab_size(cfg.model, tokenizer.vocab_size)
+    val = validation_set(data.val_tokens, train.seq_len, train.eval_tokens, tokenizer.decode)
+    train_budget = train.max_steps * train.batch_size * train.seq_len
+    params = count_parameters(cfg.model, model_vocab)
+    flops = training_flops_per_token(cfg.model, model_vocab, train.seq_len)
+    report = {
+        "source": meta["source"],
+        "documents": meta["documents"],
+        "tokens": meta["tokens"],
+        "characters_per_token": round(
+            meta["characters"]["total"] / sum(meta["tokens"].values()), 3
+        ),
+        "tokenizer": {
+            "name": tokenizer.name,
+            "vocab_size": tokenizer.vocab_size,
+            "eos": tokenizer.eos_token,
+            "eos_id": tokenizer.eos_id,
+        },
+        "model_vocab_size": model_vocab,
+        "model_parameters": params,
+        "training_flops_per_token": flops,
+        "eval": {
+            "targets": val.n_targets,
+            "bytes": val.n_bytes,
+            "windows": len(val.inputs),
+            "seq_len": train.seq_len,
+        },
+        "train_budget": {
+            "tokens": train_budget,
+            "epochs": round(train_budget / meta["tokens"]["train"], 2),
+        },
+        "replaced_characters": meta["replaced_characters"],
+        "leakage": meta["leakage"],
+        "cache": {"path": str(data.cache_dir), "reused": data.cache_hit},
+    }
+    docs, tokens = meta["documents"], meta["tokens"]
+    rows = [
+        ("source", meta["source"]),
+        (
+            "documents",
+            f"{docs['total']:,} (train {docs['train']:,}, validation {docs['val']:,}; "
+            "split by document)",
+        ),
+        (
+            "tokenizer",
+            f"{tokenizer.name} ({tokenizer.vocab_size:,} tokens, EOS "
+            f"{tokenizer.eos_token!r} = {tokenizer.eos_id})",
+        ),
+        ("model vocab", f"{model_vocab:,} embedding rows"),
+        (
+            "model size",
+            f"{params['total'] / 1e6:.2f}M parameters ({params['non_embedding'] / 1e6:.2f}M "
+            f"non-embedding), {flops / 1e6:.1f} MFLOPs per training token",
+        ),
+        (
+            "tokens",
+            f"train {tokens['train']:,}, validation {tokens['val']:,} "
+            f"({report['characters_per_token']} characters per token)",
+        ),
+        (
+            "eval targets",
+            f"{val.n_targets:,} tokens ({val.n_bytes:,} bytes) in {len(val.inputs)} "
+            f"windows of {train.seq_len}",
+        ),
+        (
+            "train budget",
+            f"{train.max_steps:,} steps x {train.batch_size} x {train.seq_len} = "
+            f"{train_budget:,} tokens = {report['train_budget']['epochs']} epochs = "
+            f"{flops * train_budget:.2e} FLOPs",
+        ),
+        (
+            "leakage",
+            f"{meta['leakage']['val_documents_in_training']} validation documents found in "
+            f"training (SHA-256 per document); {meta['leakage']['duplicates_removed']} repeated "
+            "documents removed",
+        ),
+        ("cache", f"{data.cache_dir} ({'reused' if data.cache_hit else 'written'})"),
+    ]
+    if meta["replaced_characters"]:
+        rows.append(
+            ("non-UTF-8", f"{meta['replaced_characters']:,} undecodable bytes replaced by U+FFFD")
+        )
+    return report, rows
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from lmablate.config.keys import load_run_config
+    from lmablate.training.distributed import World
+    from lmablate.training.loop import train
+    from lmablate.training.summary import summary_lines
+
+    cfg = load_run_config(args.config, args.overrides)
+    log = _logger(args.quiet)
+    result = train(cfg, args.out, progress=not args.quiet, stop_at=args.stop_at, log=log)
+    if not World.from_environment().is_main:  # under torchrun, rank 0 reports for the run
+        return {"interrupted": 130, "diverged": 1}.get(result.status, 0)
+    resume = f"lmablate train {args.config} --out {args.out}" + "".join(
+        f" --set {o}" for o in args.overrides
+    )
+    if result.status == "interrupted":
+        print(
+            f"interrupted at step {result.step}; checkpoint saved. Resume with:\n  {resume}",
+            file=sys.stderr,
+        )
+        return 130
+    if result.status == "stopped":
+        print(
+            f"stopped at step {result.step} as asked; continue with:\n  {resume}", file=sys.stderr
+        )
+        return 0
+    summary = result.summary or {}
+    if result.status == "diverged":
+        print(
+            f"run diverged at step {summary.get('diverged_at_step')}: {summary.get('message')}"
+            f"\nsummary: {result.run_dir / 'summary.json'}"
+        )
+        return 1
+    print(summary_lines(summary, result.run_dir))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lmablate.config.study import load_study
+    from lmablate.study.estimate import dry_run, print_dry_run
+    from lmablate.study.runner import run_study
+
+    study = load_study(args.study, args.overrides, seeds=args.seeds)
+    directory = Path(args.out or f"results/{study.config.name}")
+    log = _logger(args.quiet)
+    if args.dry_run:
+        rows = dry_run(study, only=args.only, log=log)
+        print_dry_run(rows)
+        return 0
+    outcome = run_study(
+        study,
+        directory,
+        only=args.only,
+        force=args.force,
+        progress=not args.quiet,
+        log=log,
+        parallel=args.parallel,
+        nproc_per_node=args.nproc_per_node,
+        ray=args.ray,
+    )
+    command = (
+        " ".join(["lmablate run", *sys.argv[2:]])
+        if sys.argv[1:2] == ["run"]
+        else f"lmablate run {args.study}"
+    )
+    if outcome.interrupted:
+        print(
+            f"interrupted; finished runs and checkpoints are kept. Resume with:\n  {command}",
+            file=sys.stderr,
+        )
+        return 130
+    failed = [path for path, status in outcome.statuses.items() if status != "complete"]
+    data = json.loads((outcome.report / "research_data.json").read_text())
+    findings = data["results_summary"]["key_findings"]
+    print(
+        f"study {study.config.name}: {len(outcome.statuses) - len(failed)} of "
+        f"{len(outcome.statuses)} runs complete"
+        + (f"; not complete: {', '.join(failed)}" if failed else "")
+    )
+    print(
+        f"best (lowest validation loss): {findings['best_performing_config']}; "
+        f"most efficient (FLOPs to target loss): {findings['most_efficient_config']}"
+    )
+    print(f"report: {outcome.report / 'research_report.md'}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from lmablate.report.package import build_report
+
+    out = build_report(args.directory)
+    print(f"report: {out / 'research_report.md'}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lmablate.study.status import print_status, study_status
+
+    print_status(study_status(Path(args.directory)))
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lmablate.config.study import REFERENCE_PROMPTS
+    from lmablate.generation import Sampling, generate
+    from lmablate.hardware import resolve_device, resolve_precision
+    from lmablate.training.checkpoint import load_run
+
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise LmablateError(f"run directory {run_dir} does not exist")
+    prompts = list(args.prompt or [])
+    if args.prompts_file:
+        path = Path(args.prompts_file)
+        if not path.is_file():
+            raise LmablateError(f"--prompts-file {path} does not exist")
+        prompts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    prompts = prompts or list(REFERENCE_PROMPTS)
+    if any(not p.strip() for p in prompts):
+        raise LmablateError("a prompt is empty; give text to continue")
+    device = resolve_device(args.device)
+    model, tokenizer, cfg, step = load_run(run_dir, str(device))
+    settings = Sampling(
+        max_new_tokens=args.max_new_tokens,
+        temperature=0.0 if args.greedy else args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty,
+        seed=args.seed,
+    )
+    samples = generate(
+        model,
+        tokenizer,
+        prompts,
+        settings,
+        context=cfg.train.seq_len,
+        precision=resolve_precision(cfg.train.precision, device),
+        use_cache=not args.no_cache,
+    )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "run": str(run_dir),
+                    "step": step,
+                    "settings": settings.__dict__,
+                    "samples": samples,
+                },
+                indent=2,
+            )
+        )
+        return 0
+    for i, sample in enumerate(samples, 1):
+        print(f"── prompt {i} " + "─" * 40)
+        print(sample["prompt"])
+        print(
+            f"── continuation ({sample['new_tokens']} tokens, stopped at {sample['stopped']}) "
+            + "─" * 12
+        )
+        print(sample["generated_only"].strip("\n"))
+        print()
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lmablate.export import export_run, export_study
+
+    source = Path(args.source)
+    if args.all:
+        if not (source / "study.yaml").is_file():
+            raise LmablateError(f"{source} is not a study directory (no study.yaml)")
+        out = Path(args.out_dir) if args.out_dir else source / "export"
+        exported = export_study(source, out, args.dtype, log=_logger(False))
+        print(f"exported {len(exported)} run(s) to {out}")
+        return 0
+    if args.out_dir is None:
+        raise LmablateError("lmablate export RUN_DIR OUT_DIR: give the output folder")
+    if not source.is_dir():
+        raise LmablateError(f"run directory {source} does not exist")
+    out = export_run(source, Path(args.out_dir), args.dtype)
+    print(
+        f"exported {source} to {out}: load it with "
+        f"AutoModelForCausalLM.from_pretrained({str(out)!r})"
+    )
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lmablate.downstream import evaluate_run
+
+    if not Path(args.run_dir).is_dir():
+        raise LmablateError(f"run directory {args.run_dir} does not exist")
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    record = evaluate_run(
+        args.run_dir,
+        tasks,
+        limit=args.limit,
+        include_path=args.include_path,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+    for task, metrics in record["results"].items():
+        shown = ", ".join(
+            f"{k.split(',')[0]} {v:.4f}"
+            for k, v in metrics.items()
+            if isinstance(v, float) and "stderr" not in k
+        )
+        print(f"{task}: {shown}")
+    print(f"results: {Path(args.run_dir) / 'eval' / 'lm_eval.json'}")
+    return 0
+
+
+def _logger(quiet: bool) -> Callable[[str], None]:
+    def log(message: str) -> None:
+        if not quiet:
+            print(message, file=sys.stderr)
+
+    return log
