@@ -12,15 +12,13 @@ from typing import Any
 
 from lmablate.analysis.findings import Analysis
 from lmablate.analysis.rundata import StudyData
-from lmablate.report.sections import (
-    _fmt,
-    _pm,
-    _sci,
-    _table,
-    equal_budget_section,
-    statistics_section,
-    validity_section,
+from lmablate.report.results import (
+    downstream_section,
+    key_findings,
+    results_tables,
+    text_generation_section,
 )
+from lmablate.report.sections import equal_budget_section, statistics_section, validity_section
 
 SMOLLM_CITATION = """\
 @misc{benallal2024smollmcorpus,
@@ -32,171 +30,24 @@ SMOLLM_CITATION = """\
 }"""
 
 
-def _budget_caveat(best: str, table: dict[str, dict[str, Any]]) -> list[str]:
-    """Flag a winner that simply trained on more: more compute is not a better recipe."""
-    base = table.get("baseline", {}).get("total_flops")
-    mine = table[best]["total_flops"]
-    if best == "baseline" or not base or not mine or mine <= 1.05 * base:
-        return []
-    return [
-        f"- **Note:** {best} used {mine / base:.2f}x the baseline's training compute "
-        f"({table[best]['tokens_seen']:,.0f} tokens against "
-        f"{table['baseline']['tokens_seen']:,.0f}); compare at equal compute under "
-        "*Efficiency* before crediting its recipe."
-    ]
-
-
-def _downstream(results: dict[str, Any]) -> list[str]:
-    """lm-evaluation-harness results of the runs that have them (lmablate eval)."""
-    if not results:
-        return []
-    columns = sorted(
-        {
-            (task, metric)
-            for record in results.values()
-            for task, metrics in record["results"].items()
-            for metric, value in metrics.items()
-            if isinstance(value, float) and "stderr" not in metric
-        }
-    )
-    rows = []
-    for run, record in results.items():
-        cells = []
-        for task, metric in columns:
-            value = record["results"].get(task, {}).get(metric)
-            stderr = record["results"].get(task, {}).get(metric.replace(",", "_stderr,", 1))
-            cells.append(
-                "—"
-                if value is None
-                else _fmt(value, ".4f")
-                + (f" ± {_fmt(stderr, '.4f')}" if isinstance(stderr, float) else "")
-            )
-        limit = record.get("limit")
-        rows.append([run, *cells, str(limit) if limit else "all"])
-    header = ["run", *[f"{task} {metric.split(',')[0]}" for task, metric in columns], "limit"]
-    return [
-        "## Downstream Evaluation",
-        "",
-        "lm-evaluation-harness on the exported models (`lmablate eval`); ± is the harness's "
-        "standard error.",
-        "",
-        *_table(header, rows),
-    ]
-
-
-def _quality_table(data: dict[str, Any], analysis: Analysis) -> list[str]:
-    quality = data["results_summary"]["text_generation_quality"]
-    rows = []
-    for variant, q in quality.items():
-        if not q["generation_success"]:
-            continue
-        rows.append(
-            [
-                variant,
-                _fmt(q.get("distinct_1"), ".3f"),
-                _fmt(q.get("distinct_2"), ".3f"),
-                _fmt(q.get("distinct_3"), ".3f"),
-                _fmt(q.get("repetition_rate"), ".3f"),
-                _fmt(q.get("mean_new_tokens"), ".1f"),
-                _fmt(q.get("mean_baseline_ppl"), ".1f"),
-                _fmt(analysis.per_variant[variant]["val_bpb"]),
-            ]
-        )
-    yardstick = next((q.get("yardstick") for q in quality.values() if q.get("yardstick")), None)
-    note = (
-        f"Perplexity under the baseline: each continuation scored by {yardstick['run']} "
-        f"(weights of step {yardstick['step']}); geometric mean over prompts."
-        if yardstick
-        else "No complete baseline run, so continuations are not scored."
-    )
-    return [
-        "Text quality per configuration: distinct-n = unique n-grams / all n-grams of the "
-        "continuations (higher: more varied); repetition = share of 4-grams repeating an "
-        "earlier 4-gram of the same continuation; length in tokens. " + note,
-        "",
-        *_table(
-            [
-                "configuration",
-                "distinct-1",
-                "distinct-2",
-                "distinct-3",
-                "repetition",
-                "length",
-                "ppl under baseline",
-                "val bpb",
-            ],
-            rows,
-        ),
-    ]
-
-
-def _key_findings(analysis: Analysis, n_seeds: int) -> list[str]:
-    findings, table = analysis.findings, analysis.per_variant
-    lowest = findings["lowest_mean_val_loss_config"]
-    if lowest is None:
-        return ["- No configuration completed; see *Runs that did not complete*."]
-    interval = analysis.intervals[lowest]["eval_loss"]
-    ci = (
-        f", 95% CI [{_fmt(interval['ci_low'])}, {_fmt(interval['ci_high'])}]"
-        if interval and interval["ci_low"] is not None
-        else ""
-    )
-    best = findings["best_performing_config"]
-    floor = findings["noise_floor"]
-    out = []
-    if best.startswith("tied: "):
-        out.append(
-            f"- **Best Performing Configuration:** {best} — their mean validation "
-            f"losses lie within the noise floor ({floor:.4f}) of the lowest, "
-            f"{lowest} ({_fmt(table[lowest]['eval_loss'])}{ci})"
-        )
-    else:
-        gap = findings["runner_up_gap"]
-        beyond = (
-            f"; {_fmt(gap)} below the runner-up, beyond the noise floor {floor:.4f}"
-            if floor is not None and gap is not None
-            else ""
-        )
-        out.append(
-            f"- **Best Performing Configuration:** {best} (validation loss "
-            f"{_fmt(table[best]['eval_loss'])}{ci}{beyond})"
-        )
-    worst = findings["worst_performing_config"]
-    most = findings["most_efficient_config"]
-    out += [
-        f"- **Worst Performing Configuration:** {worst} (validation loss "
-        f"{_pm(table[worst]['eval_loss'], table[worst]['eval_loss_std'])}); gap "
-        f"{_fmt(findings['performance_gap'])} nats per token",
-        f"- **Most Efficient Configuration:** {most} ({_sci(table[most]['flops_to_target'])} "
-        "FLOPs to reach the target)",
-        f"- **Least Efficient Configuration:** {findings['least_efficient_config']}",
-    ]
-    if findings["best_at_equal_compute"]:
-        out.append(
-            f"- **Best at equal compute:** {findings['best_at_equal_compute']} (lowest "
-            "validation loss at the FLOPs every configuration reached)"
-        )
-    out += _budget_caveat(lowest, table)
-    verdicts = [f"{c.variant} {c.verdict} ({c.difference:+.4f})" for c in analysis.comparisons]
-    if n_seeds >= 2 and verdicts:
-        out.append(f"- **Against the baseline:** {'; '.join(verdicts)}")
-    out.append(
-        f"- **Measures:** performance is the {findings['ranking_metric']}; efficiency "
-        f"is {findings['efficiency_measure']}, target "
-        f"{_fmt(findings['target_val_loss'])}."
-    )
-    if n_seeds < 2:
-        out.append(
-            "- **Caution:** one seed per configuration. Differences smaller than the "
-            "seed-to-seed variation cannot be told from noise; rerun with `--seeds 3` "
-            "before claiming a small difference."
-        )
-    return out
-
-
 def markdown_report(study: StudyData, analysis: Analysis, data: dict[str, Any]) -> str:
+    """The whole report, section by section in the reference report's order."""
+    n_seeds = len(study.study["seeds"])
+    out = _overview_and_setup(study, data)
+    out += ["## Key Findings", "", *key_findings(analysis, n_seeds)]
+    out += _configuration_details(data["experimental_setup"])
+    out += results_tables(analysis)
+    out += statistics_section(analysis, n_seeds)
+    out += equal_budget_section(analysis)
+    out += validity_section(analysis)
+    out += downstream_section(data["downstream_evaluation"])
+    out += text_generation_section(study, analysis, data)
+    out += _package_and_citation(data)
+    return "\n".join(out)
+
+
+def _overview_and_setup(study: StudyData, data: dict[str, Any]) -> list[str]:
     meta, setup = data["metadata"], data["experimental_setup"]
-    table = analysis.per_variant
     seeds = study.study["seeds"]
     env = meta["software"]
     dataset, training = setup["dataset"], setup["training_setup"]
@@ -251,10 +102,12 @@ def markdown_report(study: StudyData, analysis: Analysis, data: dict[str, Any]) 
         f"- **Seeds:** {seeds}; replicate k of every configuration uses initialization seed k "
         "and batch order k",
         "",
-        "## Key Findings",
-        "",
     ]
-    out += _key_findings(analysis, len(seeds))
+    return out
+
+
+def _configuration_details(setup: dict[str, Any]) -> list[str]:
+    out: list[str] = []
     out += ["", "## Configuration Details", ""]
     for variant, details in setup["configurations"].items():
         out += [
@@ -280,155 +133,13 @@ def markdown_report(study: StudyData, analysis: Analysis, data: dict[str, Any]) 
         out += [f"- **{k}:** {v}" for k, v in shown.items()] or ["- (same as baseline)"]
         out.append("")
 
-    out += [
-        "## Results Summary",
-        "",
-        "### Performance Metrics",
-        "Configurations ranked by final validation loss on held-out documents "
-        "(mean ± standard deviation over seeds where there are several), with the final "
-        "training loss (mean of the last 10% of logged steps) beside it:",
-        "",
-    ]
-    rows = []
-    for rank, (variant, _) in enumerate(analysis.ranking, 1):
-        row = table[variant]
-        rows.append(
-            [
-                str(rank),
-                f"**{variant}**",
-                _pm(row["eval_loss"], row["eval_loss_std"]),
-                _fmt(row["val_bpb"]),
-                _fmt(row["train_loss"]),
-                _fmt(row["accuracy"], ".3f"),
-                _fmt(row["top5_accuracy"], ".3f"),
-                _fmt(row["perplexity"], ".1f"),
-                f"{row['tokens_seen']:,.0f}",
-                _fmt(row["epochs"], ".2f"),
-                f"{row['params'] / 1e6:.2f}M",
-            ]
-        )
-    out += _table(
-        [
-            "rank",
-            "configuration",
-            "val loss",
-            "val bpb",
-            "train loss",
-            "accuracy",
-            "top-5",
-            "perplexity",
-            "tokens",
-            "epochs",
-            "params",
-        ],
-        rows,
-    )
+    return out
 
-    out += [
-        "### Efficiency",
-        f"Compute and time to reach the target validation loss of "
-        f"{_fmt(analysis.target_loss)} ({analysis.target_source}), read off each run's "
-        "evaluation curve; throughput and MFU are measured with the device synchronized. "
-        "Steps per second are shown for completeness only: they ignore how much each step "
-        "learns and are never used to rank.",
-        "",
-    ]
-    rows = []
-    for variant, _ in analysis.efficiency_ranking:
-        row = table[variant]
-        rows.append(
-            [
-                variant,
-                _sci(row["flops_to_target"]),
-                _fmt(row["time_to_target"], ".1f"),
-                _sci(row["total_flops"]),
-                f"{_fmt(row['tokens_per_s'], ',.0f')}",
-                _fmt(row["mfu"], ".1%") if row["mfu"] is not None else "n/a",
-                _fmt(row["wall_time"], ".1f"),
-                _fmt(row["efficiency_steps_per_second"], ".2f"),
-            ]
-        )
-    out += _table(
-        [
-            "configuration",
-            "FLOPs to target",
-            "train s to target",
-            "total FLOPs",
-            "tokens/s",
-            "MFU",
-            "wall s",
-            "steps/s",
-        ],
-        rows,
-    )
 
-    out += [
-        "### Convergence",
-        "Relative validation-loss improvement from step 0 to the end; mean training loss in "
-        "the first and last 10% of logged steps; converged = validation loss improved by "
-        "less than 1% over the last 20% of training.",
-        "",
-    ]
-    out += _table(
-        ["configuration", "improvement", "early loss", "late loss", "converged"],
-        [
-            [
-                v,
-                _fmt(table[v]["convergence_total_improvement"], ".1%"),
-                _fmt(table[v]["convergence_early_phase_loss"]),
-                _fmt(table[v]["convergence_late_phase_loss"]),
-                {True: "yes", False: "no", None: "n/a"}[table[v]["converged"]],
-            ]
-            for v, _ in analysis.ranking
-        ],
-    )
-
-    unfinished = [m for m in analysis.per_run if m["status"] != "complete"]
-    if unfinished:
-        out += ["### Runs that did not complete", ""]
-        out += _table(
-            ["configuration", "seed", "status", "reason"],
-            [[m["variant"], str(m["seed"]), m["status"], m["message"] or "—"] for m in unfinished],
-        )
-
-    out += statistics_section(analysis, len(seeds))
-    out += equal_budget_section(analysis)
-    out += validity_section(analysis)
-    out += _downstream(data["downstream_evaluation"])
-    out += ["## Text Generation", ""]
-    samples = data["text_samples"]
-    prompts = next((s for s in samples.values() if s), {})
-    if prompts:
-        quality = next(
-            q
-            for q in data["results_summary"]["text_generation_quality"].values()
-            if q["generation_success"]
-        )
-        settings = quality["settings"]
-        out += [
-            f"One continuation per prompt and configuration: {settings['max_new_tokens']} new "
-            f"tokens, temperature {settings['temperature']}, sampler seed {settings['seed']} "
-            "(the same for every configuration). Full samples: `text_samples/`.",
-            "",
-        ]
-        out += _quality_table(data, analysis)
-        for key, first in prompts.items():
-            out += [f"**Prompt:** *{first['prompt']}*", ""]
-            out += _table(
-                ["configuration", "continuation"],
-                [
-                    [
-                        v,
-                        repr(samples[v][key]["generated_only"])
-                        if key in samples.get(v, {})
-                        else "—",
-                    ]
-                    for v in study.variants
-                ],
-            )
-    else:
-        out += ["No text samples (no run completed).", ""]
-
+def _package_and_citation(data: dict[str, Any]) -> list[str]:
+    """Figures, data files, how the numbers were measured, use in a paper, citation."""
+    dataset = data["experimental_setup"]["dataset"]
+    out: list[str] = []
     out += [
         "## Visualizations",
         "",
@@ -486,4 +197,4 @@ def markdown_report(study: StudyData, analysis: Analysis, data: dict[str, Any]) 
             "referenced materials.",
             "",
         ]
-    return "\n".join(out)
+    return out

@@ -5,47 +5,9 @@ Formatting only; every number comes from ``analysis.Analysis``.
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 from lmablate.analysis.findings import Analysis
 from lmablate.analysis.stats import ALPHA
-
-
-def _fmt(value: Any, spec: str = ".4f") -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float) and not math.isfinite(value):
-        return "n/a"
-    return format(value, spec)
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += [
-        "| " + " | ".join(cell.replace("|", "\\|").replace("\n", " ") for cell in row) + " |"
-        for row in rows
-    ]
-    return [*lines, ""]
-
-
-def _pm(mean: float | None, std: float | None, spec: str = ".4f") -> str:
-    return _fmt(mean, spec) + (f" ± {_fmt(std, spec)}" if std is not None else "")
-
-
-def _sci(value: float | None) -> str:
-    return "not reached" if value is None else f"{value:.3g}"
-
-
-def _ci(interval: dict[str, Any] | None, spec: str = ".4f") -> str:
-    if not interval:
-        return "n/a"
-    if interval["ci_low"] is None:
-        return f"{_fmt(interval['mean'], spec)} (one seed)"
-    return (
-        f"{_fmt(interval['mean'], spec)} [{_fmt(interval['ci_low'], spec)}, "
-        f"{_fmt(interval['ci_high'], spec)}]"
-    )
+from lmablate.report.format import ci, fmt, md_table, sci
 
 
 def statistics_section(analysis: Analysis, n_seeds: int) -> list[str]:
@@ -68,15 +30,15 @@ def statistics_section(analysis: Analysis, n_seeds: int) -> list[str]:
             "method.",
             "",
         ]
-    out += _table(
+    out += md_table(
         ["configuration", "n", "val loss [95% CI]", "val bpb [95% CI]", "accuracy [95% CI]"],
         [
             [
                 v,
                 str(analysis.per_variant[v]["n_complete"]),
-                _ci(analysis.intervals[v]["eval_loss"]),
-                _ci(analysis.intervals[v]["val_bpb"]),
-                _ci(analysis.intervals[v]["accuracy"], ".3f"),
+                ci(analysis.intervals[v]["eval_loss"]),
+                ci(analysis.intervals[v]["val_bpb"]),
+                ci(analysis.intervals[v]["accuracy"], ".3f"),
             ]
             for v, _ in analysis.ranking
         ],
@@ -97,22 +59,22 @@ def statistics_section(analysis: Analysis, n_seeds: int) -> list[str]:
     ]
     rows = []
     for c in analysis.comparisons:
-        interval = f"[{_fmt(c.ci_low)}, {_fmt(c.ci_high)}]" if c.ci_low is not None else "n/a"
+        interval = f"[{fmt(c.ci_low)}, {fmt(c.ci_high)}]" if c.ci_low is not None else "n/a"
         rows.append(
             [
                 c.variant,
                 f"{c.difference:+.4f}",
                 interval,
                 c.test,
-                _fmt(c.statistic, ".2f"),
-                _fmt(c.df, ".1f"),
-                _fmt(c.p_value, ".3g"),
-                _fmt(c.p_holm, ".3g"),
-                _fmt(c.effect_size, ".2f"),
+                fmt(c.statistic, ".2f"),
+                fmt(c.df, ".1f"),
+                fmt(c.p_value, ".3g"),
+                fmt(c.p_holm, ".3g"),
+                fmt(c.effect_size, ".2f"),
                 f"**{c.verdict}**",
             ]
         )
-    out += _table(
+    out += md_table(
         [
             "configuration",
             "difference",
@@ -153,11 +115,11 @@ def equal_budget_section(analysis: Analysis) -> list[str]:
     units = {"tokens": "tokens", "flops": "FLOPs", "time_s": "s"}
     header = [
         "configuration",
-        *[f"{names[b]} ({_sci(budgets[b]['matched_budget'])} {units[b]})" for b in budgets],
+        *[f"{names[b]} ({sci(budgets[b]['matched_budget'])} {units[b]})" for b in budgets],
     ]
     variants = [v for v, _ in analysis.ranking]
-    out += _table(
-        header, [[v, *[_fmt(budgets[b]["val_loss"].get(v)) for b in budgets]] for v in variants]
+    out += md_table(
+        header, [[v, *[fmt(budgets[b]["val_loss"].get(v)) for b in budgets]] for v in variants]
     )
     lines = [
         f"- At {names[b]}: best **{budgets[b]['ranking'][0]}**"
@@ -186,23 +148,23 @@ def validity_section(analysis: Analysis) -> list[str]:
                 changes,
                 ", ".join(row["factors"]) or "—",
                 "yes" if row["multi_factor"] else "no",
-                _fmt(row["tokens_ratio"], ".2f"),
-                _fmt(row["flops_ratio"], ".2f"),
+                fmt(row["tokens_ratio"], ".2f"),
+                fmt(row["flops_ratio"], ".2f"),
             ]
         )
-    out += _table(
+    out += md_table(
         ["configuration", "changes", "factors", "confounded", "tokens ×", "FLOPs ×"], rows
     )
     for variant, row in analysis.confounds.items():
         out += [f"- **{variant}** {w}." for w in row["warnings"]]
     out += ["", "### Overfitting", ""]
-    out += _table(
+    out += md_table(
         ["configuration", "epochs", "val − train loss", "validation rose while training fell"],
         [
             [
                 v,
-                _fmt(o["epochs"], ".2f"),
-                _fmt(o["val_minus_train_loss"], "+.4f"),
+                fmt(o["epochs"], ".2f"),
+                fmt(o["val_minus_train_loss"], "+.4f"),
                 "; ".join(o["flags"]) or "no",
             ]
             for v, o in analysis.overfitting.items()
@@ -229,7 +191,7 @@ def validity_section(analysis: Analysis) -> list[str]:
     else:
         out += ["Not recorded by these runs.", ""]
     out += ["### Provenance", ""]
-    out += _table(
+    out += md_table(
         [
             "run",
             "config hash",
@@ -247,8 +209,8 @@ def validity_section(analysis: Analysis) -> list[str]:
                 p["config_hash"] or "—",
                 p["data_cache_key"] or "—",
                 f"{p['seed']} / {p['data_seed']}",
-                _fmt(p["tokens"], ",.0f") if p["tokens"] else "—",
-                _sci(p["flops"]) if p["flops"] else "—",
+                fmt(p["tokens"], ",.0f") if p["tokens"] else "—",
+                sci(p["flops"]) if p["flops"] else "—",
                 p["device"] or "—",
                 p["torch"] or "—",
                 (p["git_sha"] or "—")[:10],

@@ -1,0 +1,43 @@
+"""Formatting of numbers and Markdown tables, shared by every section of the report.
+A missing or non-finite number is "n/a", never "nan"."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def fmt(value: Any, spec: str = ".4f") -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "n/a"
+    return format(value, spec)
+
+
+def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += [
+        "| " + " | ".join(cell.replace("|", "\\|").replace("\n", " ") for cell in row) + " |"
+        for row in rows
+    ]
+    return [*lines, ""]
+
+
+def pm(mean: float | None, std: float | None, spec: str = ".4f") -> str:
+    return fmt(mean, spec) + (f" ± {fmt(std, spec)}" if std is not None else "")
+
+
+def sci(value: float | None) -> str:
+    return "not reached" if value is None else f"{value:.3g}"
+
+
+def ci(interval: dict[str, Any] | None, spec: str = ".4f") -> str:
+    if not interval:
+        return "n/a"
+    if interval["ci_low"] is None:
+        return f"{fmt(interval['mean'], spec)} (one seed)"
+    return (
+        f"{fmt(interval['mean'], spec)} [{fmt(interval['ci_low'], spec)}, "
+        f"{fmt(interval['ci_high'], spec)}]"
+    )

@@ -1,0 +1,334 @@
+"""The report's result sections: key findings, the performance, efficiency and convergence
+tables, runs that did not complete, downstream evaluations and the text samples side by side.
+Formatting only; every number comes from ``analysis`` or research_data.json. No torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lmablate.analysis.findings import Analysis
+from lmablate.analysis.rundata import StudyData
+from lmablate.report.format import fmt, md_table, pm, sci
+
+
+def _budget_caveat(best: str, table: dict[str, dict[str, Any]]) -> list[str]:
+    """Flag a winner that simply trained on more: more compute is not a better recipe."""
+    base = table.get("baseline", {}).get("total_flops")
+    mine = table[best]["total_flops"]
+    if best == "baseline" or not base or not mine or mine <= 1.05 * base:
+        return []
+    return [
+        f"- **Note:** {best} used {mine / base:.2f}x the baseline's training compute "
+        f"({table[best]['tokens_seen']:,.0f} tokens against "
+        f"{table['baseline']['tokens_seen']:,.0f}); compare at equal compute under "
+        "*Efficiency* before crediting its recipe."
+    ]
+
+
+def key_findings(analysis: Analysis, n_seeds: int) -> list[str]:
+    findings, table = analysis.findings, analysis.per_variant
+    lowest = findings["lowest_mean_val_loss_config"]
+    if lowest is None:
+        return ["- No configuration completed; see *Runs that did not complete*."]
+    interval = analysis.intervals[lowest]["eval_loss"]
+    ci = (
+        f", 95% CI [{fmt(interval['ci_low'])}, {fmt(interval['ci_high'])}]"
+        if interval and interval["ci_low"] is not None
+        else ""
+    )
+    best = findings["best_performing_config"]
+    floor = findings["noise_floor"]
+    out = []
+    if best.startswith("tied: "):
+        out.append(
+            f"- **Best Performing Configuration:** {best} — their mean validation "
+            f"losses lie within the noise floor ({floor:.4f}) of the lowest, "
+            f"{lowest} ({fmt(table[lowest]['eval_loss'])}{ci})"
+        )
+    else:
+        gap = findings["runner_up_gap"]
+        beyond = (
+            f"; {fmt(gap)} below the runner-up, beyond the noise floor {floor:.4f}"
+            if floor is not None and gap is not None
+            else ""
+        )
+        out.append(
+            f"- **Best Performing Configuration:** {best} (validation loss "
+            f"{fmt(table[best]['eval_loss'])}{ci}{beyond})"
+        )
+    worst = findings["worst_performing_config"]
+    most = findings["most_efficient_config"]
+    out += [
+        f"- **Worst Performing Configuration:** {worst} (validation loss "
+        f"{pm(table[worst]['eval_loss'], table[worst]['eval_loss_std'])}); gap "
+        f"{fmt(findings['performance_gap'])} nats per token",
+        f"- **Most Efficient Configuration:** {most} ({sci(table[most]['flops_to_target'])} "
+        "FLOPs to reach the target)",
+        f"- **Least Efficient Configuration:** {findings['least_efficient_config']}",
+    ]
+    if findings["best_at_equal_compute"]:
+        out.append(
+            f"- **Best at equal compute:** {findings['best_at_equal_compute']} (lowest "
+            "validation loss at the FLOPs every configuration reached)"
+        )
+    out += _budget_caveat(lowest, table)
+    verdicts = [f"{c.variant} {c.verdict} ({c.difference:+.4f})" for c in analysis.comparisons]
+    if n_seeds >= 2 and verdicts:
+        out.append(f"- **Against the baseline:** {'; '.join(verdicts)}")
+    out.append(
+        f"- **Measures:** performance is the {findings['ranking_metric']}; efficiency "
+        f"is {findings['efficiency_measure']}, target "
+        f"{fmt(findings['target_val_loss'])}."
+    )
+    if n_seeds < 2:
+        out.append(
+            "- **Caution:** one seed per configuration. Differences smaller than the "
+            "seed-to-seed variation cannot be told from noise; rerun with `--seeds 3` "
+            "before claiming a small difference."
+        )
+    return out
+
+
+def results_tables(analysis: Analysis) -> list[str]:
+    """Performance (ranked by validation loss), efficiency, convergence, unfinished runs."""
+    table_rows = analysis.per_variant
+    out: list[str] = []
+    out += [
+        "## Results Summary",
+        "",
+        "### Performance Metrics",
+        "Configurations ranked by final validation loss on held-out documents "
+        "(mean ± standard deviation over seeds where there are several), with the final "
+        "training loss (mean of the last 10% of logged steps) beside it:",
+        "",
+    ]
+    rows = []
+    for rank, (variant, _) in enumerate(analysis.ranking, 1):
+        row = table_rows[variant]
+        rows.append(
+            [
+                str(rank),
+                f"**{variant}**",
+                pm(row["eval_loss"], row["eval_loss_std"]),
+                fmt(row["val_bpb"]),
+                fmt(row["train_loss"]),
+                fmt(row["accuracy"], ".3f"),
+                fmt(row["top5_accuracy"], ".3f"),
+                fmt(row["perplexity"], ".1f"),
+                f"{row['tokens_seen']:,.0f}",
+                fmt(row["epochs"], ".2f"),
+                f"{row['params'] / 1e6:.2f}M",
+            ]
+        )
+    out += md_table(
+        [
+            "rank",
+            "configuration",
+            "val loss",
+            "val bpb",
+            "train loss",
+            "accuracy",
+            "top-5",
+            "perplexity",
+            "tokens",
+            "epochs",
+            "params",
+        ],
+        rows,
+    )
+
+    out += [
+        "### Efficiency",
+        f"Compute and time to reach the target validation loss of "
+        f"{fmt(analysis.target_loss)} ({analysis.target_source}), read off each run's "
+        "evaluation curve; throughput and MFU are measured with the device synchronized. "
+        "Steps per second are shown for completeness only: they ignore how much each step "
+        "learns and are never used to rank.",
+        "",
+    ]
+    rows = []
+    for variant, _ in analysis.efficiency_ranking:
+        row = table_rows[variant]
+        rows.append(
+            [
+                variant,
+                sci(row["flops_to_target"]),
+                fmt(row["time_to_target"], ".1f"),
+                sci(row["total_flops"]),
+                f"{fmt(row['tokens_per_s'], ',.0f')}",
+                fmt(row["mfu"], ".1%") if row["mfu"] is not None else "n/a",
+                fmt(row["wall_time"], ".1f"),
+                fmt(row["efficiency_steps_per_second"], ".2f"),
+            ]
+        )
+    out += md_table(
+        [
+            "configuration",
+            "FLOPs to target",
+            "train s to target",
+            "total FLOPs",
+            "tokens/s",
+            "MFU",
+            "wall s",
+            "steps/s",
+        ],
+        rows,
+    )
+
+    out += [
+        "### Convergence",
+        "Relative validation-loss improvement from step 0 to the end; mean training loss in "
+        "the first and last 10% of logged steps; converged = validation loss improved by "
+        "less than 1% over the last 20% of training.",
+        "",
+    ]
+    out += md_table(
+        ["configuration", "improvement", "early loss", "late loss", "converged"],
+        [
+            [
+                v,
+                fmt(table_rows[v]["convergence_total_improvement"], ".1%"),
+                fmt(table_rows[v]["convergence_early_phase_loss"]),
+                fmt(table_rows[v]["convergence_late_phase_loss"]),
+                {True: "yes", False: "no", None: "n/a"}[table_rows[v]["converged"]],
+            ]
+            for v, _ in analysis.ranking
+        ],
+    )
+
+    unfinished = [m for m in analysis.per_run if m["status"] != "complete"]
+    if unfinished:
+        out += ["### Runs that did not complete", ""]
+        out += md_table(
+            ["configuration", "seed", "status", "reason"],
+            [[m["variant"], str(m["seed"]), m["status"], m["message"] or "—"] for m in unfinished],
+        )
+
+    return out
+
+
+def downstream_section(results: dict[str, Any]) -> list[str]:
+    """lm-evaluation-harness results of the runs that have them (lmablate eval)."""
+    if not results:
+        return []
+    columns = sorted(
+        {
+            (task, metric)
+            for record in results.values()
+            for task, metrics in record["results"].items()
+            for metric, value in metrics.items()
+            if isinstance(value, float) and "stderr" not in metric
+        }
+    )
+    rows = []
+    for run, record in results.items():
+        cells = []
+        for task, metric in columns:
+            value = record["results"].get(task, {}).get(metric)
+            stderr = record["results"].get(task, {}).get(metric.replace(",", "_stderr,", 1))
+            cells.append(
+                "—"
+                if value is None
+                else fmt(value, ".4f")
+                + (f" ± {fmt(stderr, '.4f')}" if isinstance(stderr, float) else "")
+            )
+        limit = record.get("limit")
+        rows.append([run, *cells, str(limit) if limit else "all"])
+    header = ["run", *[f"{task} {metric.split(',')[0]}" for task, metric in columns], "limit"]
+    return [
+        "## Downstream Evaluation",
+        "",
+        "lm-evaluation-harness on the exported models (`lmablate eval`); ± is the harness's "
+        "standard error.",
+        "",
+        *md_table(header, rows),
+    ]
+
+
+def text_generation_section(
+    study: StudyData, analysis: Analysis, data: dict[str, Any]
+) -> list[str]:
+    """One continuation per prompt and configuration, with their quality measures."""
+    out: list[str] = []
+    out += ["## Text Generation", ""]
+    samples = data["text_samples"]
+    prompts = next((s for s in samples.values() if s), {})
+    if prompts:
+        quality = next(
+            q
+            for q in data["results_summary"]["text_generation_quality"].values()
+            if q["generation_success"]
+        )
+        settings = quality["settings"]
+        out += [
+            f"One continuation per prompt and configuration: {settings['max_new_tokens']} new "
+            f"tokens, temperature {settings['temperature']}, sampler seed {settings['seed']} "
+            "(the same for every configuration). Full samples: `text_samples/`.",
+            "",
+        ]
+        out += _quality_table(data, analysis)
+        for key, first in prompts.items():
+            out += [f"**Prompt:** *{first['prompt']}*", ""]
+            out += md_table(
+                ["configuration", "continuation"],
+                [
+                    [
+                        v,
+                        repr(samples[v][key]["generated_only"])
+                        if key in samples.get(v, {})
+                        else "—",
+                    ]
+                    for v in study.variants
+                ],
+            )
+    else:
+        out += ["No text samples (no run completed).", ""]
+
+    return out
+
+
+def _quality_table(data: dict[str, Any], analysis: Analysis) -> list[str]:
+    quality = data["results_summary"]["text_generation_quality"]
+    rows = []
+    for variant, q in quality.items():
+        if not q["generation_success"]:
+            continue
+        rows.append(
+            [
+                variant,
+                fmt(q.get("distinct_1"), ".3f"),
+                fmt(q.get("distinct_2"), ".3f"),
+                fmt(q.get("distinct_3"), ".3f"),
+                fmt(q.get("repetition_rate"), ".3f"),
+                fmt(q.get("mean_new_tokens"), ".1f"),
+                fmt(q.get("mean_baseline_ppl"), ".1f"),
+                fmt(analysis.per_variant[variant]["val_bpb"]),
+            ]
+        )
+    yardstick = next((q.get("yardstick") for q in quality.values() if q.get("yardstick")), None)
+    note = (
+        f"Perplexity under the baseline: each continuation scored by {yardstick['run']} "
+        f"(weights of step {yardstick['step']}); geometric mean over prompts."
+        if yardstick
+        else "No complete baseline run, so continuations are not scored."
+    )
+    return [
+        "Text quality per configuration: distinct-n = unique n-grams / all n-grams of the "
+        "continuations (higher: more varied); repetition = share of 4-grams repeating an "
+        "earlier 4-gram of the same continuation; length in tokens. " + note,
+        "",
+        *md_table(
+            [
+                "configuration",
+                "distinct-1",
+                "distinct-2",
+                "distinct-3",
+                "repetition",
+                "length",
+                "ppl under baseline",
+                "val bpb",
+            ],
+            rows,
+        ),
+    ]
