@@ -1,4 +1,5 @@
-# make test: lint + test suite.  make demo: the main job, offline.
+# make test: lint (ruff; lint-imports for the layers of DESIGN.md) + test suite.
+# make demo: the main job, offline.
 # Both create .venv if missing. Torch is installed first from TORCH, which you can override,
 # e.g. make test TORCH="torch --index-url https://download.pytorch.org/whl/cu124"
 PYTHON ?= python3
@@ -21,6 +22,7 @@ install: $(VENV)/.installed
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 test: lint
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest

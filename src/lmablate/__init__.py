@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from lmablate.errors import ConfigError, DataError, LmablateError
-
-__version__ = "0.1.0"
+from lmablate.version import __version__
 
 _API = {
     "load_run_config": "lmablate.config.keys",

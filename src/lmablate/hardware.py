@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from lmablate import __version__
 from lmablate.errors import LmablateError
+from lmablate.version import __version__
 
 # (pattern on torch.cuda.get_device_name, {precision: dense peak FLOP/s}). First match wins, so
 # specific variants (PCIe) come before the family name. fp32 is the non-tensor-core rate,

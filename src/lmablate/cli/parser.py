@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 
-from lmablate import __version__
 from lmablate.cli.commands import (
     cmd_config,
     cmd_data_inspect,
@@ -17,6 +16,7 @@ from lmablate.cli.commands import (
     cmd_status,
     cmd_train,
 )
+from lmablate.version import __version__
 
 EXAMPLES = """\
 examples:

@@ -11,10 +11,10 @@ from typing import Any
 
 from scipy.stats import spearmanr
 
-from lmablate import __version__
 from lmablate.analysis.findings import Analysis
 from lmablate.analysis.rundata import StudyData
 from lmablate.analysis.stats import ALPHA, CONFIDENCE
+from lmablate.version import __version__
 
 
 def json_safe(value: Any) -> Any:

@@ -1,0 +1,62 @@
+"""The import contracts of pyproject.toml (the layers of DESIGN.md, and no torch in config,
+analysis or report) hold, and they fail when broken."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+
+
+def lint_imports(src: Path) -> subprocess.CompletedProcess:
+    """``lint-imports`` with the project's contracts over the package found in ``src``."""
+    return subprocess.run(
+        [str(LINT_IMPORTS), str(ROOT / "pyproject.toml"), "--no-cache"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=src.parent,
+        env={**os.environ, "PYTHONPATH": str(src)},
+    )
+
+
+def test_the_contracts_hold():
+    result = lint_imports(ROOT / "src")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 kept, 0 broken" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("module", "line", "broken"),
+    [
+        # torch in an analysis module: the report could no longer be rebuilt without torch
+        ("analysis/stats.py", "import torch", "lmablate.analysis is not allowed to import torch"),
+        # torch reached indirectly: report -> model.transformer -> torch
+        (
+            "report/format.py",
+            "from lmablate.model.transformer import LM",
+            "lmablate.report is not allowed to import torch",
+        ),
+        # a lower layer reaching up
+        (
+            "model/norms.py",
+            "from lmablate.training.summary import read_summary",
+            "lmablate.model is not allowed to import lmablate.training",
+        ),
+    ],
+)
+def test_a_broken_contract_fails_the_lint(tmp_path, module, line, broken):
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "src" / "lmablate", src / "lmablate")
+    path = src / "lmablate" / module
+    path.write_text(path.read_text() + f"\n{line}\n")
+    result = lint_imports(src)
+    assert result.returncode != 0
+    assert broken in result.stdout, result.stdout
