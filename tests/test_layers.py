@@ -4,6 +4,7 @@ analysis or report) hold, and they fail when broken."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -60,3 +61,26 @@ def test_a_broken_contract_fails_the_lint(tmp_path, module, line, broken):
     result = lint_imports(src)
     assert result.returncode != 0
     assert broken in result.stdout, result.stdout
+
+
+def test_the_readme_architecture_table_matches_the_tree():
+    readme = (ROOT / "README.md").read_text() + "\n\n"
+    start = readme.index("| layer | package | owns |")
+    rows = readme[start : readme.index("\n\n", start)].splitlines()[2:]
+    packages: dict[str, set[str]] = {}  # package -> files its row names
+    modules: set[str] = set()
+    for row in rows:
+        _, _, where, owns, _ = row.split("|")
+        names = re.findall(r"`([\w/.]+)`", where)
+        for name in names:
+            if name.endswith("/"):
+                packages[name.rstrip("/")] = set(re.findall(r"`(\w+\.py)`", owns))
+            else:
+                modules.add(name.removesuffix(".py"))
+    package_dir = ROOT / "src" / "lmablate"
+    on_disk = {p.name for p in package_dir.iterdir() if (p / "__init__.py").is_file()}
+    assert set(packages) == on_disk
+    for name, files in packages.items():
+        assert files == {p.name for p in (package_dir / name).glob("*.py")} - {"__init__.py"}
+    top = {p.stem for p in package_dir.glob("*.py")} - {"__init__", "__main__"}
+    assert modules == top

@@ -81,7 +81,7 @@ def resolve_precision(spec: str, device: torch.device) -> str:
 # straight to the kernel and unmaps it on free, so every step's large activations, logits and
 # gradients arrive as fresh pages, each one a page fault when first touched: on a 2-core
 # machine kernel time was close to half of a training step's CPU time with whole logits, and
-# still 13% with the sliced loss (loss.py). Raising the threshold and the
+# still 13% with the sliced loss (model/loss.py). Raising the threshold and the
 # trim threshold keeps freed blocks in the heap for the next step (what jemalloc and tcmalloc,
 # the allocators PyTorch's CPU tuning guide recommends preloading, do by design).
 _MALLOC_SETTINGS = {

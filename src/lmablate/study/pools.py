@@ -11,7 +11,7 @@ The run directory, as always, says how the run ended. No scheduling is written h
 "start the next run when a slot frees": Ray places tasks on a cluster, torchrun starts ranks.
 
 A pool starts runs (``start``), reports the ones that ended (``wait``) and, on an interrupt,
-asks every running one to checkpoint and stop (``stop``): the study loop in ``study.py`` drives
+asks every running one to checkpoint and stop (``stop``): the study loop in ``runner.py`` drives
 either pool the same way.
 """
 

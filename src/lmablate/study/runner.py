@@ -105,7 +105,7 @@ def run_study(
 
 
 def _pool(study: Study, parallel: int, nproc: int, ray: bool | str) -> Any:
-    """Where the runs train: None for this process, else a launch.LocalPool or RayPool."""
+    """Where the runs train: None for this process, else a pools.LocalPool or RayPool."""
     from lmablate.study.pools import LocalPool, RayPool
 
     if ray is not False:
