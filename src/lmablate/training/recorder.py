@@ -29,9 +29,8 @@ from lmablate.training.trackers import make_tracker
 
 
 class Recorder:
-    """What a run writes while it trains: train and eval records (metrics.jsonl and a
-    tracker), the progress bar and log lines, checkpoints with the loop state they carry, and
-    at the end summary.json. Ranks other than 0 write nothing."""
+    """One run's writer, from the first evaluation to summary.json. ``loop`` is the state a
+    checkpoint carries (elapsed_s, train_time_s, compile_s, compile_steps), updated here."""
 
     def __init__(
         self,
@@ -57,7 +56,7 @@ class Recorder:
         self.model, self.optimizer, self.scaler = model, optimizer, scaler
         self.device, self.precision = device, precision
         self.val, self.vocab_size = val, vocab_size
-        self.loop = loop  # elapsed_s, train_time_s, compile_s, compile_steps: kept in checkpoints
+        self.loop = loop
         self.t_start, self.elapsed_before = t_start, loop["elapsed_s"]
         self.tokens_per_step = tc.batch_size * tc.seq_len
         self.flops_per_token = training_flops_per_token(cfg.model, vocab_size, tc.seq_len)
