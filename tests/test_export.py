@@ -102,10 +102,10 @@ def test_bfloat16_export(tmp_path, corpus, tokenizer_dir):
 
 def test_plain_silu_mlp_is_refused(tmp_path, corpus, tokenizer_dir):
     run_dir = trained(tmp_path, corpus, tokenizer_dir, mlp="silu")
-    with pytest.raises(ConfigError, match=r"no Llama equivalent.*train with mlp: swiglu"):
+    with pytest.raises(ConfigError, match=r"no Hugging Face architecture.*mlp 'silu'.*gated"):
         export_run(run_dir, tmp_path / "hf")
     result = run_cli("export", str(run_dir), str(tmp_path / "hf2"))
-    assert result.returncode == 2 and "no Llama equivalent" in result.stderr
+    assert result.returncode == 2 and "mlp 'silu' (needs a gated MLP" in result.stderr
     assert not (tmp_path / "hf2" / "model.safetensors").exists()
 
 

@@ -1,27 +1,40 @@
 """Hugging Face export: a run directory -> a folder ``transformers`` loads with no custom code.
 
-The weight-name map is one explicit table (``HF_NAMES``); ``{i}`` stands for the block index.
-The folder holds config.json (LlamaConfig), model.safetensors, generation_config.json, the
-tokenizer files and a model card. Only ``mlp: swiglu`` models have a Llama equivalent; a
-plain-SiLU MLP is refused with the reason.
+The model's combination of components decides the architecture (``TARGETS``, first match):
+
+- ``LlamaForCausalLM``: RMSNorm before each branch, a gated MLP (swiglu, geglu), full rotary
+  positions; biases allowed (``attention_bias``, ``mlp_bias``). The default model.
+- ``Qwen3ForCausalLM``: the same with QK-norm (per-head RMSNorm of q and k), no biases.
+- ``GPTNeoXForCausalLM``: LayerNorm before each branch, a plain MLP (gelu, relu2, silu),
+  whole or partial rotary positions, sequential or parallel blocks, multi-head attention
+  (no grouped keys). Its LayerNorms and MLP always have biases: a model without them exports
+  them as zeros, which computes the same function.
+
+A combination none of them computes (post or sandwich norms, NoPE or learned positions, a
+sliding window, soft-capped logits, a registered component, ...) is refused before anything is
+written, with the fields that stand in the way of each architecture. Each architecture's
+weight names are one explicit table (``{i}`` stands for the block index); GPT-NeoX's fused
+``query_key_value`` interleaves q, k and v per head, which ``_neox_qkv`` spells out.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import save_file
 
+from lmablate.config.components import MLPS, NORMS
 from lmablate.config.keys import read_run_config
 from lmablate.config.run import ModelConfig
 from lmablate.errors import ConfigError, LmablateError
 from lmablate.training.checkpoint import load_run
 
-HF_NAMES: dict[str, str] = {
+HF_NAMES: dict[str, str] = {  # LlamaForCausalLM; biases (model.bias) follow their weights
     "embed.weight": "model.embed_tokens.weight",
     "blocks.{i}.attn_norm.weight": "model.layers.{i}.input_layernorm.weight",
     "blocks.{i}.attn.q_proj.weight": "model.layers.{i}.self_attn.q_proj.weight",
@@ -35,39 +48,74 @@ HF_NAMES: dict[str, str] = {
     "norm.weight": "model.norm.weight",
     "lm_head.weight": "lm_head.weight",
 }
+QWEN3_NAMES: dict[str, str] = {
+    **HF_NAMES,
+    "blocks.{i}.attn.q_norm.weight": "model.layers.{i}.self_attn.q_norm.weight",
+    "blocks.{i}.attn.k_norm.weight": "model.layers.{i}.self_attn.k_norm.weight",
+}
+NEOX_NAMES: dict[str, str] = {  # q, k and v go into query_key_value (_neox_qkv)
+    "embed.weight": "gpt_neox.embed_in.weight",
+    "blocks.{i}.attn_norm.weight": "gpt_neox.layers.{i}.input_layernorm.weight",
+    "blocks.{i}.attn.o_proj.weight": "gpt_neox.layers.{i}.attention.dense.weight",
+    "blocks.{i}.mlp_norm.weight": "gpt_neox.layers.{i}.post_attention_layernorm.weight",
+    "blocks.{i}.mlp.up_proj.weight": "gpt_neox.layers.{i}.mlp.dense_h_to_4h.weight",
+    "blocks.{i}.mlp.down_proj.weight": "gpt_neox.layers.{i}.mlp.dense_4h_to_h.weight",
+    "norm.weight": "gpt_neox.final_layer_norm.weight",
+    "lm_head.weight": "lm_head.weight",
+}
+# GPT-NeoX layers that always carry a bias (a model without biases exports zeros there)
+NEOX_ALWAYS_BIASED = ("layernorm", "final_layer_norm", "dense_h_to_4h", "dense_4h_to_h")
+GATED_ACTIVATIONS = {"swiglu": "silu", "geglu": "gelu"}
+PLAIN_ACTIVATIONS = {"gelu": "gelu", "relu2": "relu2", "silu": "silu"}
 
 
-def check_exportable(cfg: ModelConfig) -> None:
-    if cfg.mlp != "swiglu":
-        raise ConfigError(
-            f"model.mlp is {cfg.mlp!r}: a plain SiLU MLP has no Llama equivalent (Llama's MLP "
-            "is gated: down(silu(gate x) * up x)), so this model cannot be exported exactly; "
-            "train with mlp: swiglu to get a Hugging Face-compatible model"
-        )
+def _common_problems(cfg: ModelConfig) -> list[str]:
+    """What no target computes."""
+    problems = []
+    if cfg.norm_placement != "pre":
+        problems.append(f"norm_placement {cfg.norm_placement!r} (every target normalizes before)")
+    if cfg.positions != "rope":
+        problems.append(f"positions {cfg.positions!r} (every target uses rope)")
+    if cfg.sliding_window is not None:
+        problems.append("sliding_window (no target slides over every layer as configured)")
+    if cfg.logit_softcap is not None:
+        problems.append("logit_softcap (no target caps its logits)")
+    if not MLPS.entries[cfg.mlp].builtin or not NORMS.entries[cfg.norm].builtin:
+        problems.append("a registered (custom) component")
+    return problems
 
 
-def name_pairs(n_layers: int) -> list[tuple[str, str]]:
-    """(lmablate name, Hugging Face name) for every weight of an ``n_layers`` model."""
-    pairs = []
-    for ours, theirs in HF_NAMES.items():
-        if "{i}" in ours:
-            pairs += [(ours.format(i=i), theirs.format(i=i)) for i in range(n_layers)]
-        else:
-            pairs.append((ours, theirs))
-    return pairs
+def _llama_problems(cfg: ModelConfig) -> list[str]:
+    problems = []
+    if cfg.norm != "rmsnorm":
+        problems.append(f"norm {cfg.norm!r} (needs rmsnorm)")
+    if cfg.mlp not in GATED_ACTIVATIONS:
+        problems.append(f"mlp {cfg.mlp!r} (needs a gated MLP: swiglu or geglu)")
+    if cfg.rotary_fraction != 1.0:
+        problems.append(f"rotary_fraction {cfg.rotary_fraction} (needs 1.0)")
+    if cfg.parallel_block:
+        problems.append("parallel_block (needs sequential blocks)")
+    return problems
 
 
-def to_hf_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """lmablate ``state_dict`` -> ``LlamaForCausalLM`` ``state_dict`` (same tensors)."""
-    check_exportable(cfg)
-    return {theirs: state[ours] for ours, theirs in name_pairs(cfg.n_layers)}
+def _qwen3_problems(cfg: ModelConfig) -> list[str]:
+    return _llama_problems(cfg) + (["bias (Qwen3's MLP has none)"] if cfg.bias else [])
 
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+def _neox_problems(cfg: ModelConfig) -> list[str]:
+    problems = []
+    if cfg.norm != "layernorm":
+        problems.append(f"norm {cfg.norm!r} (needs layernorm)")
+    if cfg.mlp not in PLAIN_ACTIVATIONS:
+        problems.append(f"mlp {cfg.mlp!r} (needs a plain MLP: gelu, relu2 or silu)")
+    if cfg.qk_norm:
+        problems.append("qk_norm (GPT-NeoX has none)")
+    if cfg.kv_heads != cfg.n_heads:
+        problems.append(f"n_kv_heads {cfg.kv_heads} (GPT-NeoX has one key/value head per head)")
+    return problems
 
 
-def llama_config(cfg: ModelConfig, vocab_size: int, context: int, eos_id: int) -> dict[str, Any]:
-    """The LlamaConfig fields that make ``LlamaForCausalLM`` compute exactly this model."""
+def _llama_config(cfg: ModelConfig, vocab_size: int, context: int, eos_id: int) -> dict[str, Any]:
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -78,45 +126,177 @@ def llama_config(cfg: ModelConfig, vocab_size: int, context: int, eos_id: int) -
         "num_attention_heads": cfg.n_heads,
         "num_key_value_heads": cfg.kv_heads,
         "head_dim": cfg.head_dim,
-        "hidden_act": "silu",
+        "hidden_act": GATED_ACTIVATIONS.get(cfg.mlp, "silu"),
         "max_position_embeddings": context,
         "rms_norm_eps": cfg.norm_eps,
         "rope_theta": cfg.rope_theta,
         "tie_word_embeddings": cfg.tie_embeddings,
-        "attention_bias": False,
-        "mlp_bias": False,
+        "attention_bias": cfg.bias,
+        "mlp_bias": cfg.bias,
         "bos_token_id": eos_id,
         "eos_token_id": eos_id,
         "initializer_range": cfg.init_std,
     }
 
 
+def _qwen3_config(cfg: ModelConfig, vocab_size: int, context: int, eos_id: int) -> dict[str, Any]:
+    fields = _llama_config(cfg, vocab_size, context, eos_id)
+    del fields["mlp_bias"]
+    return {
+        **fields,
+        "architectures": ["Qwen3ForCausalLM"],
+        "model_type": "qwen3",
+        "use_sliding_window": False,
+    }
+
+
+def _neox_config(cfg: ModelConfig, vocab_size: int, context: int, eos_id: int) -> dict[str, Any]:
+    return {
+        "architectures": ["GPTNeoXForCausalLM"],
+        "model_type": "gpt_neox",
+        "vocab_size": vocab_size,
+        "hidden_size": cfg.d_model,
+        "intermediate_size": cfg.d_ff,
+        "num_hidden_layers": cfg.n_layers,
+        "num_attention_heads": cfg.n_heads,
+        "hidden_act": PLAIN_ACTIVATIONS.get(cfg.mlp, "gelu"),
+        "rotary_pct": cfg.rotary_fraction,
+        "rotary_emb_base": cfg.rope_theta,
+        "max_position_embeddings": context,
+        "layer_norm_eps": cfg.norm_eps,
+        "use_parallel_residual": cfg.parallel_block,
+        "tie_word_embeddings": cfg.tie_embeddings,
+        "attention_bias": cfg.bias,
+        "hidden_dropout": 0.0,
+        "attention_dropout": 0.0,
+        "bos_token_id": eos_id,
+        "eos_token_id": eos_id,
+        "initializer_range": cfg.init_std,
+    }
+
+
+@dataclass(frozen=True)
+class Target:
+    architecture: str
+    names: dict[str, str]
+    problems: Callable[[ModelConfig], list[str]]
+    config: Callable[[ModelConfig, int, int, int], dict[str, Any]]
+
+
+TARGETS = (  # the first whose problems are none is the one exported
+    Target("LlamaForCausalLM", HF_NAMES, _llama_problems, _llama_config),
+    Target("Qwen3ForCausalLM", QWEN3_NAMES, _qwen3_problems, _qwen3_config),
+    Target("GPTNeoXForCausalLM", NEOX_NAMES, _neox_problems, _neox_config),
+)
+
+
+def export_target(cfg: ModelConfig) -> Target:
+    """The Hugging Face architecture that computes this model, or a ConfigError naming the
+    fields that stand in the way of each."""
+    common = _common_problems(cfg)
+    candidates = [t for t in TARGETS if (t.architecture == "Qwen3ForCausalLM") == cfg.qk_norm]
+    for target in candidates:
+        if not common and not target.problems(cfg):
+            return target
+    reasons = "; ".join(
+        f"{target.architecture} needs other values of: {', '.join(common + target.problems(cfg))}"
+        for target in candidates
+    )
+    raise ConfigError(f"no Hugging Face architecture computes this model exactly ({reasons})")
+
+
+def check_exportable(cfg: ModelConfig) -> None:
+    """Raise a ConfigError if no Hugging Face architecture computes ``cfg``'s model."""
+    export_target(cfg)
+
+
+def name_pairs(n_layers: int, names: dict[str, str] = HF_NAMES) -> list[tuple[str, str]]:
+    """(lmablate name, Hugging Face name) for every weight of an ``n_layers`` model."""
+    pairs = []
+    for ours, theirs in names.items():
+        if "{i}" in ours:
+            pairs += [(ours.format(i=i), theirs.format(i=i)) for i in range(n_layers)]
+        else:
+            pairs.append((ours, theirs))
+    return pairs
+
+
+def _neox_qkv(state: dict[str, torch.Tensor], i: int, cfg: ModelConfig, kind: str) -> torch.Tensor:
+    """GPT-NeoX's query_key_value rows are grouped by head: [q_h, k_h, v_h] for each head h."""
+    parts = [state[f"blocks.{i}.attn.{p}_proj.{kind}"] for p in "qkv"]
+    per_head = [part.reshape(cfg.n_heads, cfg.head_dim, -1) for part in parts]
+    return torch.cat(per_head, dim=1).reshape(3 * cfg.d_model, -1).squeeze(-1)
+
+
+def to_hf_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """lmablate ``state_dict`` -> the export target's ``state_dict`` (the same tensors)."""
+    target = export_target(cfg)
+    out = {}
+    for ours, theirs in name_pairs(cfg.n_layers, target.names):
+        out[theirs] = state[ours]
+        our_bias, their_bias = ours[: -len("weight")] + "bias", theirs[: -len("weight")] + "bias"
+        if our_bias in state:
+            out[their_bias] = state[our_bias]
+        elif target.names is NEOX_NAMES and any(n in theirs for n in NEOX_ALWAYS_BIASED):
+            out[their_bias] = torch.zeros(state[ours].shape[0], dtype=state[ours].dtype)
+    if target.names is NEOX_NAMES:
+        if _transformers_major() < 5:  # transformers 4 names GPT-NeoX's head embed_out
+            out["embed_out.weight"] = out.pop("lm_head.weight")
+        for i in range(cfg.n_layers):
+            prefix = f"gpt_neox.layers.{i}.attention.query_key_value"
+            out[f"{prefix}.weight"] = _neox_qkv(state, i, cfg, "weight")
+            if cfg.bias:
+                out[f"{prefix}.bias"] = _neox_qkv(state, i, cfg, "bias")
+    return out
+
+
+def _transformers_major() -> int:
+    import transformers
+
+    return int(transformers.__version__.split(".")[0])
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def hf_config(cfg: ModelConfig, vocab_size: int, context: int, eos_id: int) -> dict[str, Any]:
+    """The config fields that make the export target compute exactly this model."""
+    return export_target(cfg).config(cfg, vocab_size, context, eos_id)
+
+
+def llama_config(cfg: ModelConfig, vocab_size: int, context: int, eos_id: int) -> dict[str, Any]:
+    """The LlamaConfig fields that make ``LlamaForCausalLM`` compute exactly this model."""
+    return _llama_config(cfg, vocab_size, context, eos_id)
+
+
 def export_run(run_dir: str | Path, out_dir: str | Path, dtype: str = "float32") -> Path:
     """Write ``out_dir`` so that ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained``
     load the run's newest valid weights and tokenizer with no custom code."""
-    from transformers import GenerationConfig, LlamaConfig
+    from transformers import AutoConfig, GenerationConfig
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if dtype not in DTYPES:
         raise LmablateError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     cfg = read_run_config(run_dir)
-    check_exportable(cfg.model)
+    target = export_target(cfg.model)
     model, tokenizer, _, step = load_run(run_dir)
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
     out_dir.mkdir(parents=True, exist_ok=True)
     state = to_hf_state_dict(model.state_dict(), cfg.model)
     if cfg.model.tie_embeddings:  # stored once; transformers ties it back on load
-        state.pop("lm_head.weight")
+        state.pop("embed_out.weight" if "embed_out.weight" in state else "lm_head.weight")
     state = {name: t.detach().to(DTYPES[dtype]).contiguous() for name, t in state.items()}
     save_file(state, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
-    fields = llama_config(cfg.model, model.vocab_size, cfg.train.seq_len, tokenizer.eos_id)
-    LlamaConfig(**fields, torch_dtype=dtype).save_pretrained(str(out_dir))
+    fields = target.config(cfg.model, model.vocab_size, cfg.train.seq_len, tokenizer.eos_id)
+    model_type = fields.pop("model_type")
+    AutoConfig.for_model(model_type, **fields, torch_dtype=dtype).save_pretrained(str(out_dir))
     GenerationConfig(
         bos_token_id=tokenizer.eos_id, eos_token_id=tokenizer.eos_id, pad_token_id=tokenizer.eos_id
     ).save_pretrained(str(out_dir))
     tokenizer.save(out_dir)
-    (out_dir / "README.md").write_text(model_card(run_dir, cfg, summary, step, model, dtype))
+    card = model_card(run_dir, cfg, summary, step, model, dtype, target.architecture)
+    (out_dir / "README.md").write_text(card)
     return out_dir
 
 
@@ -127,6 +307,7 @@ def model_card(
     step: int,
     model: torch.nn.Module,
     dtype: str,
+    architecture: str = "LlamaForCausalLM",
 ) -> str:
     summary = summary or {}
     study = run_dir.parent.parent.parent / "study.yaml"
@@ -142,17 +323,17 @@ def model_card(
     lines = [
         "---",
         "library_name: transformers",
-        "tags: [lmablate, llama, ablation]",
+        f"tags: [lmablate, {architecture.removesuffix('ForCausalLM').lower()}, ablation]",
         "---",
         "",
         f"# {run_dir.name if not study.is_file() else '/'.join(run_dir.parts[-2:])}",
         "",
-        "A small Llama-architecture causal language model trained by lmablate"
+        f"A small causal language model ({architecture}) trained by lmablate"
         + (f" as part of the study in `{study.parent.name}`." if study.is_file() else "."),
         "",
         "| | |",
         "|---|---|",
-        f"| architecture | LlamaForCausalLM, {cfg.model.n_layers} layers, d_model "
+        f"| architecture | {architecture}, {cfg.model.n_layers} layers, d_model "
         f"{cfg.model.d_model}, {cfg.model.n_heads} heads ({cfg.model.kv_heads} key/value), "
         f"d_ff {cfg.model.d_ff}, {params / 1e6:.2f}M parameters |",
         f"| training data | {source}, {data.num_documents or 'all'} documents, "

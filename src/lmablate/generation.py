@@ -131,16 +131,25 @@ class _DecodeLinear(nn.Module):
     prefill) take ``F.linear``, so the rule depends on the shape alone.
     """
 
-    def __init__(self, weight: torch.Tensor, rows: int) -> None:
+    def __init__(self, weight: torch.Tensor, rows: int, bias: torch.Tensor | None = None) -> None:
         super().__init__()
-        self.weight, self.rows = weight, rows
+        self.weight, self.rows, self.bias = weight, rows, bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
         if flat.shape[0] != self.rows:
-            return F.linear(x, self.weight)
+            return F.linear(x, self.weight, self.bias)
         out = torch.mm(self.weight, flat.T).T
+        if self.bias is not None:
+            out = out + self.bias
         return out.reshape(*x.shape[:-1], out.shape[-1])
+
+
+def _fused(linears: tuple[nn.Linear, ...], rows: int) -> _DecodeLinear:
+    """One product for several linear layers of the same input (weights, biases stacked)."""
+    biases = [linear.bias for linear in linears]
+    bias = None if biases[0] is None else torch.cat(biases)
+    return _DecodeLinear(torch.cat([linear.weight for linear in linears]), rows, bias)
 
 
 def _decode_layout_applies(model: nn.Module, precision: str) -> bool:
@@ -157,17 +166,15 @@ def _decode_layout(model: nn.Module, rows: int, precision: str) -> Iterator[None
     if _decode_layout_applies(model, precision):
         for parent in list(model.modules()):
             if isinstance(parent, Attention):
-                weights = (parent.q_proj.weight, parent.k_proj.weight, parent.v_proj.weight)
                 swapped.append((parent, "qkv_proj", parent.qkv_proj))
-                parent.qkv_proj = _DecodeLinear(torch.cat(weights), rows)
+                parent.qkv_proj = _fused((parent.q_proj, parent.k_proj, parent.v_proj), rows)
             elif isinstance(parent, MLP) and parent.gated:
-                weights = (parent.gate_proj.weight, parent.up_proj.weight)
                 swapped.append((parent, "gate_up_proj", parent.gate_up_proj))
-                parent.gate_up_proj = _DecodeLinear(torch.cat(weights), rows)
+                parent.gate_up_proj = _fused((parent.gate_proj, parent.up_proj), rows)
             for name in ("o_proj", "down_proj", "lm_head"):
                 child = getattr(parent, name, None)
                 if type(child) is nn.Linear:
-                    setattr(parent, name, _DecodeLinear(child.weight, rows))
+                    setattr(parent, name, _DecodeLinear(child.weight, rows, child.bias))
                     swapped.append((parent, name, child))
     try:
         yield

@@ -29,7 +29,16 @@ BUDGETS = {
 }
 FACTORS = {
     "model size": ("d_model", "n_heads", "n_kv_heads", "n_layers", "d_ff", "vocab_size"),
-    "architecture": ("mlp", "rope_theta", "norm_eps", "tie_embeddings", "init_std"),
+    # one group per component family: a variant that changes two of them changes two factors
+    "normalization": ("norm", "norm_placement", "qk_norm", "norm_eps"),
+    "MLP": ("mlp",),
+    "positions": ("positions", "rotary_fraction", "rope_theta", "max_positions"),
+    "attention window": ("sliding_window", "global_every"),
+    "output": ("logit_softcap", "tie_embeddings"),
+    "biases": ("bias",),
+    "block layout": ("parallel_block",),
+    "dropout": ("dropout", "attention_dropout"),
+    "initialization": ("init", "init_std"),
     "batch size": ("batch_size", "grad_accum_steps"),
     "learning-rate schedule": ("learning_rate", "min_lr_ratio", "warmup_steps"),
     "training length": ("max_steps",),

@@ -17,8 +17,11 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationInfo,
+    field_validator,
     model_validator,
 )
+
+from lmablate.config.components import MLPS, NORMS
 
 # Integers are strict (a YAML 3.5 or "12" for a layer count is a mistake, not a conversion);
 # floats stay lax because PyYAML reads ``1e-4`` (no dot) as a string.
@@ -44,13 +47,14 @@ class ModelConfig(_Section):
     )
     n_layers: PosInt = Field(12, description="Transformer blocks.")
     d_ff: PosInt = Field(1536, description="Hidden width of the MLP.")
-    mlp: Literal["swiglu", "silu"] = Field(
+    mlp: str = Field(
         "swiglu",
-        description="MLP form. swiglu: down(silu(gate x) * up x), as in Llama. "
-        "silu: down(silu(up x)), a plain two-matrix MLP (no Llama equivalent).",
+        description="MLP form, a name in the MLP registry (or one registered from Python): "
+        + MLPS.reference()
+        + ".",
     )
     rope_theta: PosFloat = Field(10000.0, description="Base of the rotary position frequencies.")
-    norm_eps: PosFloat = Field(1.0e-5, description="Epsilon inside RMSNorm.")
+    norm_eps: PosFloat = Field(1.0e-5, description="Epsilon inside the norms.")
     tie_embeddings: bool = Field(
         True, description="Share the token embedding matrix with the output (LM head) layer."
     )
@@ -60,6 +64,73 @@ class ModelConfig(_Section):
         "multiple of 64. A tokenizer larger than this is an error.",
     )
     init_std: PosFloat = Field(0.02, description="Std of the normal init of every weight matrix.")
+    init: Literal["normal", "depth_scaled", "zero_out"] = Field(
+        "normal",
+        description="Init of the output projections (attention o_proj, MLP down_proj). normal: "
+        "N(0, init_std) like every matrix. depth_scaled: N(0, init_std / sqrt(2 n_layers)) "
+        "(GPT-2). zero_out: zeros, so every block starts as the identity.",
+    )
+    norm: str = Field(
+        "rmsnorm",
+        description="Normalization, a name in the norm registry: " + NORMS.reference() + ".",
+    )
+    norm_placement: Literal["pre", "post", "sandwich"] = Field(
+        "pre",
+        description="Where a block normalizes. pre: x + f(norm(x)) (GPT-2, Llama). post: "
+        "x + norm(f(x)), the branch output normalized (OLMo 2's reordered norm). sandwich: "
+        "x + norm(f(norm(x))) (Gemma 2, OLMo-core peri-norm). A final norm precedes the head.",
+    )
+    qk_norm: bool = Field(
+        False,
+        description="RMSNorm of each head's queries and keys (learned gain over head_dim) before "
+        "the rotation (Qwen3; Wortsman et al. 2023).",
+    )
+    positions: Literal["rope", "nope", "learned"] = Field(
+        "rope",
+        description="Position information. rope: rotary embeddings (Su et al. 2021). nope: none; "
+        "causal masking alone (Kazemnejad et al. 2023). learned: a learned absolute embedding "
+        "added to the tokens (GPT-2), max_positions rows.",
+    )
+    rotary_fraction: Annotated[float, Field(gt=0, le=1)] = Field(
+        1.0,
+        description="Share of each head's dimensions that rope rotates (the first ones; GPT-NeoX "
+        "rotary_pct). The rotated count must be even.",
+    )
+    max_positions: PosInt = Field(
+        2048,
+        description="Rows of the learned position table (positions: learned); at least "
+        "train.seq_len. Unused otherwise.",
+    )
+    sliding_window: PosInt | None = Field(
+        None,
+        description="Attend to the last W tokens only (Mistral, Gemma 2). null: full causal "
+        "attention.",
+    )
+    global_every: PosInt | None = Field(
+        None,
+        description="With sliding_window: every k-th layer (layers k, 2k, ... counting from 1) "
+        "keeps full attention (Gemma 2: 2; nanochat's SSSL pattern: 4). null: every layer slides.",
+    )
+    logit_softcap: PosFloat | None = Field(
+        None,
+        description="Soft-cap the output logits at c: c * tanh(z / c) (Gemma 2, modded-nanogpt). "
+        "null: off.",
+    )
+    bias: bool = Field(
+        False,
+        description="Biases in every linear layer (q, k, v, o and the MLP) and in layernorm.",
+    )
+    parallel_block: bool = Field(
+        False,
+        description="x + attn(norm1(x)) + mlp(norm2(x)) from the same input (GPT-J, PaLM, "
+        "GPT-NeoX); needs norm_placement: pre.",
+    )
+    dropout: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.0, description="Dropout on each residual branch's output while training."
+    )
+    attention_dropout: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.0, description="Dropout on the attention probabilities while training."
+    )
 
     @property
     def kv_heads(self) -> int:
@@ -82,14 +153,52 @@ class ModelConfig(_Section):
                 f"model.n_heads ({self.n_heads}) must be divisible by model.n_kv_heads "
                 f"({self.n_kv_heads}); valid n_kv_heads: {_divisors(self.n_heads)}"
             )
-        if self.head_dim % 2:
+        if self.positions == "rope" and self.rotary_dims % 2:
             raise ValueError(
-                f"head dimension d_model / n_heads = {self.d_model} / {self.n_heads} = "
-                f"{self.head_dim} is odd; rotary embeddings rotate pairs of dimensions, so it "
-                f"must be even; valid n_heads for this d_model: "
+                f"rotary dimensions rotary_fraction x head_dim = {self.rotary_fraction} x "
+                f"{self.head_dim} = {self.rotary_dims} is odd; rotary embeddings rotate pairs "
+                "of dimensions, so it must be even; valid n_heads for this d_model: "
                 f"{_divisors(self.d_model, even_quotient=True)}"
+                + ("" if self.rotary_fraction == 1 else ", or another rotary_fraction")
+            )
+        if self.positions != "rope" and self.rotary_fraction != 1.0:
+            raise ValueError(
+                f"model.rotary_fraction ({self.rotary_fraction}) needs positions: rope "
+                f"(positions is {self.positions!r})"
+            )
+        if self.global_every is not None and self.sliding_window is None:
+            raise ValueError("model.global_every needs model.sliding_window (the window size)")
+        if self.parallel_block and self.norm_placement != "pre":
+            raise ValueError(
+                f"model.parallel_block needs norm_placement: pre (got "
+                f"{self.norm_placement!r}): both branches read the same normalized input"
             )
         return self
+
+    @field_validator("mlp")
+    @classmethod
+    def _registered_mlp(cls, name: str) -> str:
+        return MLPS.check(name)
+
+    @field_validator("norm")
+    @classmethod
+    def _registered_norm(cls, name: str) -> str:
+        return NORMS.check(name)
+
+    @property
+    def rotary_dims(self) -> int:
+        """Dimensions of each head that rope rotates (0 without rope)."""
+        if self.positions != "rope":
+            return 0
+        return int(self.head_dim * self.rotary_fraction)
+
+    def window_of(self, layer: int) -> int | None:
+        """The sliding window of block ``layer`` (0-based), None where attention is global."""
+        if self.sliding_window is None:
+            return None
+        if self.global_every is not None and (layer + 1) % self.global_every == 0:
+            return None
+        return self.sliding_window
 
 
 class TrainConfig(_Section):
@@ -249,6 +358,16 @@ class RunConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     data: DataConfig = Field(default_factory=DataConfig)
+
+    @model_validator(mode="after")
+    def _check_positions(self) -> RunConfig:
+        if self.model.positions == "learned" and self.model.max_positions < self.train.seq_len:
+            raise ValueError(
+                f"model.max_positions ({self.model.max_positions}) is shorter than "
+                f"train.seq_len ({self.train.seq_len}): the learned position table needs a row "
+                "for every position of a training sequence"
+            )
+        return self
 
 
 SECTIONS: dict[str, type[_Section]] = {

@@ -1,45 +1,82 @@
-"""Parameter and FLOP counts from the config alone (no model is built; no torch), and the
-size of the embedding for a tokenizer."""
+"""Parameter and FLOP counts from the config alone, and the size of the embedding for a
+tokenizer. Built-in components are counted by formula (no model is built; no torch); a
+component registered from Python is built once on the meta device and its parameters counted."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
+from lmablate.config.components import MLPS, NORMS
 from lmablate.config.run import ModelConfig
 from lmablate.errors import ConfigError
 
+GATED_MLPS = ("swiglu", "geglu")  # gate, up and down matrices; the other built-ins: up, down
+
+
+def _meta_parameters(build: Callable[[], Any]) -> int:
+    """Parameters of a module built on the meta device (no memory, no init)."""
+    import torch
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in build().parameters())
+
+
+def mlp_parameters(cfg: ModelConfig) -> int:
+    d, ff, bias = cfg.d_model, cfg.d_ff, int(cfg.bias)
+    if not MLPS.entries[cfg.mlp].builtin:
+        return _meta_parameters(lambda: MLPS.builder(cfg.mlp)(cfg))
+    if cfg.mlp in GATED_MLPS:
+        return 3 * d * ff + bias * (2 * ff + d)
+    return 2 * d * ff + bias * (ff + d)
+
+
+def norm_parameters(cfg: ModelConfig, dim: int) -> int:
+    if not NORMS.entries[cfg.norm].builtin:
+        return _meta_parameters(lambda: NORMS.builder(cfg.norm)(dim, cfg))
+    with_bias = cfg.norm == "layernorm" and cfg.bias
+    return dim * (2 if with_bias else 1)
+
 
 def count_parameters(cfg: ModelConfig, vocab_size: int) -> dict[str, int]:
-    """Parameter counts from the config alone (a test checks them against a built model).
+    """Parameter counts from the config alone (a test checks them against built models).
 
-    ``non_embedding`` excludes the token embedding and the LM head, as in Kaplan et al. (2020)
-    "Scaling Laws for Neural Language Models"; ``total`` counts a tied matrix once.
+    ``non_embedding`` excludes the token embedding, a learned position table and the LM head,
+    as in Kaplan et al. (2020) "Scaling Laws for Neural Language Models"; ``total`` counts a
+    tied matrix once.
     """
-    d, kv_dim = cfg.d_model, cfg.kv_heads * cfg.head_dim
+    d, kv_dim, bias = cfg.d_model, cfg.kv_heads * cfg.head_dim, int(cfg.bias)
     attention = 2 * d * d + 2 * d * kv_dim  # q, o: d x d; k, v: d x kv_dim
-    mlp = (3 if cfg.mlp == "swiglu" else 2) * d * cfg.d_ff
-    per_block = attention + mlp + 2 * d  # two RMSNorm weights
-    non_embedding = cfg.n_layers * per_block + d  # + final norm
+    attention += bias * (2 * d + 2 * kv_dim)
+    attention += 2 * cfg.head_dim if cfg.qk_norm else 0  # one gain per head dimension, q and k
+    norms_per_block = 4 if cfg.norm_placement == "sandwich" else 2
+    per_block = attention + mlp_parameters(cfg) + norms_per_block * norm_parameters(cfg, d)
+    non_embedding = cfg.n_layers * per_block + norm_parameters(cfg, d)  # + final norm
     embedding = vocab_size * d
+    positions = cfg.max_positions * d if cfg.positions == "learned" else 0
     head = 0 if cfg.tie_embeddings else vocab_size * d
     return {
-        "total": non_embedding + embedding + head,
+        "total": non_embedding + embedding + positions + head,
         "non_embedding": non_embedding,
-        "embedding": embedding,
+        "embedding": embedding + positions,
     }
 
 
 def training_flops_per_token(cfg: ModelConfig, vocab_size: int, seq_len: int) -> int:
-    """Training FLOPs per token: 6N + 12·L·d·T (Chowdhery et al. 2022, PaLM, appendix B).
+    """Training FLOPs per token: 6N + 12·d·Σ_layers T_l (Chowdhery et al. 2022, PaLM, app. B).
 
     N counts every weight used in a matrix multiply: the non-embedding weights plus the LM head
-    (the embedding lookup itself is free). 6N is forward (2N) plus backward (4N); 12·L·d·T is
-    the attention score and value products (QKᵀ and AV, 2·T·d each per layer forward, times 3
-    for training), counted over the full T×T square as is customary although causal masking
-    skips half of it.
+    (the embedding lookups themselves are free). 6N is forward (2N) plus backward (4N);
+    12·d·T_l is one layer's attention score and value products (QKᵀ and AV, 2·T·d each
+    forward, times 3 for training), counted over the full T×T square as is customary although
+    causal masking skips half of it. T_l is the context a layer's queries see: seq_len, or the
+    sliding window where it is shorter.
     """
     matmul_params = count_parameters(cfg, vocab_size)["non_embedding"] + vocab_size * cfg.d_model
-    return 6 * matmul_params + 12 * cfg.n_layers * cfg.d_model * seq_len
+    windows = [cfg.window_of(layer) for layer in range(cfg.n_layers)]
+    attended = sum(seq_len if window is None else min(seq_len, window) for window in windows)
+    return 6 * matmul_params + 12 * cfg.d_model * attended
 
 
 def padded_vocab_size(tokenizer_vocab: int, multiple: int = 64) -> int:

@@ -1,7 +1,8 @@
-"""Normalization layers.
+"""Normalization layers, built by name from the norm registry (``config/components.py``).
 
 RMSNorm (Zhang & Sennrich 2019) computed in float32 and cast back before the weight multiply,
-as Llama does: in bf16 the mean of squares underflows.
+as Llama does: in bf16 the mean of squares underflows. LayerNorm (Ba et al. 2016) is
+``torch.nn.LayerNorm`` (float32 under autocast), with a bias only when ``model.bias`` is on.
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from lmablate.config.components import NORMS
+from lmablate.config.run import ModelConfig
 
 
 class RMSNorm(nn.Module):
@@ -24,3 +28,16 @@ class RMSNorm(nn.Module):
         x32 = x.float()
         normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * normed.to(x.dtype)
+
+
+def rmsnorm(dim: int, cfg: ModelConfig) -> nn.Module:
+    return RMSNorm(dim, cfg.norm_eps)
+
+
+def layernorm(dim: int, cfg: ModelConfig) -> nn.Module:
+    return nn.LayerNorm(dim, eps=cfg.norm_eps, bias=cfg.bias)
+
+
+def build_norm(dim: int, cfg: ModelConfig) -> nn.Module:
+    """The norm ``cfg.norm`` names, over the last ``dim`` features."""
+    return NORMS.builder(cfg.norm)(dim, cfg)

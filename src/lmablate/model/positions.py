@@ -1,8 +1,11 @@
-"""Rotary position embeddings (Su et al. 2021, "RoFormer").
+"""Positions: rotary embeddings (Su et al. 2021, "RoFormer"), whole or partial.
 
 The "rotate-half" layout of the Hugging Face Llama implementation: the first and second halves
-of each head are the rotated pairs, not interleaved even/odd dimensions, so exported weights
-need no permutation.
+of the rotated dimensions are the rotated pairs, not interleaved even/odd dimensions, so
+exported weights need no permutation. Partial rotary (GPT-NeoX ``rotary_pct``) rotates the
+first ``rotary_dims`` dimensions of each head, with frequencies over those dimensions alone, and
+passes the rest through. ``positions: learned`` (an embedding table) lives in the LM, and
+``nope`` is the absence of both.
 """
 
 from __future__ import annotations
@@ -29,3 +32,11 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
+
+
+def apply_partial_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the first ``cos.shape[-1]`` dimensions of each head, pass the rest through."""
+    dims = cos.shape[-1]
+    if dims == x.shape[-1]:
+        return apply_rope(x, cos, sin)
+    return torch.cat((apply_rope(x[..., :dims], cos, sin), x[..., dims:]), dim=-1)

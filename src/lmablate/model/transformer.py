@@ -1,9 +1,13 @@
-"""The language model: a decoder-only transformer, Llama-compatible by construction.
+"""The language model: a decoder-only transformer, Llama-compatible by default.
 
-Token embedding -> ``n_layers`` pre-norm blocks -> final RMSNorm -> LM head (tied to the
-embedding by default). Each block is ``x = x + attn(attn_norm(x)); x = x + mlp(mlp_norm(x))``.
+Token embedding (+ a learned position embedding with ``positions: learned``) -> ``n_layers``
+blocks -> final norm -> LM head (tied to the embedding by default; logits soft-capped with
+``logit_softcap``). A block with the default pre-norm placement is
+``x = x + attn(attn_norm(x)); x = x + mlp(mlp_norm(x))``; ``norm_placement`` moves the norms
+(post: onto each branch's output; sandwich: both), ``parallel_block`` sums both branches of the
+same input, and ``dropout`` drops each branch's output while training.
 
-Choices that keep it interchangeable with ``transformers.LlamaForCausalLM`` (a test checks logit
+The defaults keep it interchangeable with ``transformers.LlamaForCausalLM`` (a test checks logit
 parity on a tiny config), each in its component's file:
 - RMSNorm computed in float32 and cast back before the weight multiply, as Llama does
   (``norms.py``).
@@ -12,39 +16,52 @@ parity on a tiny config), each in its component's file:
   ``positions.py``).
 - Separate q/k/v/o projections with no biases; grouped-query attention via ``n_kv_heads``
   (``attention.py``).
+Other choices export to the Hugging Face architecture that computes them (``export.py``).
 
-Deliberate additions beyond Llama: ``mlp: silu``, a plain two-matrix MLP down(silu(up x)), the
-form the reference study used; it has no Llama equivalent.
+Initialization: N(0, init_std) for every weight matrix and embedding, zeros for biases, ones for
+norm gains; ``init`` rescales (GPT-2's 1/sqrt(2 n_layers)) or zeroes the output projections.
+Modules are built in a fixed order, so a seed gives the same default model as it always did.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from lmablate.config.run import ModelConfig
+from lmablate.errors import LmablateError
 from lmablate.model.attention import Attention
 from lmablate.model.loss import head_cross_entropy
-from lmablate.model.mlp import MLP
-from lmablate.model.norms import RMSNorm
+from lmablate.model.mlp import build_mlp
+from lmablate.model.norms import RMSNorm, build_norm
 from lmablate.model.positions import rope_cos_sin
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, window: int | None = None) -> None:
         super().__init__()
-        self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.attn = Attention(cfg)
-        self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.mlp = MLP(cfg)
+        before = cfg.norm_placement in ("pre", "sandwich")
+        after = cfg.norm_placement in ("post", "sandwich")
+        self.parallel = cfg.parallel_block
+        self.attn_norm = build_norm(cfg.d_model, cfg) if before else nn.Identity()
+        self.attn = Attention(cfg, window)
+        self.mlp_norm = build_norm(cfg.d_model, cfg) if before else nn.Identity()
+        self.mlp = build_mlp(cfg)
+        self.attn_out_norm = build_norm(cfg.d_model, cfg) if after else nn.Identity()
+        self.mlp_out_norm = build_norm(cfg.d_model, cfg) if after else nn.Identity()
+        self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, **attn
+        self, x: torch.Tensor, cos: torch.Tensor | None, sin: torch.Tensor | None, **attn
     ) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), cos, sin, **attn)
-        return x + self.mlp(self.mlp_norm(x))
+        if self.parallel:  # both branches read the same input
+            branch = self.drop(self.attn(self.attn_norm(x), cos, sin, **attn))
+            return x + branch + self.drop(self.mlp(self.mlp_norm(x)))
+        x = x + self.drop(self.attn_out_norm(self.attn(self.attn_norm(x), cos, sin, **attn)))
+        return x + self.drop(self.mlp_out_norm(self.mlp(self.mlp_norm(x))))
 
 
 class LM(nn.Module):
@@ -54,20 +71,39 @@ class LM(nn.Module):
         super().__init__()
         self.cfg, self.vocab_size = cfg, vocab_size
         self.embed = nn.Embedding(vocab_size, cfg.d_model)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
-        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.blocks = nn.ModuleList(Block(cfg, cfg.window_of(i)) for i in range(cfg.n_layers))
+        self.norm = build_norm(cfg.d_model, cfg)
         self.lm_head = nn.Linear(cfg.d_model, vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.weight
+        self.pos_embed = (
+            nn.Embedding(cfg.max_positions, cfg.d_model) if cfg.positions == "learned" else None
+        )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """N(0, init_std) for every weight matrix, ones for norms; seed torch first to fix it."""
+        """N(0, init_std) for every weight matrix, zeros for biases, ones for norm gains; then
+        ``init`` for the output projections. Seed torch first to fix it."""
         for module in self.modules():
             if isinstance(module, nn.Linear | nn.Embedding):
                 nn.init.normal_(module.weight, mean=0.0, std=self.cfg.init_std)
-            elif isinstance(module, RMSNorm):
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, RMSNorm | nn.LayerNorm):
                 nn.init.ones_(module.weight)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
+        if self.cfg.init == "normal":
+            return
+        std = self.cfg.init_std / math.sqrt(2 * self.cfg.n_layers)
+        for block in self.blocks:
+            for projection in (block.attn.o_proj, getattr(block.mlp, "down_proj", None)):
+                if projection is None:
+                    continue
+                if self.cfg.init == "depth_scaled":
+                    nn.init.normal_(projection.weight, mean=0.0, std=std)
+                else:
+                    nn.init.zeros_(projection.weight)
 
     def forward(
         self,
@@ -83,8 +119,16 @@ class LM(nn.Module):
         attention ``mask`` (B, 1, T, keys)."""
         hidden = self.hidden_states(input_ids, positions, cache, mask)
         if targets is not None:
-            return head_cross_entropy(hidden, self.lm_head.weight, targets)
-        return self.lm_head(hidden)
+            return head_cross_entropy(
+                hidden, self.lm_head.weight, targets, softcap=self.cfg.logit_softcap
+            )
+        return self.logits(hidden)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The LM head on final hidden states, soft-capped with ``logit_softcap``."""
+        logits = self.lm_head(hidden)
+        cap = self.cfg.logit_softcap
+        return logits if cap is None else cap * torch.tanh(logits / cap)
 
     def hidden_states(
         self,
@@ -96,8 +140,17 @@ class LM(nn.Module):
         """The final normalized hidden states (B, T, d_model): the LM head's input."""
         if positions is None:
             positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        cos, sin = rope_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta)
+        elif self.pos_embed is not None and int(positions.max()) >= self.cfg.max_positions:
+            raise LmablateError(
+                f"position {int(positions.max())} is beyond the learned position table "
+                f"(model.max_positions = {self.cfg.max_positions}); generate fewer tokens"
+            )
+        cos = sin = None
+        if self.cfg.positions == "rope":
+            cos, sin = rope_cos_sin(positions, self.cfg.rotary_dims, self.cfg.rope_theta)
         x = self.embed(input_ids)  # (B, T, d_model)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed(positions)  # (T, d_model) or (B, T, d_model)
         for i, block in enumerate(self.blocks):
             if cache is None:
                 x = block(x, cos, sin, mask=mask)

@@ -60,7 +60,7 @@ def evaluate(
         targets = val.targets[start : start + windows].to(device, non_blocking=True).flatten()
         with autocast(device, precision):
             hidden = model.hidden_states(inputs).flatten(0, 1)  # (windows * T, d)
-            sums += target_sums(hidden, targets, lambda h: model.lm_head(h).float(), rows)
+            sums += target_sums(hidden, targets, lambda h: model.logits(h).float(), rows)
     model.train(was_training)
     nll, correct, top5, confidence, entropy = (sums / val.n_targets).tolist()
     total_nats = float(sums[0])
