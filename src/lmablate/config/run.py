@@ -153,11 +153,11 @@ class ModelConfig(_Section):
                 f"model.n_heads ({self.n_heads}) must be divisible by model.n_kv_heads "
                 f"({self.n_kv_heads}); valid n_kv_heads: {_divisors(self.n_heads)}"
             )
-        if self.positions == "rope" and self.rotary_dims % 2:
+        if self.positions == "rope" and (self.rotary_dims % 2 or self.rotary_dims < 2):
             raise ValueError(
-                f"rotary dimensions rotary_fraction x head_dim = {self.rotary_fraction} x "
-                f"{self.head_dim} = {self.rotary_dims} is odd; rotary embeddings rotate pairs "
-                "of dimensions, so it must be even; valid n_heads for this d_model: "
+                f"rotary dimensions int(rotary_fraction x head_dim) = int({self.rotary_fraction} "
+                f"x {self.head_dim}) = {self.rotary_dims} is odd or zero; rotary embeddings "
+                "rotate pairs of dimensions, so it must be even; valid n_heads for this d_model: "
                 f"{_divisors(self.d_model, even_quotient=True)}"
                 + ("" if self.rotary_fraction == 1 else ", or another rotary_fraction")
             )
