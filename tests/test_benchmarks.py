@@ -41,3 +41,17 @@ def test_benchmark_prints_its_ratio(script, args, ratio_line, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert ratio_line in result.stdout
     assert "x (target" in result.stdout
+
+
+def test_component_benchmark_prints_each_choice_relative_to_the_default(tmp_path):
+    args = ["--small", "--rounds", "1", "--only", "qk_norm", "mlp relu2"]
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_components.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line for line in result.stdout.splitlines() if line.endswith("x")]
+    assert [row.split("  ")[0] for row in rows] == ["qk_norm", "mlp relu2"]

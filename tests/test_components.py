@@ -3,7 +3,9 @@ export, confounds, resume) for random combinations of them."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -392,3 +394,24 @@ def test_resume_is_bit_identical_for_other_components(tmp_path, corpus, tokenize
     assert whole.keys() == split.keys()
     for name, tensor in whole.items():
         assert torch.equal(tensor, split[name]), name
+
+
+def test_the_readme_custom_component_example_runs(tmp_path, monkeypatch, capsys):
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    block = readme.split("<!-- custom-mlp:start -->\n```python\n")[1].split("```")[0]
+    assert 'lmablate.model.register("mlp", "squared_gelu"' in block
+    monkeypatch.chdir(root)
+    out = tmp_path / "custom_mlp"
+    namespace: dict = {}
+    exec(
+        compile(block.replace('"results/custom_mlp"', repr(str(out))), "README", "exec"), namespace
+    )
+    assert namespace["outcome"].statuses == {
+        "runs/baseline/seed-0": "complete",
+        "runs/squared_gelu/seed-0": "complete",
+    }
+    config = json.loads((out / "runs/squared_gelu/seed-0/config.json").read_text())
+    assert config["model"]["mlp"] == "squared_gelu"
+    report = (out / "report" / "research_report.md").read_text()
+    assert "squared_gelu" in report
