@@ -36,7 +36,7 @@ class _Section(BaseModel):
 
 
 class ModelConfig(_Section):
-    """Decoder-only transformer, Llama-compatible by construction."""
+    """Decoder-only transformer, Llama-compatible by default; every component is a field."""
 
     d_model: PosInt = Field(384, description="Width of the residual stream.")
     n_heads: PosInt = Field(6, description="Attention (query) heads; must divide d_model.")

@@ -249,20 +249,64 @@ def _dataset_name(data: dict[str, Any]) -> str:
     return f"local: {data['path']}"
 
 
+MLP_NAMES = {
+    "swiglu": "SwiGLU (gated SiLU)",
+    "geglu": "GeGLU (gated GELU)",
+    "silu": "SiLU (Swish)",
+    "gelu": "GELU",
+    "relu2": "ReLU² (squared ReLU)",
+}
+NORM_NAMES = {"rmsnorm": "RMSNorm", "layernorm": "LayerNorm"}
+
+
 def _architecture(model: dict[str, Any]) -> dict[str, Any]:
+    """The baseline's architecture in words (a run config from before a field existed has that
+    field's default)."""
     kv = model.get("n_kv_heads") or model["n_heads"]
     attention = (
         "Multi-head attention"
         if kv == model["n_heads"]
         else f"Grouped-query attention ({kv} key/value heads)"
     )
+    positions = model.get("positions", "rope")
+    fraction = model.get("rotary_fraction", 1.0)
+    encoding = {
+        "rope": f"Rotary Position Embedding (RoPE, theta {model['rope_theta']}"
+        + (f", {fraction:.0%} of each head's dimensions)" if fraction != 1.0 else ")"),
+        "nope": "None (NoPE: causal masking alone)",
+        "learned": f"Learned absolute ({model.get('max_positions')} positions)",
+    }[positions]
+    attention += {"rope": " with RoPE", "nope": " without positional encoding"}.get(
+        positions, " (learned absolute positions)"
+    )
+    if model.get("sliding_window"):
+        every = model.get("global_every")
+        attention += f", {model['sliding_window']}-token sliding window" + (
+            f" (one layer in {every} global)" if every else ""
+        )
+    if model.get("qk_norm"):
+        attention += ", QK-norm"
+    placement = model.get("norm_placement", "pre")
+    norm = model.get("norm", "rmsnorm")
+    llama_like = placement == "pre" and norm == "rmsnorm" and not model.get("parallel_block")
+    layout = f"{placement}-norm" + (
+        ", parallel attention and MLP" if model.get("parallel_block") else ""
+    )
     return {
-        "type": "Autoregressive Transformer (decoder-only, pre-norm, Llama-style)",
-        "attention_mechanism": f"{attention} with RoPE",
-        "activation": "SwiGLU (gated SiLU)" if model["mlp"] == "swiglu" else "SiLU (Swish)",
-        "normalization": "RMSNorm",
-        "positional_encoding": f"Rotary Position Embedding (RoPE, theta {model['rope_theta']})",
+        "type": f"Autoregressive Transformer (decoder-only, {layout}"
+        + (", Llama-style)" if llama_like else ")"),
+        "attention_mechanism": attention,
+        "activation": MLP_NAMES.get(model["mlp"], f"{model['mlp']} (registered)"),
+        "normalization": NORM_NAMES.get(norm, f"{norm} (registered)"),
+        "positional_encoding": encoding,
         "tied_embeddings": model["tie_embeddings"],
+        "logit_softcap": model.get("logit_softcap"),
+        "biases": model.get("bias", False),
+        "dropout": {
+            "residual": model.get("dropout", 0.0),
+            "attention": model.get("attention_dropout", 0.0),
+        },
+        "initialization": f"{model.get('init', 'normal')} (std {model.get('init_std')})",
     }
 
 
