@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ from lmablate.model.attention import Attention
 from lmablate.model.counts import count_parameters, training_flops_per_token
 from lmablate.model.mlp import build_mlp
 from lmablate.model.norms import build_norm
-from lmablate.model.positions import apply_rope, rope_cos_sin
+from lmablate.model.positions import Positions, apply_rope, rope_cos_sin
 from lmablate.model.transformer import LM
 from lmablate.training.loop import train
 from lmablate.training.metrics import read_jsonl
@@ -344,7 +345,7 @@ def test_a_registered_mlp_is_a_config_value_built_and_counted():
     with pytest.raises(ConfigError, match="built in"):
         register("mlp", "swiglu", HalfSwish, "shadowing a built-in")
     with pytest.raises(ConfigError, match="no component family"):
-        register("attention", "mine", HalfSwish, "")
+        register("block", "mine", HalfSwish, "")
     with pytest.raises(ConfigError, match=r"a registered \(custom\) component"):
         export_target(cfg)
 
@@ -415,3 +416,48 @@ def test_the_readme_custom_component_example_runs(tmp_path, monkeypatch, capsys)
     assert config["model"]["mlp"] == "squared_gelu"
     report = (out / "report" / "research_report.md").read_text()
     assert "squared_gelu" in report
+
+
+class Sinusoidal(Positions):
+    """Fixed sinusoidal positions added to the tokens (Vaswani et al. 2017): no parameters."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.d_model = cfg.d_model
+
+    def embedding(self, positions: torch.Tensor) -> torch.Tensor:
+        frequencies = 10000 ** (-torch.arange(0, self.d_model, 2) / self.d_model)
+        angles = positions.float()[..., None] * frequencies  # (..., T, d_model / 2)
+        return torch.cat((angles.sin(), angles.cos()), dim=-1)
+
+
+class DampedAttention(Attention):
+    """Causal attention whose output is halved: a registered attention of one's own."""
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        return 0.5 * super().forward(*args, **kwargs)
+
+
+def test_registered_positions_and_attention_build_count_and_decode(tokenizer):
+    register("positions", "sinusoidal", Sinusoidal, "fixed sin/cos added to the tokens")
+    register("attention", "damped", DampedAttention, "causal attention, output halved")
+    cfg = tiny(positions="sinusoidal", attention="damped", init_std=0.1)
+    torch.manual_seed(0)
+    model = LM(cfg, tokenizer.vocab_size).eval()
+    assert isinstance(model.blocks[0].attn, DampedAttention)
+    assert count_parameters(cfg, tokenizer.vocab_size)["total"] == sum(
+        p.numel() for p in model.parameters()
+    )
+    ids = torch.randint(0, tokenizer.vocab_size, (1, 6))
+    plain = LM(tiny(positions="nope", init_std=0.1), tokenizer.vocab_size).eval()
+    plain.load_state_dict(model.state_dict())
+    assert not torch.allclose(model(ids), plain(ids))  # both components change the function
+    greedy = Sampling(max_new_tokens=8, temperature=0.0)
+    cached = generate(model, tokenizer, PROMPTS, greedy, context=48)
+    recomputed = generate(model, tokenizer, PROMPTS, greedy, context=48, use_cache=False)
+    assert [s["new_token_ids"] for s in cached] == [s["new_token_ids"] for s in recomputed]
+    registered = "a registered (custom) component: attention 'damped', positions 'sinusoidal'"
+    with pytest.raises(ConfigError, match=re.escape(registered)):
+        export_target(cfg)
+    with pytest.raises(ValueError, match="unknown attention 'dampd'; did you mean 'damped'"):
+        tiny(attention="dampd")

@@ -104,7 +104,7 @@ def test_scientific_notation_without_a_dot_is_a_number():
         ({"model": {"n_layers": 3.5}}, "model.n_layers: Input should be a valid integer"),
         ({"model": {"n_layers": 0}}, "model.n_layers: Input should be greater than 0"),
         ({"model": {"d_ff": -4}}, "model.d_ff: Input should be greater than 0"),
-        ({"model": {"mlp": "gelu"}}, "model.mlp: Input should be 'swiglu' or 'silu'"),
+        ({"model": {"mlp": "gelo"}}, "model.mlp: unknown mlp 'gelo'; did you mean 'gelu'?"),
         (
             {"model": {"d_model": 100, "n_heads": 3}},
             "model.d_model (100) must be divisible by model.n_heads (3)",

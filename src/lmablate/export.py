@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from lmablate.config.components import MLPS, NORMS
+from lmablate.config.components import ATTENTION, MLPS, NORMS, POSITIONS
 from lmablate.config.keys import read_run_config
 from lmablate.config.run import ModelConfig
 from lmablate.errors import ConfigError, LmablateError
@@ -80,8 +80,18 @@ def _common_problems(cfg: ModelConfig) -> list[str]:
         problems.append("sliding_window (no target slides over every layer as configured)")
     if cfg.logit_softcap is not None:
         problems.append("logit_softcap (no target caps its logits)")
-    if not MLPS.entries[cfg.mlp].builtin or not NORMS.entries[cfg.norm].builtin:
-        problems.append("a registered (custom) component")
+    registered = [
+        f"{family} {getattr(cfg, field)!r}"
+        for family, field, registry in (
+            ("mlp", "mlp", MLPS),
+            ("norm", "norm", NORMS),
+            ("attention", "attention", ATTENTION),
+            ("positions", "positions", POSITIONS),
+        )
+        if not registry.entries[getattr(cfg, field)].builtin
+    ]
+    if registered:
+        problems.append(f"a registered (custom) component: {', '.join(registered)}")
     return problems
 
 

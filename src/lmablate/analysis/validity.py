@@ -33,7 +33,7 @@ FACTORS = {
     "normalization": ("norm", "norm_placement", "qk_norm", "norm_eps"),
     "MLP": ("mlp",),
     "positions": ("positions", "rotary_fraction", "rope_theta", "max_positions"),
-    "attention window": ("sliding_window", "global_every"),
+    "attention": ("attention", "sliding_window", "global_every"),
     "output": ("logit_softcap", "tie_embeddings"),
     "biases": ("bias",),
     "block layout": ("parallel_block",),

@@ -1,4 +1,5 @@
-"""Registries of model components: a family (``norm``, ``mlp``) maps names to builders.
+"""Registries of model components: a family (``norm``, ``mlp``, ``attention``, ``positions``)
+maps names to builders.
 
 A component is a name in the config and a builder in ``lmablate.model``. The registries live
 here, in the config layer and without torch, so that a config names a component and is checked
@@ -11,10 +12,20 @@ A user's component, from Python, before the study is loaded::
     import lmablate.model
     lmablate.model.register("mlp", "squared_gelu", MyMLP, "down(gelu(up x)^2)")
 
-``MyMLP(cfg)`` (or any callable ``builder(cfg) -> nn.Module``) receives the ``ModelConfig``; an
-MLP maps (B, T, d_model) to (B, T, d_model), and a norm is built as ``builder(dim, cfg)``. A
-registered component exists only in the process that registered it: runs launched in their own
-processes (``--parallel``, torchrun, Ray) cannot name it.
+``MyMLP(cfg)`` (or any callable ``builder(cfg) -> nn.Module``) receives the ``ModelConfig``.
+What each family builds and computes:
+
+- ``mlp``: ``builder(cfg)``; (B, T, d_model) -> (B, T, d_model).
+- ``norm``: ``builder(dim, cfg)``; normalizes the last ``dim`` features.
+- ``attention``: ``builder(cfg, window)``; ``forward(x, cos, sin, cache=None, start=0,
+  mask=None)`` as ``lmablate.model.attention.Attention`` (keys and values of
+  ``cfg.kv_heads`` x ``cfg.head_dim`` in the KV cache while decoding).
+- ``positions``: ``builder(cfg)``; a ``lmablate.model.positions.Positions`` whose
+  ``rotary(positions)`` gives cos/sin tables for attention and ``embedding(positions)`` a
+  (..., d_model) tensor added to the token embeddings (either may be None).
+
+A registered component exists only in the process that registered it: runs launched in their
+own processes (``--parallel``, torchrun, Ray) cannot name it.
 """
 
 from __future__ import annotations
@@ -79,7 +90,9 @@ class Registry:
 
 NORMS = Registry("norm")
 MLPS = Registry("mlp")
-REGISTRIES = {"norm": NORMS, "mlp": MLPS}
+ATTENTION = Registry("attention")
+POSITIONS = Registry("positions")
+REGISTRIES = {"norm": NORMS, "mlp": MLPS, "attention": ATTENTION, "positions": POSITIONS}
 
 
 def register(family: str, name: str, builder: Callable[..., Any], description: str) -> None:
@@ -102,3 +115,19 @@ for _name, _description in (
     ("relu2", "down(relu(up x)^2), ReLU squared (So et al. 2021, Primer)"),
 ):
     MLPS.add(_name, f"lmablate.model.mlp:{_name}", _description, builtin=True)
+ATTENTION.add(
+    "causal",
+    "lmablate.model.attention:causal",
+    "softmax(q k^T / sqrt(head_dim)) v over earlier positions (scaled_dot_product_attention), "
+    "with qk_norm, sliding_window and attention_dropout as set",
+    builtin=True,
+)
+for _name, _description in (
+    (
+        "rope",
+        "rotary embeddings of queries and keys (Su et al. 2021), rotary_fraction of each head",
+    ),
+    ("nope", "none; causal masking alone (Kazemnejad et al. 2023)"),
+    ("learned", "a learned absolute embedding of max_positions rows added to the tokens (GPT-2)"),
+):
+    POSITIONS.add(_name, f"lmablate.model.positions:{_name}", _description, builtin=True)

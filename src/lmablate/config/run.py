@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from lmablate.config.components import MLPS, NORMS
+from lmablate.config.components import ATTENTION, MLPS, NORMS, POSITIONS
 
 # Integers are strict (a YAML 3.5 or "12" for a layer count is a mistake, not a conversion);
 # floats stay lax because PyYAML reads ``1e-4`` (no dot) as a string.
@@ -85,11 +85,15 @@ class ModelConfig(_Section):
         description="RMSNorm of each head's queries and keys (learned gain over head_dim) before "
         "the rotation (Qwen3; Wortsman et al. 2023).",
     )
-    positions: Literal["rope", "nope", "learned"] = Field(
+    positions: str = Field(
         "rope",
-        description="Position information. rope: rotary embeddings (Su et al. 2021). nope: none; "
-        "causal masking alone (Kazemnejad et al. 2023). learned: a learned absolute embedding "
-        "added to the tokens (GPT-2), max_positions rows.",
+        description="Position information, a name in the positions registry: "
+        + POSITIONS.reference()
+        + ".",
+    )
+    attention: str = Field(
+        "causal",
+        description="Attention, a name in the attention registry: " + ATTENTION.reference() + ".",
     )
     rotary_fraction: Annotated[float, Field(gt=0, le=1)] = Field(
         1.0,
@@ -154,11 +158,16 @@ class ModelConfig(_Section):
                 f"({self.n_kv_heads}); valid n_kv_heads: {_divisors(self.n_heads)}"
             )
         if self.positions == "rope" and (self.rotary_dims % 2 or self.rotary_dims < 2):
+            rotated = (
+                f"head dimension d_model / n_heads = {self.d_model} / {self.n_heads} = "
+                f"{self.head_dim} is odd"
+                if self.rotary_fraction == 1.0
+                else f"rotary dimensions int(rotary_fraction x head_dim) = "
+                f"int({self.rotary_fraction} x {self.head_dim}) = {self.rotary_dims} is odd or zero"
+            )
             raise ValueError(
-                f"rotary dimensions int(rotary_fraction x head_dim) = int({self.rotary_fraction} "
-                f"x {self.head_dim}) = {self.rotary_dims} is odd or zero; rotary embeddings "
-                "rotate pairs of dimensions, so it must be even; valid n_heads for this d_model: "
-                f"{_divisors(self.d_model, even_quotient=True)}"
+                f"{rotated}; rotary embeddings rotate pairs of dimensions, so it must be even; "
+                f"valid n_heads for this d_model: {_divisors(self.d_model, even_quotient=True)}"
                 + ("" if self.rotary_fraction == 1 else ", or another rotary_fraction")
             )
         if self.positions != "rope" and self.rotary_fraction != 1.0:
@@ -184,6 +193,16 @@ class ModelConfig(_Section):
     @classmethod
     def _registered_norm(cls, name: str) -> str:
         return NORMS.check(name)
+
+    @field_validator("positions")
+    @classmethod
+    def _registered_positions(cls, name: str) -> str:
+        return POSITIONS.check(name)
+
+    @field_validator("attention")
+    @classmethod
+    def _registered_attention(cls, name: str) -> str:
+        return ATTENTION.check(name)
 
     @property
     def rotary_dims(self) -> int:

@@ -84,3 +84,7 @@ class Attention(nn.Module):
         key_index = torch.arange(keys, device=device)[None, :]
         band = (key_index <= queries) & (queries - key_index < self.window)  # (T, keys)
         return band if mask is None else mask & band
+
+
+def causal(cfg: ModelConfig, window: int | None) -> Attention:
+    return Attention(cfg, window)

@@ -8,7 +8,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from lmablate.config.components import MLPS, NORMS
+from lmablate.config.components import ATTENTION, MLPS, NORMS, POSITIONS
 from lmablate.config.run import ModelConfig
 from lmablate.errors import ConfigError
 
@@ -39,6 +39,21 @@ def norm_parameters(cfg: ModelConfig, dim: int) -> int:
     return dim * (2 if with_bias else 1)
 
 
+def attention_parameters(cfg: ModelConfig) -> int:
+    if not ATTENTION.entries[cfg.attention].builtin:
+        return _meta_parameters(lambda: ATTENTION.builder(cfg.attention)(cfg, None))
+    d, kv_dim, bias = cfg.d_model, cfg.kv_heads * cfg.head_dim, int(cfg.bias)
+    count = 2 * d * d + 2 * d * kv_dim  # q, o: d x d; k, v: d x kv_dim
+    count += bias * (2 * d + 2 * kv_dim)
+    return count + (2 * cfg.head_dim if cfg.qk_norm else 0)  # a gain per head dimension, q and k
+
+
+def position_parameters(cfg: ModelConfig) -> int:
+    if not POSITIONS.entries[cfg.positions].builtin:
+        return _meta_parameters(lambda: POSITIONS.builder(cfg.positions)(cfg))
+    return cfg.max_positions * cfg.d_model if cfg.positions == "learned" else 0
+
+
 def count_parameters(cfg: ModelConfig, vocab_size: int) -> dict[str, int]:
     """Parameter counts from the config alone (a test checks them against built models).
 
@@ -46,15 +61,13 @@ def count_parameters(cfg: ModelConfig, vocab_size: int) -> dict[str, int]:
     as in Kaplan et al. (2020) "Scaling Laws for Neural Language Models"; ``total`` counts a
     tied matrix once.
     """
-    d, kv_dim, bias = cfg.d_model, cfg.kv_heads * cfg.head_dim, int(cfg.bias)
-    attention = 2 * d * d + 2 * d * kv_dim  # q, o: d x d; k, v: d x kv_dim
-    attention += bias * (2 * d + 2 * kv_dim)
-    attention += 2 * cfg.head_dim if cfg.qk_norm else 0  # one gain per head dimension, q and k
+    d = cfg.d_model
     norms_per_block = 4 if cfg.norm_placement == "sandwich" else 2
-    per_block = attention + mlp_parameters(cfg) + norms_per_block * norm_parameters(cfg, d)
+    per_block = attention_parameters(cfg) + mlp_parameters(cfg)
+    per_block += norms_per_block * norm_parameters(cfg, d)
     non_embedding = cfg.n_layers * per_block + norm_parameters(cfg, d)  # + final norm
     embedding = vocab_size * d
-    positions = cfg.max_positions * d if cfg.positions == "learned" else 0
+    positions = position_parameters(cfg)
     head = 0 if cfg.tie_embeddings else vocab_size * d
     return {
         "total": non_embedding + embedding + positions + head,

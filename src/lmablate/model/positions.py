@@ -4,13 +4,19 @@ The "rotate-half" layout of the Hugging Face Llama implementation: the first and
 of the rotated dimensions are the rotated pairs, not interleaved even/odd dimensions, so
 exported weights need no permutation. Partial rotary (GPT-NeoX ``rotary_pct``) rotates the
 first ``rotary_dims`` dimensions of each head, with frequencies over those dimensions alone, and
-passes the rest through. ``positions: learned`` (an embedding table) lives in the LM, and
-``nope`` is the absence of both.
+passes the rest through.
+
+``positions`` names a ``Positions`` module from the registry: ``rope`` gives attention its
+cos/sin tables, ``learned`` adds a learned embedding of each position to the tokens (GPT-2),
+``nope`` does neither (causal masking alone).
 """
 
 from __future__ import annotations
 
 import torch
+from torch import nn
+
+from lmablate.config.run import ModelConfig
 
 
 def rope_cos_sin(
@@ -40,3 +46,45 @@ def apply_partial_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) ->
     if dims == x.shape[-1]:
         return apply_rope(x, cos, sin)
     return torch.cat((apply_rope(x[..., :dims], cos, sin), x[..., dims:]), dim=-1)
+
+
+class Positions(nn.Module):
+    """Where a token is, told to the model: rotary tables for attention, an embedding added to
+    the tokens, or neither. ``positions`` are integer positions, (T,) or (B, T)."""
+
+    def rotary(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return None
+
+    def embedding(self, positions: torch.Tensor) -> torch.Tensor | None:
+        return None
+
+
+class Rotary(Positions):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.dims, self.theta = cfg.rotary_dims, cfg.rope_theta
+
+    def rotary(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return rope_cos_sin(positions, self.dims, self.theta)
+
+
+class Learned(Positions):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.max_positions = cfg.max_positions
+        self.table = nn.Embedding(cfg.max_positions, cfg.d_model)
+
+    def embedding(self, positions: torch.Tensor) -> torch.Tensor:
+        return self.table(positions)  # (T, d_model) or (B, T, d_model)
+
+
+def rope(cfg: ModelConfig) -> Positions:
+    return Rotary(cfg)
+
+
+def nope(cfg: ModelConfig) -> Positions:
+    return Positions()
+
+
+def learned(cfg: ModelConfig) -> Positions:
+    return Learned(cfg)

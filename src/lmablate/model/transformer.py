@@ -1,6 +1,6 @@
 """The language model: a decoder-only transformer, Llama-compatible by default.
 
-Token embedding (+ a learned position embedding with ``positions: learned``) -> ``n_layers``
+Token embedding (+ a position embedding with ``positions: learned``) -> ``n_layers``
 blocks -> final norm -> LM head (tied to the embedding by default; logits soft-capped with
 ``logit_softcap``). A block with the default pre-norm placement is
 ``x = x + attn(attn_norm(x)); x = x + mlp(mlp_norm(x))``; ``norm_placement`` moves the norms
@@ -31,13 +31,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from lmablate.config.components import ATTENTION, POSITIONS
 from lmablate.config.run import ModelConfig
 from lmablate.errors import LmablateError
-from lmablate.model.attention import Attention
 from lmablate.model.loss import head_cross_entropy
 from lmablate.model.mlp import build_mlp
 from lmablate.model.norms import RMSNorm, build_norm
-from lmablate.model.positions import rope_cos_sin
 
 
 class Block(nn.Module):
@@ -47,7 +46,7 @@ class Block(nn.Module):
         after = cfg.norm_placement in ("post", "sandwich")
         self.parallel = cfg.parallel_block
         self.attn_norm = build_norm(cfg.d_model, cfg) if before else nn.Identity()
-        self.attn = Attention(cfg, window)
+        self.attn = ATTENTION.builder(cfg.attention)(cfg, window)
         self.mlp_norm = build_norm(cfg.d_model, cfg) if before else nn.Identity()
         self.mlp = build_mlp(cfg)
         self.attn_out_norm = build_norm(cfg.d_model, cfg) if after else nn.Identity()
@@ -76,9 +75,7 @@ class LM(nn.Module):
         self.lm_head = nn.Linear(cfg.d_model, vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.weight
-        self.pos_embed = (
-            nn.Embedding(cfg.max_positions, cfg.d_model) if cfg.positions == "learned" else None
-        )
+        self.position = POSITIONS.builder(cfg.positions)(cfg)  # built last: the seed's draws
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -138,19 +135,19 @@ class LM(nn.Module):
         mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The final normalized hidden states (B, T, d_model): the LM head's input."""
+        limit = getattr(self.position, "max_positions", None)
         if positions is None:
             positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        elif self.pos_embed is not None and int(positions.max()) >= self.cfg.max_positions:
+        elif limit is not None and int(positions.max()) >= limit:
             raise LmablateError(
                 f"position {int(positions.max())} is beyond the learned position table "
-                f"(model.max_positions = {self.cfg.max_positions}); generate fewer tokens"
+                f"(model.max_positions = {limit}); generate fewer tokens"
             )
-        cos = sin = None
-        if self.cfg.positions == "rope":
-            cos, sin = rope_cos_sin(positions, self.cfg.rotary_dims, self.cfg.rope_theta)
+        cos, sin = self.position.rotary(positions) or (None, None)
         x = self.embed(input_ids)  # (B, T, d_model)
-        if self.pos_embed is not None:
-            x = x + self.pos_embed(positions)  # (T, d_model) or (B, T, d_model)
+        added = self.position.embedding(positions)
+        if added is not None:
+            x = x + added  # (T, d_model) or (B, T, d_model)
         for i, block in enumerate(self.blocks):
             if cache is None:
                 x = block(x, cos, sin, mask=mask)

@@ -275,10 +275,14 @@ def _architecture(model: dict[str, Any]) -> dict[str, Any]:
         + (f", {fraction:.0%} of each head's dimensions)" if fraction != 1.0 else ")"),
         "nope": "None (NoPE: causal masking alone)",
         "learned": f"Learned absolute ({model.get('max_positions')} positions)",
-    }[positions]
-    attention += {"rope": " with RoPE", "nope": " without positional encoding"}.get(
-        positions, " (learned absolute positions)"
-    )
+    }.get(positions, f"{positions} (registered)")
+    attention += {
+        "rope": " with RoPE",
+        "nope": " without positional encoding",
+        "learned": " (learned absolute positions)",
+    }.get(positions, f" ({positions} positions)")
+    if model.get("attention", "causal") != "causal":
+        attention += f", {model['attention']} attention (registered)"
     if model.get("sliding_window"):
         every = model.get("global_every")
         attention += f", {model['sliding_window']}-token sliding window" + (
