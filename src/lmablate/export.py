@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from lmablate.config.components import ATTENTION, MLPS, NORMS, POSITIONS
+from lmablate.config.components import REGISTRIES
 from lmablate.config.keys import read_run_config
 from lmablate.config.run import ModelConfig
 from lmablate.errors import ConfigError, LmablateError
@@ -81,14 +81,9 @@ def _common_problems(cfg: ModelConfig) -> list[str]:
     if cfg.logit_softcap is not None:
         problems.append("logit_softcap (no target caps its logits)")
     registered = [
-        f"{family} {getattr(cfg, field)!r}"
-        for family, field, registry in (
-            ("mlp", "mlp", MLPS),
-            ("norm", "norm", NORMS),
-            ("attention", "attention", ATTENTION),
-            ("positions", "positions", POSITIONS),
-        )
-        if not registry.entries[getattr(cfg, field)].builtin
+        f"{family} {getattr(cfg, family)!r}"
+        for family, registry in REGISTRIES.items()
+        if not registry.entries[getattr(cfg, family)].builtin
     ]
     if registered:
         problems.append(f"a registered (custom) component: {', '.join(registered)}")

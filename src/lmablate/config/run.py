@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from lmablate.config.components import ATTENTION, MLPS, NORMS, POSITIONS
+from lmablate.config.components import ATTENTION, MLPS, NORMS, POSITIONS, REGISTRIES
 
 # Integers are strict (a YAML 3.5 or "12" for a layer count is a mistake, not a conversion);
 # floats stay lax because PyYAML reads ``1e-4`` (no dot) as a string.
@@ -184,25 +184,11 @@ class ModelConfig(_Section):
             )
         return self
 
-    @field_validator("mlp")
+    @field_validator("norm", "mlp", "attention", "positions")
     @classmethod
-    def _registered_mlp(cls, name: str) -> str:
-        return MLPS.check(name)
-
-    @field_validator("norm")
-    @classmethod
-    def _registered_norm(cls, name: str) -> str:
-        return NORMS.check(name)
-
-    @field_validator("positions")
-    @classmethod
-    def _registered_positions(cls, name: str) -> str:
-        return POSITIONS.check(name)
-
-    @field_validator("attention")
-    @classmethod
-    def _registered_attention(cls, name: str) -> str:
-        return ATTENTION.check(name)
+    def _registered(cls, name: str, info: ValidationInfo) -> str:
+        """A component name must be in its family's registry (built in or registered)."""
+        return REGISTRIES[info.field_name].check(name)
 
     @property
     def rotary_dims(self) -> int:
