@@ -19,9 +19,10 @@ from torch import nn
 
 from lmablate.analysis.validity import FACTORS, NOT_FACTORS, factors_changed
 from lmablate.config.components import MLPS
+from lmablate.config.keys import with_defaults
 from lmablate.config.run import ModelConfig, RunConfig
 from lmablate.data.tokenizers import load_tokenizer
-from lmablate.errors import ConfigError
+from lmablate.errors import ConfigError, LmablateError
 from lmablate.export import export_target, hf_config, to_hf_state_dict
 from lmablate.generation import Sampling, generate
 from lmablate.model import loss, register
@@ -33,6 +34,7 @@ from lmablate.model.positions import Positions, apply_rope, rope_cos_sin
 from lmablate.model.transformer import LM
 from lmablate.training.loop import train
 from lmablate.training.metrics import read_jsonl
+from lmablate.training.summary import write_or_check_config
 
 VOCAB = 96
 PROMPTS = ["The cat", "Once upon a time there was", "x"]
@@ -461,3 +463,25 @@ def test_registered_positions_and_attention_build_count_and_decode(tokenizer):
         export_target(cfg)
     with pytest.raises(ValueError, match="unknown attention 'dampd'; did you mean 'damped'"):
         tiny(attention="dampd")
+
+
+ADDED_FIELDS = ("norm", "norm_placement", "qk_norm", "positions", "attention", "bias", "dropout")
+
+
+def test_a_run_recorded_before_the_component_fields_is_the_same_run(
+    tmp_path, corpus, tokenizer_dir
+):
+    """Upgrading lmablate must not orphan runs on disk: a config.json without the fields added
+    since means their defaults, so resuming or rerunning a study finds no conflict."""
+    cfg = tiny_run_config(corpus, tokenizer_dir)
+    recorded = cfg.model_dump(mode="json")
+    for field in ADDED_FIELDS:
+        del recorded["model"][field]
+    assert with_defaults(recorded) == cfg.model_dump(mode="json")  # what config_conflicts uses
+    (tmp_path / "config.json").write_text(json.dumps(recorded))
+    write_or_check_config(tmp_path, cfg)  # what resuming uses: no error, written in full
+    assert json.loads((tmp_path / "config.json").read_text())["model"]["qk_norm"] is False
+    (tmp_path / "config.json").write_text(json.dumps(recorded))
+    changed = cfg.model_copy(update={"model": cfg.model.model_copy(update={"qk_norm": True})})
+    with pytest.raises(LmablateError, match=r"model.qk_norm: False -> True"):
+        write_or_check_config(tmp_path, changed)

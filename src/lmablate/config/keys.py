@@ -247,6 +247,17 @@ def load_run_config(path: str | Path, overrides: Iterable[str] = ()) -> RunConfi
     return validate_run_config(apply_overrides(raw, overrides), where=f"{path}: ")
 
 
+def with_defaults(recorded: Mapping[str, Any]) -> dict[str, Any]:
+    """A run config recorded by an earlier version, as this version resolves it: fields added
+    since take their defaults, which are the behaviour the run had. Left as it is if it no
+    longer validates (then it differs from anything this version would train)."""
+    try:
+        cfg = RunConfig.model_validate(recorded, context={"check_paths": False})
+    except ValidationError:
+        return dict(recorded)
+    return cfg.model_dump(mode="json")
+
+
 def read_run_config(run_dir: str | Path) -> RunConfig:
     """The config a run directory was trained with (paths are not re-checked)."""
     path = Path(run_dir) / "config.json"

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from lmablate.config.keys import with_defaults
 from lmablate.config.study import Study, StudyRun
 from lmablate.data import prepare
 from lmablate.errors import LmablateError
@@ -58,7 +59,7 @@ def config_conflicts(directory: Path, runs: list[StudyRun], data_key: str) -> di
             continue
         summary = read_summary(path) or {}
         recorded = json.loads((path / "config.json").read_text())
-        if _computed(recorded) != _computed(run.config.model_dump(mode="json")):
+        if _computed(with_defaults(recorded)) != _computed(run.config.model_dump(mode="json")):
             conflicts[run.path] = "config"
         elif summary.get("data_cache_key") not in (None, data_key):
             conflicts[run.path] = "data"  # same config, but the corpus or tokenizer changed

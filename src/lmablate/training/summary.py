@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from lmablate.config.keys import with_defaults
 from lmablate.config.run import RunConfig
 from lmablate.data.cache import digest
 from lmablate.errors import LmablateError
@@ -66,7 +67,8 @@ def write_or_check_config(run_dir: Path, cfg: RunConfig) -> None:
     resolved = cfg.model_dump(mode="json")
     path = run_dir / "config.json"
     if path.is_file():
-        old, new = _flatten(json.loads(path.read_text())), _flatten(resolved)
+        old = _flatten(with_defaults(json.loads(path.read_text())))
+        new = _flatten(resolved)
         changed = sorted(
             k
             for k in old.keys() | new.keys()
