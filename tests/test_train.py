@@ -360,3 +360,41 @@ def test_compiled_run_learns_the_same_and_reports_compilation_apart(
     assert eager.summary["compile_s"] is None
     assert 0 < summary["compile_s"] < summary["wall_time_s"]
     assert summary["train_time_s"] < summary["wall_time_s"] - summary["compile_s"]
+
+
+def test_every_schedule_by_hand():
+    base = dict(learning_rate=1e-3, min_lr_ratio=0.1, warmup_steps=10, max_steps=110)
+    schedules = {
+        name: TrainConfig(**base, **extra)
+        for name, extra in {
+            "wsd": {"schedule": "wsd", "decay_fraction": 0.2},  # decay from step 88 (110 - 22)
+            "wsd_sqrt": {"schedule": "wsd", "decay_fraction": 0.2, "decay_shape": "sqrt"},
+            "wsd_cosine": {"schedule": "wsd", "decay_fraction": 0.2, "decay_shape": "cosine"},
+            "linear": {"schedule": "linear"},
+            "constant": {"schedule": "constant"},
+        }.items()
+    }
+    for cfg in schedules.values():  # the same warmup for every schedule
+        assert lr_at(0, cfg) == pytest.approx(1e-4) and lr_at(9, cfg) == pytest.approx(1e-3)
+    wsd = schedules["wsd"]
+    assert lr_at(50, wsd) == lr_at(88, wsd) == pytest.approx(1e-3)  # stable until the decay
+    assert lr_at(99, wsd) == pytest.approx(1e-4 + 9e-4 * (1 - 11 / 22))
+    assert lr_at(99, schedules["wsd_sqrt"]) == pytest.approx(1e-4 + 9e-4 * (1 - (0.5**0.5)))
+    assert lr_at(99, schedules["wsd_cosine"]) == pytest.approx(5.5e-4)
+    assert lr_at(60, schedules["linear"]) == pytest.approx(5.5e-4)  # halfway down the line
+    assert lr_at(109, schedules["constant"]) == pytest.approx(1e-3)
+    to_zero = TrainConfig(**{**base, "min_lr_ratio": 0.0}, schedule="linear")
+    assert lr_at(109, to_zero) == pytest.approx(1e-3 * (1 - 99 / 100))
+    decays = [lr_at(s, schedules[name]) for name in ("wsd", "linear") for s in range(88, 110)]
+    assert all(a >= b for a, b in itertools.pairwise(decays[:22])) and decays[21] > 1e-4
+    with pytest.raises(ValueError, match="decay_fraction"):
+        TrainConfig(**base, schedule="wsd", decay_fraction=0.0)
+
+
+def test_a_run_follows_its_schedule(tmp_path, corpus, tokenizer_dir):
+    cfg = tiny_config(corpus, tokenizer_dir, schedule="wsd", decay_fraction=0.5, max_steps=20)
+    quiet_train(cfg, tmp_path / "run")
+    records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    logged = {r["step"]: r["lr"] for r in records if r["kind"] == "train"}
+    assert len(logged) == 4 and all(lr == lr_at(step - 1, cfg.train) for step, lr in logged.items())
+    assert logged[10] == cfg.train.learning_rate  # update 9: still stable

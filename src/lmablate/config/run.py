@@ -215,9 +215,24 @@ class TrainConfig(_Section):
     seq_len: PosInt = Field(512, description="Tokens of context per training sequence.")
     learning_rate: PosFloat = Field(3.0e-4, description="Peak learning rate, reached after warmup.")
     min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = Field(
-        0.1, description="Cosine decay ends at min_lr_ratio * learning_rate at max_steps."
+        0.1, description="The decay ends at min_lr_ratio * learning_rate at max_steps."
     )
     warmup_steps: NonNegInt = Field(100, description="Steps of linear warmup from 0.")
+    schedule: Literal["cosine", "wsd", "linear", "constant"] = Field(
+        "cosine",
+        description="Learning rate after warmup. cosine: cosine decay to the floor. wsd: "
+        "warmup-stable-decay, the peak until the last decay_fraction of the steps, then "
+        "decay_shape down to the floor (Hägele et al. 2024). linear: straight down to the floor "
+        "(Bergsma et al. 2025 with min_lr_ratio 0). constant: the peak throughout.",
+    )
+    decay_fraction: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.2, description="wsd: the share of max_steps spent decaying, at the end."
+    )
+    decay_shape: Literal["linear", "cosine", "sqrt"] = Field(
+        "linear",
+        description="wsd: the decay's shape: linear, cosine, or sqrt (1 - sqrt(progress), "
+        "Hägele et al. 2024).",
+    )
     max_steps: PosInt = Field(2000, description="Optimizer steps in the run.")
     weight_decay: NonNegFloat = Field(
         0.1, description="AdamW decoupled weight decay, on weight matrices only (not norms)."

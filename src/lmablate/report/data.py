@@ -120,8 +120,7 @@ def research_data(study: StudyData, analysis: Analysis, figures: dict[str, str])
                     f"{baseline['train']['adam_beta2']}; eps {baseline['train']['adam_eps']}"
                     f") with weight decay {baseline['train']['weight_decay']} on weight "
                     "matrices only",
-                    "scheduler": f"linear warmup over {baseline['train']['warmup_steps']} steps, "
-                    f"then cosine decay to {baseline['train']['min_lr_ratio']} x the peak",
+                    "scheduler": _scheduler(baseline["train"]),
                     "mixed_precision": env.get("precision"),
                     "gradient_clipping": baseline["train"]["grad_clip"],
                     "evaluation_frequency": f"Every {baseline['train']['eval_every']} steps",
@@ -247,6 +246,21 @@ def _dataset_name(data: dict[str, Any]) -> str:
     if data["source"] == "builtin":
         return "builtin: CPython documentation topics (pydoc_data)"
     return f"local: {data['path']}"
+
+
+def _scheduler(train: dict[str, Any]) -> str:
+    """The baseline's schedule in words (a config from before ``schedule`` existed: cosine)."""
+    warmup = f"linear warmup over {train['warmup_steps']} steps, then "
+    floor = f"{train['min_lr_ratio']} x the peak"
+    schedule = train.get("schedule", "cosine")
+    if schedule == "constant":
+        return warmup + "the peak learning rate throughout"
+    if schedule == "wsd":
+        return (
+            warmup + f"the peak until the last {train['decay_fraction']:.0%} of the steps, then "
+            f"{train['decay_shape']} decay to {floor} (warmup-stable-decay)"
+        )
+    return warmup + f"{schedule} decay to {floor}"
 
 
 MLP_NAMES = {
