@@ -120,7 +120,8 @@ def _neox_problems(cfg: ModelConfig) -> list[str]:
     return problems
 
 
-def _llama_config(cfg: ModelConfig, vocab_size: int, context: int, eos_id: int) -> dict[str, Any]:
+def llama_config(cfg: ModelConfig, vocab_size: int, context: int, eos_id: int) -> dict[str, Any]:
+    """The LlamaConfig fields that make ``LlamaForCausalLM`` compute exactly this model."""
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -145,7 +146,7 @@ def _llama_config(cfg: ModelConfig, vocab_size: int, context: int, eos_id: int) 
 
 
 def _qwen3_config(cfg: ModelConfig, vocab_size: int, context: int, eos_id: int) -> dict[str, Any]:
-    fields = _llama_config(cfg, vocab_size, context, eos_id)
+    fields = llama_config(cfg, vocab_size, context, eos_id)
     del fields["mlp_bias"]
     return {
         **fields,
@@ -189,7 +190,7 @@ class Target:
 
 
 TARGETS = (  # the first whose problems are none is the one exported
-    Target("LlamaForCausalLM", HF_NAMES, _llama_problems, _llama_config),
+    Target("LlamaForCausalLM", HF_NAMES, _llama_problems, llama_config),
     Target("Qwen3ForCausalLM", QWEN3_NAMES, _qwen3_problems, _qwen3_config),
     Target("GPTNeoXForCausalLM", NEOX_NAMES, _neox_problems, _neox_config),
 )
@@ -267,11 +268,6 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 def hf_config(cfg: ModelConfig, vocab_size: int, context: int, eos_id: int) -> dict[str, Any]:
     """The config fields that make the export target compute exactly this model."""
     return export_target(cfg).config(cfg, vocab_size, context, eos_id)
-
-
-def llama_config(cfg: ModelConfig, vocab_size: int, context: int, eos_id: int) -> dict[str, Any]:
-    """The LlamaConfig fields that make ``LlamaForCausalLM`` compute exactly this model."""
-    return _llama_config(cfg, vocab_size, context, eos_id)
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, dtype: str = "float32") -> Path:
