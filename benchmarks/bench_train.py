@@ -11,11 +11,17 @@ the machine's speed touches each alike; the median of each way's timed steps is 
   a plain SiLU MLP, full-sequence SDPA and a logits layer of ``tokenizer.vocab_size``, trained
   with the same step. It is compared against lmablate with ``mlp: silu`` (the same shape).
 
+Then an optimizer table: the same lmablate step with each optimizer (``adamw``, ``muon``,
+``lion``, ``sgd``; each its own copy of the swiglu model), its step time relative to AdamW's,
+timed in the same alternating rounds. Muon's Newton-Schulz iterations cost time that a study
+comparing at equal wall-clock time needs to know. ``--no-optimizers`` leaves the table out.
+
 Also printed: FLOPs per token (6N + 12·L·d·T, the figure lmablate reports), the achieved FLOP/s,
 and on the CPU the fraction of a float32 matrix-multiply peak probed in the same run.
 
     python benchmarks/bench_train.py [--rounds 3] [--batch 8] [--seq-len 512]
         [--precision fp32|bf16] [--compile] [--threads N] [--small] [--system-malloc]
+        [--no-optimizers]
 
 On the CPU the C allocator is set up as lmablate's training sets it (hardware.tune_allocator),
 for all ways alike: they share the process. ``--system-malloc`` leaves it as it is.
@@ -50,6 +56,8 @@ from lmablate.model.positions import apply_rope, rope_cos_sin
 from lmablate.model.transformer import LM
 from lmablate.optim.optimizers import build_optimizer
 from lmablate.training.loop import train_step
+
+OPTIMIZERS = ("adamw", "muon", "lion", "sgd")
 
 
 class NotebookBlock(nn.Module):
@@ -144,6 +152,9 @@ def main() -> None:
     parser.add_argument(
         "--system-malloc", action="store_true", help="leave the C allocator as it is for all ways"
     )
+    parser.add_argument(
+        "--no-optimizers", action="store_true", help="leave out the optimizer table"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     import transformers
@@ -199,6 +210,19 @@ def main() -> None:
             compiled_model, compiled_opt, torch.compile(compiled_model)
         )
 
+    optimizers = [] if args.no_optimizers else list(OPTIMIZERS)
+    if not hasattr(torch.optim, "Muon") and "muon" in optimizers:
+        optimizers.remove("muon")
+        print(f"muon left out: torch.optim.Muon needs torch >= 2.9 (this is {torch.__version__})")
+    for kind in optimizers:
+        torch.manual_seed(0)
+        model = LM(swiglu, vocab).to(device).train()
+        kind_tc = tc.model_copy(update={"optimizer": kind})
+        optimizer = build_optimizer(model, kind_tc, device)
+        ways[f"optimizer {kind}"] = lambda x, y, m=model, o=optimizer, c=kind_tc: train_step(
+            m, o, scaler, x, y, c, device, args.precision
+        )
+
     generator = torch.Generator().manual_seed(0)
 
     def batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -244,6 +268,8 @@ def main() -> None:
     if peak is not None:
         print(f"measured {args.precision} matmul peak (2048^3 probe): {peak / 1e9:.1f} GFLOP/s")
     for name, value in rate.items():
+        if name.startswith("optimizer "):
+            continue
         achieved = value * flops["silu" if "silu" in name else "swiglu"]
         share = f", {achieved / peak:.0%} of matmul peak" if peak else ""
         print(f"  {name:<30} {value:8.1f} tokens/s  {achieved / 1e9:6.1f} GFLOP/s{share}")
@@ -256,6 +282,12 @@ def main() -> None:
     if peak is not None:
         share = rate["lmablate (swiglu)"] * flops["swiglu"] / peak
         print(f"  lmablate share of matmul peak:   {share:.0%} (target >= 60%)")
+    if optimizers:
+        print("optimizers (lmablate swiglu step; step time relative to AdamW's, same rounds):")
+        base = statistics.median(seconds["optimizer adamw"])
+        for kind in optimizers:
+            median = statistics.median(seconds[f"optimizer {kind}"])
+            print(f"  {kind:<6} {median * 1e3:9.1f} ms/step  {median / base:5.2f}x AdamW")
 
 
 if __name__ == "__main__":

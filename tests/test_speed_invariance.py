@@ -96,7 +96,7 @@ def short_run(
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, tc)
         batch = stream[step * 4 : (step + 1) * 4]
-        loss, norm = train_step(
+        loss, norm, _ = train_step(
             forward, optimizer, scaler, batch[:, :-1], batch[:, 1:], tc, CPU, "fp32"
         )
         steps.append((float(loss), float(norm)))

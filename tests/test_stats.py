@@ -262,7 +262,7 @@ def test_analysis_of_known_distributions(tmp_path):
     confound = analysis.confounds["worse"]
     assert confound["multi_factor"] and confound["factors"] == [
         "batch size",
-        "learning-rate schedule",
+        "learning rate",
     ]
     assert confound["tokens_ratio"] == pytest.approx(2.0)
     assert any("2.00x the baseline's tokens" in w for w in confound["warnings"])

@@ -429,7 +429,7 @@ def test_three_seed_study_reports_intervals_tests_budgets_and_validity(
     assert "## Equal-Budget Comparison" in markdown
     assert "(equal_budget_comparison.png)" in markdown
     assert "### Confounds" in markdown and "| large_batch | batch_size=8" in markdown
-    assert "changes 2 factors at once (batch size, learning-rate schedule)" in markdown
+    assert "changes 2 factors at once (batch size, learning rate)" in markdown
     assert "trains on 2.00x the baseline's tokens" in markdown
     assert "**0** of" in markdown  # validation documents found in training
     assert "### Provenance" in markdown and "baseline/seed-2" in markdown

@@ -23,7 +23,6 @@ from lmablate.config.run import RunConfig, TrainConfig
 from lmablate.data import ValidationSet, validation_set
 from lmablate.errors import LmablateError
 from lmablate.model.transformer import LM
-from lmablate.optim.optimizers import build_optimizer
 from lmablate.optim.schedules import lr_at
 from lmablate.training.checkpoint import checkpoints
 from lmablate.training.loop import train
@@ -90,19 +89,6 @@ def test_lr_schedule_without_warmup_or_floor():
     cfg = TrainConfig(learning_rate=2e-3, min_lr_ratio=0.0, warmup_steps=0, max_steps=100)
     assert lr_at(0, cfg) == pytest.approx(2e-3)
     assert lr_at(100, cfg) == pytest.approx(0.0, abs=1e-12)
-
-
-def test_weight_decay_only_on_matrices():
-    model = LM(RunConfig(model={"d_model": 32, "n_heads": 2, "n_layers": 2, "d_ff": 64}).model, 64)
-    optimizer = build_optimizer(model, TrainConfig(weight_decay=0.1), torch.device("cpu"))
-    decayed, plain = optimizer.param_groups
-    assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
-    assert all(p.ndim == 2 for p in decayed["params"])
-    assert len(plain["params"]) == 2 * 2 + 1  # two norms per block and the final norm
-    assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == sum(
-        p.numel() for p in model.parameters()
-    )
-    assert (decayed["betas"], decayed["eps"]) == ((0.9, 0.95), 1e-8)
 
 
 # ------------------------------------------------------------------------------ training

@@ -27,7 +27,14 @@ from typing import Any
 
 from lmablate.analysis.rundata import RunData, StudyData, budget_to_reach, eval_curve
 from lmablate.analysis.stats import Comparison, compare, noise_floor, summarize, with_verdicts
-from lmablate.analysis.validity import confounds, equal_budgets, leakage, overfitting, provenance
+from lmablate.analysis.validity import (
+    confounds,
+    equal_budgets,
+    leakage,
+    overfitting,
+    provenance,
+    study_threats,
+)
 
 INTERVAL_METRICS = ("eval_loss", "val_bpb", "accuracy")
 CONVERGED_TOLERANCE = 0.01  # relative val-loss improvement over the last 20% of training
@@ -166,6 +173,7 @@ class Analysis:
     equal_budgets: dict[str, Any] = field(default_factory=dict)
     overfitting: dict[str, Any] = field(default_factory=dict)
     confounds: dict[str, Any] = field(default_factory=dict)
+    study_threats: list[str] = field(default_factory=list)  # about the study as a whole
     leakage: dict[str, Any] = field(default_factory=dict)
     provenance: list[dict[str, Any]] = field(default_factory=list)
 
@@ -295,6 +303,7 @@ def analyze(study: StudyData) -> Analysis:
         equal_budgets=budgets,
         overfitting=overfitting(study),
         confounds=confounds(study, per_variant),
+        study_threats=study_threats(study),
         leakage=leakage(study),
         provenance=provenance(study),
     )

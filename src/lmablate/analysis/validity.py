@@ -40,8 +40,8 @@ FACTORS = {
     "dropout": ("dropout", "attention_dropout"),
     "initialization": ("init", "init_std"),
     "batch size": ("batch_size", "grad_accum_steps"),
+    "learning rate": ("learning_rate",),
     "learning-rate schedule": (
-        "learning_rate",
         "min_lr_ratio",
         "warmup_steps",
         "schedule",
@@ -50,7 +50,33 @@ FACTORS = {
     ),
     "training length": ("max_steps",),
     "context length": ("seq_len",),
-    "optimizer": ("weight_decay", "adam_beta1", "adam_beta2", "adam_eps", "grad_clip"),
+    "optimizer": ("optimizer",),
+    "optimizer hyper-parameters": (
+        "adam_beta1",
+        "adam_beta2",
+        "adam_eps",
+        "muon_momentum",
+        "muon_nesterov",
+        "muon_ns_steps",
+        "muon_adjust_lr",
+        "lion_beta1",
+        "lion_beta2",
+        "sgd_momentum",
+        "sgd_nesterov",
+        "grad_clip",
+    ),
+    "parameter groups": (
+        "weight_decay",
+        "embedding_lr_mult",
+        "head_lr_mult",
+        "matrix_lr_mult",
+        "scalar_lr_mult",
+        "embedding_weight_decay",
+        "head_weight_decay",
+        "matrix_weight_decay",
+        "scalar_weight_decay",
+    ),
+    "loss": ("z_loss",),
     "numerics": ("precision", "compile", "device"),
 }
 BUDGET_TOLERANCE = 0.05  # tokens or FLOPs beyond ±5% of the baseline's are flagged
@@ -174,6 +200,25 @@ def confounds(study: StudyData, per_variant: dict[str, dict[str, Any]]) -> dict[
             "flops_ratio": flops,
             "warnings": warnings,
         }
+    return out
+
+
+def study_threats(study: StudyData) -> list[str]:
+    """Threats that concern the study as a whole rather than one variant."""
+    out = []
+    base_optimizer = (study.study["baseline"].get("train") or {}).get("optimizer", "adamw")
+    optimizers = {"baseline": base_optimizer}
+    for variant, changes in (study.study.get("variants") or {}).items():
+        optimizers[variant] = (changes or {}).get("optimizer", base_optimizer)
+    if len(set(optimizers.values())) > 1:
+        kinds = sorted(set(optimizers.values()))
+        out.append(
+            f"The configurations train with different optimizers ({', '.join(kinds)}) at "
+            "learning rates that were not tuned separately for each: the learning rate that "
+            "suits one optimizer does not suit another, so a difference between them may be "
+            "the learning rate's rather than the optimizer's. Compare each optimizer at its "
+            "own best learning rate before claiming one is better."
+        )
     return out
 
 

@@ -234,12 +234,88 @@ class TrainConfig(_Section):
         "Hägele et al. 2024).",
     )
     max_steps: PosInt = Field(2000, description="Optimizer steps in the run.")
-    weight_decay: NonNegFloat = Field(
-        0.1, description="AdamW decoupled weight decay, on weight matrices only (not norms)."
+    optimizer: Literal["adamw", "muon", "lion", "sgd"] = Field(
+        "adamw",
+        description="adamw: AdamW (Loshchilov & Hutter 2019). muon: Muon (Jordan et al. 2024; "
+        "torch.optim.Muon, torch >= 2.9) on the hidden weight matrices, AdamW on embeddings, "
+        "LM head and scalars, as its authors use it. lion: Lion (Chen et al. 2023), sign of an "
+        "interpolated momentum, decoupled weight decay. sgd: SGD with momentum (weight decay "
+        "as L2 on the gradient, torch.optim.SGD).",
     )
-    adam_beta1: Annotated[float, Field(ge=0, lt=1)] = Field(0.9, description="AdamW beta1.")
-    adam_beta2: Annotated[float, Field(ge=0, lt=1)] = Field(0.95, description="AdamW beta2.")
-    adam_eps: PosFloat = Field(1.0e-8, description="AdamW epsilon.")
+    weight_decay: NonNegFloat = Field(
+        0.1,
+        description="Decoupled weight decay of the embedding, head and matrix groups (the "
+        "*_weight_decay fields override one group); norm gains and biases are not decayed.",
+    )
+    adam_beta1: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.9, description="AdamW beta1 (also Muon's AdamW groups)."
+    )
+    adam_beta2: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.95, description="AdamW beta2 (also Muon's AdamW groups)."
+    )
+    adam_eps: PosFloat = Field(1.0e-8, description="AdamW epsilon (also Muon's AdamW groups).")
+    muon_momentum: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.95, description="Muon momentum (Jordan et al. 2024)."
+    )
+    muon_nesterov: bool = Field(True, description="Muon: Nesterov momentum (Jordan et al. 2024).")
+    muon_ns_steps: PosInt = Field(
+        5, description="Muon: Newton-Schulz iterations that orthogonalize the update."
+    )
+    muon_adjust_lr: Literal["match_rms_adamw", "original"] = Field(
+        "match_rms_adamw",
+        description="Muon's per-matrix learning-rate scale. match_rms_adamw: "
+        "0.2 * sqrt(max(rows, cols)), so the update's RMS matches AdamW's and AdamW's learning "
+        "rate and weight decay carry over (Liu et al. 2025, 'Muon is Scalable for LLM "
+        "Training'). original: sqrt(max(1, rows / cols)), tuned at learning rates near 0.02 "
+        "(Jordan et al. 2024; set matrix_lr_mult).",
+    )
+    lion_beta1: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.9,
+        description="Lion: interpolation of momentum and gradient for the update "
+        "(Chen et al. 2023).",
+    )
+    lion_beta2: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.99,
+        description="Lion: momentum decay (Chen et al. 2023). Lion's authors use a "
+        "learning rate 3-10x smaller and a weight decay 3-10x larger than AdamW's.",
+    )
+    sgd_momentum: Annotated[float, Field(ge=0, lt=1)] = Field(0.9, description="SGD momentum.")
+    sgd_nesterov: bool = Field(False, description="SGD: Nesterov momentum (Sutskever et al. 2013).")
+    embedding_lr_mult: NonNegFloat = Field(
+        1.0,
+        description="Learning rate of the embeddings (token and learned positions; the head "
+        "too when tied) as a multiple of the schedule's.",
+    )
+    head_lr_mult: NonNegFloat = Field(
+        1.0, description="Learning rate of an untied LM head as a multiple of the schedule's."
+    )
+    matrix_lr_mult: NonNegFloat = Field(
+        1.0,
+        description="Learning rate of the hidden weight matrices (attention, MLP) as a multiple "
+        "of the schedule's.",
+    )
+    scalar_lr_mult: NonNegFloat = Field(
+        1.0,
+        description="Learning rate of norm gains and biases as a multiple of the schedule's.",
+    )
+    embedding_weight_decay: NonNegFloat | None = Field(
+        None, description="Weight decay of the embeddings; null: weight_decay."
+    )
+    head_weight_decay: NonNegFloat | None = Field(
+        None, description="Weight decay of an untied LM head; null: weight_decay."
+    )
+    matrix_weight_decay: NonNegFloat | None = Field(
+        None, description="Weight decay of the hidden weight matrices; null: weight_decay."
+    )
+    scalar_weight_decay: NonNegFloat = Field(
+        0.0, description="Weight decay of norm gains and biases."
+    )
+    z_loss: NonNegFloat = Field(
+        0.0,
+        description="Coefficient c of the z-loss c * log(Z)^2 added to the objective, Z the "
+        "softmax normalizer of the logits (PaLM, Chowdhery et al. 2022: 1e-4). The logged loss "
+        "stays the cross-entropy; the z term is logged beside it as z_loss. 0: off.",
+    )
     grad_clip: NonNegFloat = Field(
         1.0, description="Clip the global gradient norm to this value; 0 disables clipping."
     )

@@ -34,7 +34,7 @@ from torch import nn
 from lmablate.config.components import ATTENTION, POSITIONS
 from lmablate.config.run import ModelConfig
 from lmablate.errors import LmablateError
-from lmablate.model.loss import head_cross_entropy
+from lmablate.model.loss import HeadLoss, head_losses
 from lmablate.model.mlp import build_mlp
 from lmablate.model.norms import RMSNorm, build_norm
 
@@ -109,16 +109,16 @@ class LM(nn.Module):
         cache: KVCache | None = None,
         mask: torch.Tensor | None = None,
         targets: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        z_loss: float = 0.0,
+    ) -> torch.Tensor | HeadLoss:
         """Logits: ``model(ids)``, causal over 0..T-1. Training: ``model(ids, targets=...)``
-        returns the mean cross-entropy instead, without materializing the logits (loss.py).
+        returns the loss instead (``HeadLoss``: the objective to differentiate, its mean
+        cross-entropy and its ``z_loss`` term), without materializing the logits (loss.py).
         Decoding: per-sequence ``positions`` (B, T), a ``cache`` that this call extends, and an
         attention ``mask`` (B, 1, T, keys)."""
         hidden = self.hidden_states(input_ids, positions, cache, mask)
         if targets is not None:
-            return head_cross_entropy(
-                hidden, self.lm_head.weight, targets, softcap=self.cfg.logit_softcap
-            )
+            return head_losses(hidden, self.lm_head.weight, targets, self.cfg.logit_softcap, z_loss)
         return self.logits(hidden)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:

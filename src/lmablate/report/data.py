@@ -116,10 +116,8 @@ def research_data(study: StudyData, analysis: Analysis, figures: dict[str, str])
                 },
                 "model_architecture": _architecture(baseline["model"]),
                 "training_setup": {
-                    "optimizer": f"AdamW (betas {baseline['train']['adam_beta1']}, "
-                    f"{baseline['train']['adam_beta2']}; eps {baseline['train']['adam_eps']}"
-                    f") with weight decay {baseline['train']['weight_decay']} on weight "
-                    "matrices only",
+                    "optimizer": _optimizer(baseline["train"]),
+                    "parameter_groups": _parameter_groups(study),
                     "scheduler": _scheduler(baseline["train"]),
                     "mixed_precision": env.get("precision"),
                     "gradient_clipping": baseline["train"]["grad_clip"],
@@ -198,6 +196,7 @@ def research_data(study: StudyData, analysis: Analysis, figures: dict[str, str])
                 "target": {"val_loss": analysis.target_loss, "source": analysis.target_source},
                 "overfitting": analysis.overfitting,
                 "confounds": analysis.confounds,
+                "study_threats": analysis.study_threats,
                 "leakage": analysis.leakage,
                 "provenance": analysis.provenance,
                 "efficiency_analysis": {
@@ -246,6 +245,38 @@ def _dataset_name(data: dict[str, Any]) -> str:
     if data["source"] == "builtin":
         return "builtin: CPython documentation topics (pydoc_data)"
     return f"local: {data['path']}"
+
+
+def _optimizer(train: dict[str, Any]) -> str:
+    """The baseline's optimizer in words (a config from before ``optimizer`` existed: AdamW)."""
+    kind = train.get("optimizer", "adamw")
+    adamw = f"AdamW (betas {train['adam_beta1']}, {train['adam_beta2']}; eps {train['adam_eps']})"
+    if kind == "muon":
+        return (
+            f"Muon (momentum {train['muon_momentum']}, "
+            f"{'Nesterov, ' if train['muon_nesterov'] else ''}{train['muon_ns_steps']} "
+            f"Newton-Schulz steps, learning rate scaled {train['muon_adjust_lr']}) on the hidden "
+            f"weight matrices; {adamw} on embeddings, LM head and scalars"
+        )
+    if kind == "lion":
+        return f"Lion (betas {train['lion_beta1']}, {train['lion_beta2']})"
+    if kind == "sgd":
+        return (
+            f"SGD with {'Nesterov ' if train['sgd_nesterov'] else ''}momentum "
+            f"{train['sgd_momentum']} (weight decay as L2 on the gradient)"
+        )
+    return adamw
+
+
+def _parameter_groups(study: StudyData) -> dict[str, Any]:
+    """Per configuration, each parameter group's optimizer, peak learning rate and weight
+    decay as its runs recorded them (summary.json)."""
+    out = {}
+    for variant in study.variants:
+        run = next((r for r in study.runs_of(variant) if r.summary), None)
+        if run is not None and run.summary.get("parameter_groups"):
+            out[variant] = run.summary["parameter_groups"]
+    return out
 
 
 def _scheduler(train: dict[str, Any]) -> str:

@@ -16,10 +16,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from pydantic import ValidationError
 
 from lmablate.analysis.findings import Analysis
 from lmablate.analysis.rundata import RunData, StudyData, eval_curve
 from lmablate.analysis.validity import BUDGETS
+from lmablate.config.run import TrainConfig
+from lmablate.optim.schedules import lr_at
 
 LOSS = "loss (nats / token)"
 FIGURES = {
@@ -35,6 +38,73 @@ FIGURES = {
     "equal_budget_comparison.png": "Validation loss against tokens, training FLOPs and "
     "training time on shared axes, with the budget every variant reached marked",
 }
+SCHEDULE_FIGURE = "learning_rate_schedules.png"
+SCHEDULE_FIELDS = (
+    "learning_rate",
+    "min_lr_ratio",
+    "warmup_steps",
+    "schedule",
+    "decay_fraction",
+    "decay_shape",
+    "max_steps",
+)
+
+
+def _schedules(study: StudyData) -> dict[str, TrainConfig]:
+    """Each variant's resolved train section (its first recorded run's config.json)."""
+    out = {}
+    for variant in study.variants:
+        run = next((r for r in study.runs_of(variant) if r.config), None)
+        if run is None:
+            continue
+        try:
+            out[variant] = TrainConfig.model_validate(run.config["train"])
+        except ValidationError:  # written by another version: left out of the figure
+            continue
+    return out
+
+
+def draw_schedules(study: StudyData, out: Path) -> dict[str, str]:
+    """The learning rate of every update, from the schedule function the runs trained with,
+    for every variant whose schedule differs from another's; nothing when all are the same."""
+    configs = _schedules(study)
+    distinct = {tuple(getattr(c, f) for f in SCHEDULE_FIELDS) for c in configs.values()}
+    if len(distinct) < 2:
+        return {}
+    colors = _colors(study.variants)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    drawn: dict[tuple, str] = {}
+    for variant, cfg in configs.items():
+        key = tuple(getattr(cfg, f) for f in SCHEDULE_FIELDS)
+        if key in drawn:  # the same schedule as one already drawn: named in its legend entry
+            continue
+        same = [
+            v for v, c in configs.items() if tuple(getattr(c, f) for f in SCHEDULE_FIELDS) == key
+        ]
+        drawn[key] = variant
+        steps = np.arange(cfg.max_steps)
+        ax.plot(
+            steps + 1,
+            [lr_at(int(s), cfg) for s in steps],
+            color=colors[variant],
+            label=", ".join(same) + f" ({cfg.schedule})",
+            linewidth=1.5,
+        )
+    peaks = [c.learning_rate for c in configs.values()]
+    if max(peaks) / min(peaks) > 5:
+        ax.set_yscale("log")
+    ax.set(
+        title="Learning-rate schedules",
+        xlabel="optimizer step",
+        ylabel="learning rate (schedule x peak; groups scale it by their multiplier)",
+    )
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    _finish(fig, out / SCHEDULE_FIGURE)
+    return {
+        SCHEDULE_FIGURE: "Learning rate at every optimizer step for each distinct schedule "
+        "(the function the runs trained with)"
+    }
 
 
 def _colors(variants: list[str]) -> dict[str, Any]:
@@ -288,4 +358,4 @@ def draw_all(study: StudyData, analysis: Analysis, out: Path) -> dict[str, str]:
         ax.legend(fontsize=7)
     axes[0].set_ylabel(LOSS)
     _finish(fig, out / "equal_budget_comparison.png")
-    return dict(FIGURES)
+    return {**FIGURES, **draw_schedules(study, out)}

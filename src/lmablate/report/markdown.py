@@ -103,7 +103,44 @@ def _overview_and_setup(study: StudyData, data: dict[str, Any]) -> list[str]:
         "and batch order k",
         "",
     ]
+    out += _parameter_groups(training.get("parameter_groups") or {})
     return out
+
+
+def _parameter_groups(groups: dict[str, dict[str, Any]]) -> list[str]:
+    """Each group's optimizer, peak learning rate and weight decay: the baseline's, and those
+    of every configuration whose groups differ from it."""
+    if not groups:
+        return []
+
+    def settings(variant: str) -> dict[str, tuple]:
+        return {
+            g: (row["optimizer"], row["peak_lr"], row["weight_decay"])
+            for g, row in groups[variant].items()
+        }
+
+    base = next(iter(groups))
+    shown = [base] + [v for v in groups if v != base and settings(v) != settings(base)]
+    out = [
+        "### Parameter Groups",
+        "",
+        "Embeddings (token and learned positions; the LM head too when tied), an untied LM "
+        "head, the hidden weight matrices (attention, MLP) and scalars (norm gains, biases); "
+        "peak learning rate = the schedule's peak x the group's multiplier.",
+        "",
+        "| configuration | group | optimizer | peak LR | weight decay | tensors | parameters |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for variant in shown:
+        for group, row in groups[variant].items():
+            out.append(
+                f"| {variant} | {group} | {row['optimizer']} | {row['peak_lr']:.3g} | "
+                f"{row['weight_decay']:g} | {row['tensors']} | {row['parameters']:,} |"
+            )
+    same = [v for v in groups if v not in shown]
+    if same:
+        out += ["", f"Same groups as {base}: {', '.join(same)}."]
+    return [*out, ""]
 
 
 def _configuration_details(setup: dict[str, Any]) -> list[str]:

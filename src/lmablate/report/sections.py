@@ -157,6 +157,9 @@ def validity_section(analysis: Analysis) -> list[str]:
     )
     for variant, row in analysis.confounds.items():
         out += [f"- **{variant}** {w}." for w in row["warnings"]]
+    if analysis.study_threats:
+        out += ["", "### Tuning", ""]
+        out += [f"- {threat}" for threat in analysis.study_threats]
     out += ["", "### Overfitting", ""]
     out += md_table(
         ["configuration", "epochs", "val − train loss", "validation rose while training fell"],

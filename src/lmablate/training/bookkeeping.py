@@ -45,30 +45,42 @@ class Due:
 
 @dataclass
 class Interval:
-    """Training steps since the last train record: summed loss (on device), count, time.
+    """Training steps since the last train record: summed loss and z-loss term (on device),
+    count, time.
 
     Carried through checkpoints, so a stop between two logging steps changes nothing that is
     logged."""
 
     loss: torch.Tensor
+    z_loss: torch.Tensor
     steps: int = 0
     time_s: float = 0.0
 
     @classmethod
     def restore(cls, state: dict[str, Any] | None, device: torch.device) -> Interval:
         if state is None:
-            return cls(torch.zeros((), device=device))
-        return cls(state["loss"].to(device), state["steps"], state["time_s"])
+            return cls(torch.zeros((), device=device), torch.zeros((), device=device))
+        z_loss = state.get("z_loss", torch.zeros(()))  # absent in checkpoints before z-loss
+        return cls(state["loss"].to(device), z_loss.to(device), state["steps"], state["time_s"])
 
     def state(self) -> dict[str, Any]:
-        return {"loss": self.loss.cpu(), "steps": self.steps, "time_s": self.time_s}
+        return {
+            "loss": self.loss.cpu(),
+            "z_loss": self.z_loss.cpu(),
+            "steps": self.steps,
+            "time_s": self.time_s,
+        }
 
-    def add(self, loss: torch.Tensor) -> None:
+    def add(self, loss: torch.Tensor, z_loss: torch.Tensor) -> None:
         self.loss += loss
+        self.z_loss += z_loss
         self.steps += 1
 
-    def record(self, step: int, tokens_per_step: int, lr: float, grad_norm: float) -> dict:
-        return {
+    def record(
+        self, step: int, tokens_per_step: int, lr: float, grad_norm: float, z_loss: bool = False
+    ) -> dict:
+        """The train record; with ``z_loss`` its term's mean beside the cross-entropy."""
+        record = {
             "kind": "train",
             "step": step,
             "tokens_seen": step * tokens_per_step,
@@ -78,6 +90,9 @@ class Interval:
             "step_time": self.time_s / self.steps,
             "tokens_per_s": self.steps * tokens_per_step / self.time_s,
         }
+        if z_loss:
+            record["z_loss"] = float(self.z_loss) / self.steps
+        return record
 
 
 class StopRequest:

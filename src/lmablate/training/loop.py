@@ -36,7 +36,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -54,7 +54,7 @@ from lmablate.hardware import (
 from lmablate.locks import exclusive
 from lmablate.model.counts import resolve_vocab_size
 from lmablate.model.transformer import LM
-from lmablate.optim.optimizers import build_optimizer, set_learning_rate
+from lmablate.optim.optimizers import Optimizers, build_optimizer, set_learning_rate
 from lmablate.optim.schedules import lr_at
 from lmablate.training.bookkeeping import Due, Interval, StopRequest
 from lmablate.training.checkpoint import latest_valid, load_checkpoint
@@ -179,13 +179,13 @@ def _train(
                 lr = lr_at(update, tc)
                 set_learning_rate(optimizer, lr)
                 inputs, targets = (world.my_slice(t) for t in batches.batch_at(update))
-                loss, grad_norm = train_step(
+                loss, grad_norm, z_term = train_step(
                     forward, optimizer, scaler, inputs, targets, step_cfg, device, precision
                 )
                 step = update + 1
                 if tc.compile and update == start_step:  # this step compiled the model
                     run.count_compilation(t_last)
-                pending.add(loss)
+                pending.add(loss, z_term)
                 finite = torch.isfinite(loss)
                 if not scaler.is_enabled():  # with fp16 an inf norm is a skipped step, not a NaN
                     finite &= torch.isfinite(grad_norm)
@@ -200,6 +200,7 @@ def _train(
                 # from here on every rank holds the global mean loss, so what is logged and
                 # checkpointed is the single-process number
                 pending.loss = world.mean(pending.loss)
+                pending.z_loss = world.mean(pending.z_loss)
                 bad_step = world.earliest(int(first_bad))
                 if bad_step >= 0:
                     status, step, message = run.diverged_during(pending, step, bad_step)
@@ -223,37 +224,45 @@ def _train(
     return run.finish(status, step, message)
 
 
+class StepLoss(NamedTuple):
+    """One optimizer update's numbers, on the device (reading them would force a host sync)."""
+
+    loss: torch.Tensor  # mean cross-entropy over the update's micro-batches
+    grad_norm: torch.Tensor  # global gradient norm before clipping
+    z_loss: torch.Tensor  # the z-loss term of the objective (0 when train.z_loss is 0)
+
+
 def train_step(
     model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizers | torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     inputs: torch.Tensor,
     targets: torch.Tensor,
     cfg: TrainConfig,
     device: torch.device,
     precision: str,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer update over ``grad_accum_steps`` micro-batches; (loss, pre-clip grad norm).
-
-    Both stay on the device: reading them would force a host sync.
-    """
+) -> StepLoss:
+    """One optimizer update over ``grad_accum_steps`` micro-batches: backward through the
+    objective (cross-entropy plus any z-loss), clip, step."""
     micro = cfg.batch_size // cfg.grad_accum_steps
     total = torch.zeros((), device=device)
+    total_z = torch.zeros((), device=device)
     for i in range(cfg.grad_accum_steps):
         _sync_gradients(model, i == cfg.grad_accum_steps - 1)
         x = inputs[i * micro : (i + 1) * micro].to(device, non_blocking=True)
         y = targets[i * micro : (i + 1) * micro].to(device, non_blocking=True)
         with autocast(device, precision):
-            loss = model(x, targets=y) / cfg.grad_accum_steps  # float32, logits never whole
-        scaler.scale(loss).backward()
-        total += loss.detach()
+            losses = model(x, targets=y, z_loss=cfg.z_loss)  # float32, logits never whole
+        scaler.scale(losses.objective / cfg.grad_accum_steps).backward()
+        total += losses.cross_entropy / cfg.grad_accum_steps
+        total_z += losses.z_loss / cfg.grad_accum_steps
     scaler.unscale_(optimizer)
     max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
-    return total, grad_norm
+    return StepLoss(total, grad_norm, total_z)
 
 
 # ----------------------------------------------------------------- the steps before the loop

@@ -20,6 +20,7 @@ from lmablate.data import PreparedData, ValidationSet
 from lmablate.hardware import peak_flops, synchronize
 from lmablate.model.counts import training_flops_per_token
 from lmablate.model.transformer import LM
+from lmablate.optim.optimizers import describe_groups
 from lmablate.training.bookkeeping import Interval
 from lmablate.training.checkpoint import checkpoints, save_checkpoint
 from lmablate.training.distributed import World
@@ -100,7 +101,9 @@ class Recorder:
 
     def record_training(self, pending: Interval, step: int, lr: float, grad_norm: float) -> None:
         self.loop["train_time_s"] += pending.time_s
-        record = pending.record(step, self.tokens_per_step, lr, grad_norm)
+        record = pending.record(
+            step, self.tokens_per_step, lr, grad_norm, z_loss=self.cfg.train.z_loss > 0
+        )
         self.metrics.write({**record, "elapsed": self.elapsed()})
         self.bar.update(step - self.bar.n)
         self.bar.set_postfix(
@@ -167,6 +170,7 @@ class Recorder:
             data_key=data.cache_dir.name,
             tokenizer=data.tokenizer.name,
             data_meta={key: data.meta[key] for key in ("documents", "tokens", "leakage")},
+            parameter_groups=describe_groups(self.model, self.cfg.train),
             processes=self.world.size,
         )
         write_json_atomic(run_dir / "summary.json", summary)

@@ -101,6 +101,7 @@ def build_summary(
     data_key: str,
     tokenizer: str,
     data_meta: dict[str, Any],
+    parameter_groups: dict[str, Any] | None = None,
     processes: int = 1,
 ) -> dict[str, Any]:
     tc = cfg.train
@@ -135,6 +136,8 @@ def build_summary(
         "epochs": tokens_seen / train_tokens,
         "params": count_parameters(cfg.model, vocab_size),
         "vocab_size": vocab_size,
+        "optimizer": tc.optimizer,
+        "parameter_groups": parameter_groups,
         "flops_per_token": flops_per_token,
         "total_flops": flops_per_token * tokens_seen,
         "wall_time_s": loop["elapsed_s"],
