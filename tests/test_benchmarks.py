@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,9 @@ def test_benchmark_prints_its_ratio(script, args, ratio_line, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert ratio_line in result.stdout
     assert "x (target" in result.stdout
+    if script == "bench_train.py":  # the optimizer table, each relative to AdamW
+        for kind in ("adamw", "muon", "lion", "sgd"):
+            assert re.search(rf"^  {kind} +[\d.]+ ms/step +[\d.]+x AdamW$", result.stdout, re.M)
 
 
 def test_component_benchmark_prints_each_choice_relative_to_the_default(tmp_path):

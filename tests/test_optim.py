@@ -10,20 +10,22 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import tiny_run_config
+from helpers import tiny_run_config, write_yaml
 from safetensors.torch import load_file
 
 from lmablate.config.run import ModelConfig, TrainConfig
+from lmablate.config.study import load_study
 from lmablate.errors import ConfigError
 from lmablate.model import loss
 from lmablate.model.transformer import LM
 from lmablate.optim.optimizers import (
-    Lion,
     build_optimizer,
     describe_groups,
     parameter_roles,
     set_learning_rate,
 )
+from lmablate.optim.rules import Lion, Muon
+from lmablate.study.runner import run_study
 from lmablate.training.loop import train
 from lmablate.training.metrics import read_jsonl
 
@@ -231,17 +233,62 @@ def newton_schulz(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
     return x.T if g.shape[0] > g.shape[1] else x
 
 
-@pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon needs torch 2.9")
-def test_muon_on_matrices_adamw_elsewhere_matches_torch_optim():
+HAS_TORCH_MUON = hasattr(torch.optim, "Muon")
+
+
+@pytest.mark.skipif(not HAS_TORCH_MUON, reason="torch.optim.Muon needs torch 2.9")
+@pytest.mark.parametrize("adjust", ["match_rms_adamw", "original"])
+def test_muon_in_bfloat16_is_torch_optim_muon_bit_for_bit(adjust):
+    torch.manual_seed(0)
+    ours = [torch.nn.Parameter(torch.randn(shape)) for shape in ((6, 4), (4, 6), (5, 5))]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    settings = {"lr": 0.02, "weight_decay": 0.1, "momentum": 0.95, "nesterov": True}
+    ours_opt = Muon(ours, **settings, ns_steps=5, adjust_lr=adjust, ns_dtype=torch.bfloat16)
+    theirs_opt = torch.optim.Muon(theirs, **settings, ns_steps=5, adjust_lr_fn=adjust)
+    for _ in range(3):
+        for a, b in zip(ours, theirs, strict=True):
+            a.grad = torch.randn(a.shape)
+            b.grad = a.grad.clone()
+        ours_opt.step()
+        theirs_opt.step()
+    for a, b in zip(ours, theirs, strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("adjust", ["match_rms_adamw", "original"])
+def test_muon_update_is_orthogonalized_nesterov_momentum_by_hand(adjust):
+    """Two steps on a 6x4 matrix in float32 (the CPU's precision): EMA momentum, Nesterov,
+    five Newton-Schulz steps, the learning rate scaled per shape, decoupled decay."""
+    torch.manual_seed(0)
+    p0 = torch.randn(6, 4)
+    param = torch.nn.Parameter(p0.clone())
+    lr, wd, mu = 0.02, 0.1, 0.95
+    muon = Muon(
+        [param], lr=lr, weight_decay=wd, momentum=mu, adjust_lr=adjust, ns_dtype=torch.float32
+    )
+    scale = 0.2 * math.sqrt(6) if adjust == "match_rms_adamw" else math.sqrt(6 / 4)
+    p, buf = p0.clone(), torch.zeros(6, 4)
+    for _ in range(2):
+        g = torch.randn(6, 4)
+        param.grad = g.clone()
+        muon.step()
+        buf = mu * buf + (1 - mu) * g
+        update = newton_schulz((1 - mu) * g + mu * buf)
+        p = p * (1 - lr * wd) - lr * scale * update
+        torch.testing.assert_close(param.detach(), p, rtol=0, atol=1e-5 * lr * scale)
+    # orthogonalized: the singular values of the update sit near 1 (the iteration's 0.7-1.2)
+    singular = torch.linalg.svdvals(newton_schulz(torch.randn(6, 4)))
+    assert singular.min() > 0.6 and singular.max() < 1.3
+
+
+def test_muon_on_matrices_adamw_elsewhere():
     cfg = GROUPED.model_copy(update={"optimizer": "muon"})
     ours, theirs = tiny_model(**UNTIED_BIASED), tiny_model(**UNTIED_BIASED)
     roles = parameter_roles(theirs)
-    muon = torch.optim.Muon(
+    muon = Muon(
         [{"params": [p for _, p in roles["matrices"]], "lr": 4e-3, "weight_decay": 0.1}],
-        momentum=0.95,
-        nesterov=True,
-        ns_steps=5,
-        adjust_lr_fn="match_rms_adamw",
+        adjust_lr="match_rms_adamw",
+        ns_dtype=torch.float32,  # on the CPU
     )
     adamw = torch.optim.AdamW(
         reference_groups(theirs, cfg, ("embeddings", "head", "scalars")), betas=(0.9, 0.95)
@@ -259,38 +306,9 @@ def test_muon_on_matrices_adamw_elsewhere_matches_torch_optim():
         assert torch.equal(got, expected), name
 
 
-@pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon needs torch 2.9")
-@pytest.mark.parametrize("adjust", ["match_rms_adamw", "original"])
-def test_muon_update_is_orthogonalized_nesterov_momentum_by_hand(adjust):
-    """Two steps on a 6x4 matrix: EMA momentum, Nesterov, five Newton-Schulz steps, the
-    learning rate scaled per shape, decoupled decay; the iteration runs in bfloat16 inside
-    torch, so the update agrees to bfloat16 precision."""
-    torch.manual_seed(0)
-    p0 = torch.randn(6, 4)
-    param = torch.nn.Parameter(p0.clone())
-    lr, wd, mu = 0.02, 0.1, 0.95
-    muon = torch.optim.Muon([param], lr=lr, weight_decay=wd, momentum=mu, adjust_lr_fn=adjust)
-    scale = 0.2 * math.sqrt(6) if adjust == "match_rms_adamw" else math.sqrt(6 / 4)
-    p, buf = p0.clone(), torch.zeros(6, 4)
-    for _ in range(2):
-        g = torch.randn(6, 4)
-        param.grad = g.clone()
-        muon.step()
-        buf = mu * buf + (1 - mu) * g
-        update = newton_schulz((1 - mu) * g + mu * buf)
-        p = p * (1 - lr * wd) - lr * scale * update
-        step_size = lr * scale
-        torch.testing.assert_close(param.detach(), p, rtol=0, atol=0.02 * step_size)
-    # orthogonalized: the singular values of the update sit near 1 (the iteration's 0.7-1.2)
-    singular = torch.linalg.svdvals(newton_schulz(torch.randn(6, 4)))
-    assert singular.min() > 0.6 and singular.max() < 1.3
-
-
-def test_muon_without_torch_support_is_a_clear_error(monkeypatch):
-    monkeypatch.delattr(torch.optim, "Muon", raising=False)
-    cfg = TrainConfig(optimizer="muon")
-    with pytest.raises(ConfigError, match=r"muon needs torch >= 2\.9"):
-        build_optimizer(tiny_model(), cfg, CPU)
+def test_muon_refuses_what_is_not_a_matrix():
+    with pytest.raises(ValueError, match="matrices only"):
+        Muon([torch.nn.Parameter(torch.ones(3))])
 
 
 # ---------------------------------------------------------------------------------- z-loss
@@ -354,8 +372,6 @@ OPTIMIZER_RUNS = {
 
 @pytest.mark.parametrize("kind", list(OPTIMIZER_RUNS))
 def test_resume_is_bit_identical_for_every_optimizer(tmp_path, corpus, tokenizer_dir, kind):
-    if kind == "muon" and not hasattr(torch.optim, "Muon"):
-        pytest.skip("torch.optim.Muon needs torch 2.9")
     cfg = tiny_run_config(
         corpus,
         tokenizer_dir,
@@ -407,3 +423,67 @@ def test_a_checkpoint_of_another_optimizer_is_refused_clearly(tmp_path, corpus, 
     )
     with pytest.raises(ConfigError, match="cannot resume"):
         optimizer.load_state_dict(state["optimizer"])
+
+
+# ------------------------------------------------------------------------------ the report
+
+
+def test_the_report_states_groups_schedules_and_the_untuned_optimizers(
+    tmp_path, corpus, tokenizer_dir
+):
+    study = write_yaml(
+        tmp_path / "study.yaml",
+        f"""\
+        name: optim
+        seeds: [0]
+        data: {{source: local, path: {corpus}, tokenizer: {tokenizer_dir}, num_documents: null}}
+        baseline:
+          model: {{d_model: 32, n_heads: 2, n_layers: 1, d_ff: 64}}
+          train: {{batch_size: 4, seq_len: 16, learning_rate: 3.0e-3, warmup_steps: 2,
+                  max_steps: 8, eval_every: 4, eval_tokens: 256, log_every: 2}}
+        samples: {{prompts: [The], max_new_tokens: 2}}
+        variants:
+          lion_wsd: {{optimizer: lion, schedule: wsd, head_lr_mult: 0.5}}
+          sgd: {{optimizer: sgd, learning_rate: 0.1}}
+        """,
+    )
+    outcome = run_study(load_study(study), tmp_path / "out", progress=False, log=lambda _: None)
+    assert set(outcome.statuses.values()) == {"complete"}
+    report = tmp_path / "out" / "report"
+    markdown = (report / "research_report.md").read_text()
+
+    assert "| baseline | embeddings | adamw | 0.003 | 0.1 | 1 |" in markdown
+    assert "| lion_wsd | matrices | lion | 0.003 | 0.1 |" in markdown
+    assert "| sgd | scalars | sgd | 0.1 | 0 |" in markdown
+    assert "### Tuning" in markdown and "(adamw, lion, sgd)" in markdown
+    assert "| lion_wsd | schedule=wsd, optimizer=lion, head_lr_mult=0.5 |" in markdown
+    assert "learning-rate schedule, optimizer, parameter groups | yes" in markdown
+
+    assert "learning_rate_schedules.png" in markdown  # the schedules differ
+    assert (report / "learning_rate_schedules.png").stat().st_size > 10_000
+    data = json.loads((report / "research_data.json").read_text())
+    groups = data["experimental_setup"]["training_setup"]["parameter_groups"]
+    assert groups["sgd"]["matrices"] == {
+        "optimizer": "sgd",
+        "peak_lr": 0.1,
+        "lr_mult": 1.0,
+        "weight_decay": 0.1,
+        "parameters": 4 * 32 * 32 + 3 * 32 * 64,
+        "tensors": 7,
+    }
+    assert data["statistical_analysis"]["study_threats"]
+
+
+def test_no_schedule_figure_when_every_variant_shares_the_schedule(tmp_path):
+    from lmablate.analysis.rundata import RunData, StudyData
+    from lmablate.report.figures import draw_schedules
+
+    train = TrainConfig(max_steps=50, warmup_steps=5).model_dump(mode="json")
+    runs = [
+        RunData(v, 0, tmp_path, {"train": {**train, **change}}, None)
+        for v, change in (("baseline", {}), ("other", {"optimizer": "lion"}))
+    ]
+    study = StudyData(tmp_path, {"seeds": [0], "variants": {"other": {}}}, runs)
+    assert draw_schedules(study, tmp_path) == {}
+    runs[1].config["train"]["schedule"] = "constant"
+    assert list(draw_schedules(study, tmp_path)) == ["learning_rate_schedules.png"]

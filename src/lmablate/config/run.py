@@ -237,8 +237,9 @@ class TrainConfig(_Section):
     optimizer: Literal["adamw", "muon", "lion", "sgd"] = Field(
         "adamw",
         description="adamw: AdamW (Loshchilov & Hutter 2019). muon: Muon (Jordan et al. 2024; "
-        "torch.optim.Muon, torch >= 2.9) on the hidden weight matrices, AdamW on embeddings, "
-        "LM head and scalars, as its authors use it. lion: Lion (Chen et al. 2023), sign of an "
+        "torch.optim.Muon's update, its Newton-Schulz iteration in bfloat16 on GPUs and float32 "
+        "on CPUs) on the hidden weight matrices, AdamW on embeddings, LM head and scalars, as "
+        "its authors use it. lion: Lion (Chen et al. 2023), sign of an "
         "interpolated momentum, decoupled weight decay. sgd: SGD with momentum (weight decay "
         "as L2 on the gradient, torch.optim.SGD).",
     )

@@ -13,9 +13,10 @@ weight decay (``TrainConfig``'s ``*_lr_mult`` and ``*_weight_decay``):
 The optimizers:
 
 - ``adamw``: ``torch.optim.AdamW`` (Loshchilov & Hutter 2019) over all four groups.
-- ``muon``: ``torch.optim.Muon`` (Jordan et al. 2024) on the matrices, which are what it is
-  designed for; AdamW on embeddings, head and scalars, as its authors train with it.
-- ``lion``: ``Lion`` below (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms").
+- ``muon``: Muon (Jordan et al. 2024; ``rules.Muon``, ``torch.optim.Muon``'s update with its
+  Newton-Schulz iteration in bfloat16 on GPUs and float32 on CPUs) on the matrices, which are
+  what it is designed for; AdamW on embeddings, head and scalars, as its authors train with it.
+- ``lion``: ``rules.Lion`` (Chen et al. 2023).
 - ``sgd``: ``torch.optim.SGD`` with momentum, optionally Nesterov.
 
 ``set_learning_rate`` gives every group the schedule's value times its multiplier.
@@ -30,9 +31,9 @@ from torch import nn
 
 from lmablate.config.run import TrainConfig
 from lmablate.errors import ConfigError
+from lmablate.optim.rules import Lion, Muon
 
 GROUPS = ("embeddings", "head", "matrices", "scalars")
-MUON_TORCH = "2.9"  # the first release with torch.optim.Muon
 
 
 def parameter_roles(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:
@@ -132,18 +133,15 @@ def _make(
             fused=device.type == "cuda",  # one kernel for the whole update on GPUs
         )
     if kind == "muon":
-        if not hasattr(torch.optim, "Muon"):
-            raise ConfigError(
-                f"train.optimizer: muon needs torch >= {MUON_TORCH} (torch.optim.Muon); this "
-                f"is torch {torch.__version__}. Upgrade torch or choose adamw, lion or sgd."
-            )
-        return torch.optim.Muon(
+        return Muon(
             groups,
             lr=cfg.learning_rate,
             momentum=cfg.muon_momentum,
             nesterov=cfg.muon_nesterov,
             ns_steps=cfg.muon_ns_steps,
-            adjust_lr_fn=cfg.muon_adjust_lr,
+            adjust_lr=cfg.muon_adjust_lr,
+            # bfloat16 products are fast on GPUs, slow on CPUs without bfloat16 units
+            ns_dtype=torch.bfloat16 if device.type == "cuda" else torch.float32,
         )
     if kind == "lion":
         return Lion(groups, lr=cfg.learning_rate, betas=(cfg.lion_beta1, cfg.lion_beta2))
@@ -203,43 +201,3 @@ def set_learning_rate(optimizer: Optimizers | torch.optim.Optimizer, lr: float) 
     """Every group at the schedule's ``lr`` times its multiplier."""
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_mult", 1.0)
-
-
-class Lion(torch.optim.Optimizer):
-    """Lion (Chen et al. 2023, Algorithm 2), per parameter with gradient g and momentum m:
-
-        update = sign(beta1 * m + (1 - beta1) * g)
-        p      = p - lr * (update + weight_decay * p)
-        m      = beta2 * m + (1 - beta2) * g
-
-    The update has unit magnitude in every coordinate, so its authors use a learning rate
-    3-10x smaller than AdamW's and a weight decay 3-10x larger (the product lr * weight_decay,
-    the decay actually applied, stays the same).
-    """
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float = 1e-4,
-        betas: tuple[float, float] = (0.9, 0.99),
-        weight_decay: float = 0.0,
-    ) -> None:
-        super().__init__(params, {"lr": lr, "betas": betas, "weight_decay": weight_decay})
-
-    @torch.no_grad()
-    def step(self, closure: Any = None) -> None:
-        if closure is not None:
-            raise ValueError("Lion.step takes no closure")
-        for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["exp_avg"] = torch.zeros_like(p)
-                momentum = state["exp_avg"]
-                update = momentum.mul(beta1).add_(p.grad, alpha=1 - beta1).sign_()
-                p.mul_(1 - group["lr"] * group["weight_decay"])
-                p.add_(update, alpha=-group["lr"])
-                momentum.mul_(beta2).add_(p.grad, alpha=1 - beta2)

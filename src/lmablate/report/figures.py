@@ -64,6 +64,15 @@ def _schedules(study: StudyData) -> dict[str, TrainConfig]:
     return out
 
 
+def _schedule_label(cfg: TrainConfig) -> str:
+    floor = f"to {cfg.min_lr_ratio:g}x"
+    if cfg.schedule == "wsd":
+        return f"wsd, {cfg.decay_shape} decay {floor} over the last {cfg.decay_fraction:.0%}"
+    if cfg.schedule == "constant":
+        return "constant"
+    return f"{cfg.schedule} {floor}"
+
+
 def draw_schedules(study: StudyData, out: Path) -> dict[str, str]:
     """The learning rate of every update, from the schedule function the runs trained with,
     for every variant whose schedule differs from another's; nothing when all are the same."""
@@ -87,7 +96,7 @@ def draw_schedules(study: StudyData, out: Path) -> dict[str, str]:
             steps + 1,
             [lr_at(int(s), cfg) for s in steps],
             color=colors[variant],
-            label=", ".join(same) + f" ({cfg.schedule})",
+            label=", ".join(same) + f" ({_schedule_label(cfg)})",
             linewidth=1.5,
         )
     peaks = [c.learning_rate for c in configs.values()]
@@ -96,14 +105,14 @@ def draw_schedules(study: StudyData, out: Path) -> dict[str, str]:
     ax.set(
         title="Learning-rate schedules",
         xlabel="optimizer step",
-        ylabel="learning rate (schedule x peak; groups scale it by their multiplier)",
+        ylabel="learning rate",
     )
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     _finish(fig, out / SCHEDULE_FIGURE)
     return {
         SCHEDULE_FIGURE: "Learning rate at every optimizer step for each distinct schedule "
-        "(the function the runs trained with)"
+        "(the function the runs trained with; each parameter group scales it by its multiplier)"
     }
 
 
