@@ -66,15 +66,19 @@ def dry_run(
                 tc.seq_len,
                 tc.grad_accum_steps,
                 tc.precision,
+                tc.optimizer,  # Muon's orthogonalization costs time of its own
+                tc.muon_ns_steps,
             ]
         )
         if shape not in step_time:
             log(f"timing a few steps of {run.variant}'s shape on {device}")
             step_time[shape] = estimate_step_time(cfg, vocab, device)
         seconds = step_time[shape]
-        # an evaluation is a forward pass (about a third of a training step) over eval_tokens
+        # an evaluation is a forward pass (about a third of a training step) over eval_tokens,
+        # or over the validation documents where they hold fewer
         evals = tc.max_steps // tc.eval_every + 2
-        eval_seconds = evals * seconds / 3 * tc.eval_tokens / (tc.batch_size * tc.seq_len)
+        scored = min(tc.eval_tokens, len(data.val_tokens))
+        eval_seconds = evals * seconds / 3 * scored / (tc.batch_size * tc.seq_len)
         params = count_parameters(cfg.model, vocab)
         rows.append(
             {
@@ -94,14 +98,15 @@ def dry_run(
 
 def print_dry_run(rows: list[dict[str, Any]]) -> None:
     """The dry run as a table, and the total estimate."""
+    width = max([16, *(len(row["variant"]) for row in rows)])
     print(
-        f"{'variant':<16} {'seed':>4} {'params':>9} {'tokens':>12} {'FLOPs':>9} "
+        f"{'variant':<{width}} {'seed':>4} {'params':>9} {'tokens':>12} {'FLOPs':>9} "
         f"{'s/step':>7} {'est. time':>9}  changes from baseline"
     )
     for row in rows:
         changes = ", ".join(f"{k}={v}" for k, v in row["changes"].items()) or "-"
         print(
-            f"{row['variant']:<16} {row['seed']:>4} {row['params'] / 1e6:>8.2f}M "
+            f"{row['variant']:<{width}} {row['seed']:>4} {row['params'] / 1e6:>8.2f}M "
             f"{row['tokens']:>12,} {row['flops']:>9.2e} {row['step_time_s']:>7.3f} "
             f"{row['estimated_s'] / 60:>8.1f}m  {changes}"
         )
