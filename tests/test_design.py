@@ -1,12 +1,19 @@
-"""Study design: sweeps expand into ordinary, validated, named variants."""
+"""Study design: sweeps expand into ordinary, validated, named variants; matched budgets end
+every schedule at the baseline's budget."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
+from helpers import write_yaml
 
-from lmablate.config.study import Spaced, build_study, format_value
+from lmablate.config.study import Spaced, build_study, format_value, load_study
 from lmablate.errors import ConfigError
+from lmablate.model.counts import training_flops_per_token
+from lmablate.study.budgets import match_budgets
+from lmablate.study.runner import run_study
 
 BASE = {
     "name": "design",
@@ -142,3 +149,141 @@ def test_names_are_short_and_deterministic():
 def test_bad_sweeps_name_the_sweep_and_the_values(sweeps, message):
     with pytest.raises(ConfigError, match=message):
         study(sweeps=sweeps)
+
+
+# ---------------------------------------------------------------------------- matched budgets
+
+MATCHED = {
+    **BASE,
+    "budget": {"match": "tokens"},
+    "baseline": {
+        "model": {"d_model": 32, "n_heads": 2, "n_layers": 2, "d_ff": 64},
+        "train": {"batch_size": 4, "seq_len": 16, "max_steps": 30, "warmup_fraction": 0.1},
+    },
+}
+
+
+def matched(unit="tokens", vocab=512, **variants):
+    return match_budgets(
+        build_study({**MATCHED, "budget": {"match": unit}, "variants": variants}), vocab
+    )
+
+
+def steps_of(s) -> dict[str, tuple[int, int]]:
+    return {
+        r.variant: (r.config.train.max_steps, r.config.train.warmup_steps)
+        for r in s.runs
+        if r.seed == 0
+    }
+
+
+def test_matched_tokens_end_every_schedule_at_the_baseline_budget():
+    s = matched(big={"batch_size": 12}, odd={"batch_size": 7}, short={"seq_len": 8})
+    # the baseline: 30 steps x 4 x 16 = 1,920 tokens; warmup a tenth of each run
+    assert steps_of(s) == {
+        "baseline": (30, 3),
+        "big": (10, 1),  # 1920 / 48
+        "odd": (17, 2),  # 1920 / 112 = 17.14, rounded
+        "short": (60, 6),  # 1920 / 32
+    }
+    assert s.budget == {
+        "match": "tokens",
+        "baseline_budget": 1920,
+        "rounding": "max_steps = round(baseline budget / budget per step): within half a step",
+        "max_steps": {"baseline": 30, "big": 10, "odd": 17, "short": 60},
+    }
+    odd = next(r for r in s.runs if r.variant == "odd")
+    assert odd.changes == {"batch_size": 7, "max_steps": 17, "warmup_steps": 2}
+    assert abs(17 * 7 * 16 - 1920) <= 7 * 16 / 2  # within half a step
+
+
+def test_matched_flops_use_each_configuration_flops_per_token():
+    s = matched("flops", vocab=500, wide={"d_model": 64, "n_heads": 4})
+    base_cfg = next(r.config for r in s.runs if r.variant == "baseline")
+    wide_cfg = next(r.config for r in s.runs if r.variant == "wide")
+    # the vocabulary padded to a multiple of 64, as the model builds it
+    per_token = {
+        name: training_flops_per_token(cfg.model, 512, 16)
+        for name, cfg in (("baseline", base_cfg), ("wide", wide_cfg))
+    }
+    expected = round(30 * per_token["baseline"] / per_token["wide"])
+    assert wide_cfg.train.max_steps == expected < 30
+
+
+def test_warmup_in_steps_stays_in_steps():
+    s = match_budgets(
+        build_study(
+            {
+                **MATCHED,
+                "baseline": {
+                    **MATCHED["baseline"],
+                    "train": {"max_steps": 30, "batch_size": 4, "seq_len": 16, "warmup_steps": 3},
+                },
+                "variants": {"short": {"seq_len": 8}},
+            }
+        ),
+        512,
+    )
+    assert steps_of(s)["short"] == (60, 3)
+
+
+def test_matched_budgets_refuse_what_cannot_be_matched():
+    with pytest.raises(ConfigError, match=r"but fixed set\(s\) max_steps too"):
+        matched(fixed={"max_steps": 10})
+    too_short = {
+        **MATCHED,
+        "baseline": {
+            **MATCHED["baseline"],
+            "train": {"max_steps": 30, "batch_size": 4, "seq_len": 16, "warmup_steps": 12},
+        },
+        "variants": {"huge": {"batch_size": 12}},
+    }
+    with pytest.raises(
+        ConfigError,
+        match=r"variant 'huge' would train 10 steps .*warmup_steps \(12\) must be smaller",
+    ):
+        match_budgets(build_study(too_short), 512)
+
+
+def test_unmatched_studies_are_left_alone():
+    s = build_study({**BASE, "variants": {"big": {"batch_size": 12}}})
+    assert match_budgets(s, 512) is s
+
+
+def test_a_matched_study_reports_end_of_schedule_numbers(tmp_path, corpus, tokenizer_dir):
+    path = write_yaml(
+        tmp_path / "study.yaml",
+        f"""\
+        name: matched
+        seeds: [0]
+        budget: {{match: tokens}}
+        data: {{source: local, path: {corpus}, tokenizer: {tokenizer_dir}, num_documents: null}}
+        baseline:
+          model: {{d_model: 32, n_heads: 2, n_layers: 1, d_ff: 64}}
+          train: {{batch_size: 4, seq_len: 16, max_steps: 12, warmup_fraction: 0.25,
+                  eval_every: 4, eval_tokens: 256, log_every: 2}}
+        samples: {{prompts: [The], max_new_tokens: 2}}
+        variants:
+          big_batch: {{batch_size: 8}}
+        """,
+    )
+    outcome = run_study(load_study(path), tmp_path / "out", progress=False, log=lambda _: None)
+    assert set(outcome.statuses.values()) == {"complete"}
+    summary = json.loads((tmp_path / "out/runs/big_batch/seed-0/summary.json").read_text())
+    assert summary["tokens_seen"] == 12 * 4 * 16 and summary["step"] == 6
+    recorded = yaml.safe_load((tmp_path / "out/study.yaml").read_text())
+    assert recorded["variants"]["big_batch"] == {
+        "description": "",
+        "batch_size": 8,
+        "max_steps": 6,
+        "warmup_steps": 2,
+    }
+    assert recorded["budget"]["max_steps"] == {"baseline": 12, "big_batch": 6}
+
+    markdown = (tmp_path / "out/report/research_report.md").read_text()
+    assert "**Budgets matched on tokens:**" in markdown
+    assert "Steps per configuration: baseline 12, big_batch 6." in markdown
+    assert "equal tokens (768 tokens; end of schedule)" in markdown
+    assert "equal FLOPs (" in markdown and "; indicative)" in markdown
+    # the matched steps are the design, not a second factor
+    assert "| big_batch | batch_size=8, max_steps=6, warmup_steps=2 | batch size | no |" in markdown

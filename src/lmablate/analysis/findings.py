@@ -174,6 +174,7 @@ class Analysis:
     overfitting: dict[str, Any] = field(default_factory=dict)
     confounds: dict[str, Any] = field(default_factory=dict)
     study_threats: list[str] = field(default_factory=list)  # about the study as a whole
+    budget: dict[str, Any] = field(default_factory=dict)  # study.yaml's budget: matched or not
     leakage: dict[str, Any] = field(default_factory=dict)
     provenance: list[dict[str, Any]] = field(default_factory=list)
 
@@ -304,6 +305,7 @@ def analyze(study: StudyData) -> Analysis:
         overfitting=overfitting(study),
         confounds=confounds(study, per_variant),
         study_threats=study_threats(study),
+        budget=study.study.get("budget") or {},
         leakage=leakage(study),
         provenance=provenance(study),
     )

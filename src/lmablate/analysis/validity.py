@@ -44,6 +44,7 @@ FACTORS = {
     "learning-rate schedule": (
         "min_lr_ratio",
         "warmup_steps",
+        "warmup_fraction",
         "schedule",
         "decay_fraction",
         "decay_shape",
@@ -166,9 +167,13 @@ def factors_changed(changes: dict[str, Any]) -> list[str]:
 def confounds(study: StudyData, per_variant: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """What each variant changes, and how its budget differs from the baseline's."""
     base = per_variant.get("baseline", {})
+    # with matched budgets, a variant's steps (and a warmup that scales with them) follow from
+    # its batch shape and model: the design, not a second factor
+    matched = (study.study.get("budget") or {}).get("match")
+    derived = ("max_steps", "warmup_steps") if matched else ()
     out: dict[str, Any] = {}
     for variant, changes in (study.study.get("variants") or {}).items():
-        factors = factors_changed(changes or {})
+        factors = factors_changed({k: v for k, v in (changes or {}).items() if k not in derived})
         row = per_variant.get(variant, {})
         warnings = []
         if len(factors) > 1:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -218,6 +218,13 @@ class TrainConfig(_Section):
         0.1, description="The decay ends at min_lr_ratio * learning_rate at max_steps."
     )
     warmup_steps: NonNegInt = Field(100, description="Steps of linear warmup from 0.")
+    warmup_fraction: Annotated[float, Field(ge=0, lt=1)] | None = Field(
+        None,
+        description="Warmup as a share of max_steps: when set, warmup_steps is "
+        "round(warmup_fraction * max_steps) (giving both is an error unless they agree), so the "
+        "warmup scales with the run (a study's matched budgets keep it a fraction). null: "
+        "warmup_steps as written.",
+    )
     schedule: Literal["cosine", "wsd", "linear", "constant"] = Field(
         "cosine",
         description="Learning rate after warmup. cosine: cosine decay to the floor. wsd: "
@@ -354,6 +361,25 @@ class TrainConfig(_Section):
         "Optional extras: pip install 'lmablate[tensorboard]' or 'lmablate[wandb]'.",
     )
     wandb_project: str = Field("lmablate", description="Weights & Biases project (logger: wandb).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _warmup_from_fraction(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("warmup_fraction") is not None:
+            max_steps = data.get("max_steps", cls.model_fields["max_steps"].default)
+            try:
+                steps = round(float(data["warmup_fraction"]) * max_steps)
+            except (TypeError, ValueError):
+                return data  # the field validators say what is wrong
+            written = data.get("warmup_steps")
+            if written is not None and written != steps:
+                raise ValueError(
+                    f"train.warmup_steps ({written}) and train.warmup_fraction "
+                    f"({data['warmup_fraction']}: {steps} of {max_steps} steps) disagree; give "
+                    "one (warmup_fraction: null to write the warmup in steps)"
+                )
+            data = {**data, "warmup_steps": steps}
+        return data
 
     @model_validator(mode="after")
     def _check_schedule(self) -> TrainConfig:

@@ -30,7 +30,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -191,6 +191,19 @@ def point_name(base: str, point: Mapping[str, Any]) -> str:
     return values if base == "baseline" else f"{base},{values}"
 
 
+class BudgetConfig(BaseModel):
+    """How the runs' training budgets relate (``budget:`` in a study)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    match: Literal["tokens", "flops"] | None = Field(
+        None,
+        description="Set every variant's max_steps so that its own schedule ends at the "
+        "baseline's budget in training tokens or FLOPs: max_steps = round(baseline budget / "
+        "the variant's budget per step). null: every run keeps its own max_steps.",
+    )
+
+
 class StudyConfig(BaseModel):
     """A study file, before expansion."""
 
@@ -213,6 +226,7 @@ class StudyConfig(BaseModel):
     sweeps: list[SweepConfig] = Field(
         default_factory=list, description="Variants generated from value lists (grid or zip)."
     )
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
     samples: SamplesConfig = Field(default_factory=SamplesConfig)
 
     @field_validator("name")
@@ -249,6 +263,7 @@ class Study:
     baseline: RunConfig  # replicate 0's seeds
     runs: list[StudyRun]
     sweeps: list[dict[str, Any]] = field(default_factory=list)  # what each sweep generated
+    budget: dict[str, Any] = field(default_factory=dict)  # matched budgets, once resolved
 
     @property
     def variants(self) -> list[str]:
@@ -272,6 +287,7 @@ class Study:
                 if run.variant != "baseline" and run.seed == self.config.seeds[0]
             },
             "sweeps": self.sweeps,
+            "budget": self.budget or self.config.budget.model_dump(mode="json"),
             "samples": self.config.samples.model_dump(mode="json"),
         }
 

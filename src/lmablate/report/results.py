@@ -68,9 +68,14 @@ def key_findings(analysis: Analysis, n_seeds: int) -> list[str]:
         f"- **Least Efficient Configuration:** {findings['least_efficient_config']}",
     ]
     if findings["best_at_equal_compute"]:
+        reading = (
+            "end of every schedule: budgets matched on FLOPs"
+            if analysis.budget.get("match") == "flops"
+            else "indicative: read mid-schedule for longer runs, see Equal-Budget Comparison"
+        )
         out.append(
             f"- **Best at equal compute:** {findings['best_at_equal_compute']} (lowest "
-            "validation loss at the FLOPs every configuration reached)"
+            f"validation loss at the FLOPs every configuration reached; {reading})"
         )
     out += _budget_caveat(lowest, table)
     verdicts = [f"{c.variant} {c.verdict} ({c.difference:+.4f})" for c in analysis.comparisons]

@@ -99,8 +99,19 @@ def statistics_section(analysis: Analysis, n_seeds: int) -> list[str]:
     return out
 
 
+MID_SCHEDULE = (
+    "A reading at a budget that a run went past is taken mid-schedule: its learning rate had not "
+    "decayed yet, so it is worse there than a run of that length would be at its end, and the "
+    "view favours shorter runs (Hägele et al. 2024 show that loss curves of different schedule "
+    "lengths compare only at their ends). Such columns are *indicative*; "
+    "`budget: {match: tokens}` (or `flops`) gives every run a schedule that ends at the same "
+    "budget, for an end-of-schedule comparison."
+)
+
+
 def equal_budget_section(analysis: Analysis) -> list[str]:
     budgets = analysis.equal_budgets
+    matched = analysis.budget.get("match")
     out = [
         "## Equal-Budget Comparison",
         "",
@@ -109,24 +120,46 @@ def equal_budget_section(analysis: Analysis) -> list[str]:
         "interpolation) at the largest budget that **every** configuration reached.",
         "",
     ]
+    if matched:
+        steps = analysis.budget.get("max_steps") or {}
+        out += [
+            f"**Budgets matched on {matched}:** every configuration's schedule ends at the "
+            f"baseline's budget ({sci(analysis.budget.get('baseline_budget'))} {matched}; "
+            f"{analysis.budget.get('rounding')}), so its final numbers are end-of-schedule "
+            f"numbers at equal {matched}. Steps per configuration: "
+            + ", ".join(f"{v} {n:,}" for v, n in steps.items())
+            + ".",
+            "",
+        ]
     if not budgets:
         return [*out, "Not available: no complete runs.", ""]
     names = {"tokens": "equal tokens", "flops": "equal FLOPs", "time_s": "equal time"}
     units = {"tokens": "tokens", "flops": "FLOPs", "time_s": "s"}
-    header = [
-        "configuration",
-        *[f"{names[b]} ({sci(budgets[b]['matched_budget'])} {units[b]})" for b in budgets],
-    ]
+
+    def label(budget: str) -> str:
+        kind = "end of schedule" if budget == matched else "indicative"
+        return f"{names[budget]} ({sci(budgets[budget]['matched_budget'])} {units[budget]}; {kind})"
+
+    header = ["configuration", *[label(b) for b in budgets]]
     variants = [v for v, _ in analysis.ranking]
     out += md_table(
         header, [[v, *[fmt(budgets[b]["val_loss"].get(v)) for b in budgets]] for v in variants]
     )
     lines = [
         f"- At {names[b]}: best **{budgets[b]['ranking'][0]}**"
+        + ("" if b == matched else " (indicative)")
         for b in budgets
         if budgets[b]["ranking"]
     ]
-    return [*out, *lines, "", "![Equal-budget comparison](equal_budget_comparison.png)", ""]
+    return [
+        *out,
+        *lines,
+        "",
+        MID_SCHEDULE,
+        "",
+        "![Equal-budget comparison](equal_budget_comparison.png)",
+        "",
+    ]
 
 
 def validity_section(analysis: Analysis) -> list[str]:

@@ -27,6 +27,7 @@ from lmablate.hardware import resolve_device
 from lmablate.locks import exclusive
 from lmablate.model.counts import resolve_vocab_size
 from lmablate.report.package import build_report
+from lmablate.study.budgets import match_budgets
 from lmablate.study.estimate import run_flops
 from lmablate.study.samples import SampleWriter, deferred_interrupts, sample_run, score_samples
 from lmablate.study.status import duration
@@ -161,6 +162,9 @@ def _run_study(
     pool: Any = None,
 ) -> StudyOutcome:
     data = prepare(study.data, progress=progress, log=log)  # once: every run reuses the cache
+    study = match_budgets(study, data.tokenizer.vocab_size)
+    matched = {run.path: run for run in study.runs}
+    runs = [matched[run.path] for run in runs]
     conflicts = config_conflicts(directory, runs, data.cache_dir.name)
     if conflicts and not force:
         listed = ", ".join(f"{path} ({what})" for path, what in conflicts.items())
