@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import yaml
 from helpers import write_yaml
 
+from lmablate.analysis.scaling import compute_multipliers, fit_power_law
 from lmablate.config.study import Spaced, build_study, format_value, load_study
 from lmablate.errors import ConfigError
 from lmablate.model.counts import training_flops_per_token
@@ -287,3 +289,172 @@ def test_a_matched_study_reports_end_of_schedule_numbers(tmp_path, corpus, token
     assert "equal FLOPs (" in markdown and "; indicative)" in markdown
     # the matched steps are the design, not a second factor
     assert "| big_batch | batch_size=8, max_steps=6, warmup_steps=2 | batch size | no |" in markdown
+
+
+# ----------------------------------------------------------- budget ladder, compute multipliers
+
+
+def test_the_ladder_trains_the_baseline_at_each_multiple_of_its_budget():
+    s = build_study(
+        {
+            **BASE,
+            "baseline": {**BASE["baseline"], "train": {"max_steps": 40, "warmup_fraction": 0.1}},
+            "budget": {"ladder": [0.25, 0.5, 1, 2]},
+            "variants": {"wide": {"d_model": 64}},
+        }
+    )
+    assert steps_of(s) == {
+        "baseline": (40, 4),
+        "wide": (40, 4),
+        "budget=0.25x": (10, 1),
+        "budget=0.5x": (20, 2),
+        "budget=2x": (80, 8),
+    }
+    assert s.resolved()["budget"]["ladder_variants"] == {
+        "budget=0.25x": 0.25,
+        "budget=0.5x": 0.5,
+        "budget=2x": 2.0,
+    }
+    with pytest.raises(ConfigError, match="two or more other budgets"):
+        build_study({**BASE, "budget": {"ladder": [1, 2]}})
+    with pytest.raises(
+        ConfigError, match=r"budget.ladder at 0.05x \(1 steps\): train.warmup_steps"
+    ):
+        build_study({**BASE, "budget": {"ladder": [0.05, 2]}})  # warmup 2 of 1 step
+
+
+E, A, ALPHA = 2.0, 1.5, 0.3
+
+
+def law(c: float) -> float:
+    return E + A * c ** (-ALPHA)
+
+
+def test_the_power_law_fit_recovers_known_parameters():
+    rng = np.random.default_rng(0)
+    compute = [0.125, 0.25, 0.5, 1, 2, 4, 8] * 3
+    loss = [law(c) + rng.normal(0, 0.002) for c in compute]
+    fit = fit_power_law(compute, loss)
+    assert (fit["E"], fit["A"], fit["alpha"]) == pytest.approx((E, A, ALPHA), rel=0.05)
+    assert all(v is not None and v < 0.1 for v in fit["se"].values())
+    assert fit["points"] == 21 and fit["rmse"] < 0.004
+    assert fit_power_law([1, 2], [3.0, 2.9]) is None  # three parameters need three budgets
+
+
+def ladder_study(tmp_path, variant_losses: dict[str, list[float]], variant_compute: float):
+    """Run directories of a ladder that follows the law exactly, and variants beside it."""
+    from lmablate.analysis.rundata import RunData, StudyData
+
+    rungs = {"budget=0.25x": 0.25, "budget=0.5x": 0.5, "budget=2x": 2.0, "budget=4x": 4.0}
+    seeds = list(range(len(next(iter(variant_losses.values())))))
+    runs = []
+
+    def run(variant, seed, compute, loss):
+        summary = {"status": "complete", "final_val_loss": loss, "total_flops": compute * 1e12}
+        runs.append(RunData(variant, seed, tmp_path, None, summary))
+
+    for seed in seeds:
+        run("baseline", seed, 1.0, law(1.0))
+        for name, multiple in rungs.items():
+            run(name, seed, multiple, law(multiple))
+        for variant, losses in variant_losses.items():
+            run(variant, seed, variant_compute, losses[seed])
+    study = {
+        "seeds": seeds,
+        "variants": {name: {} for name in [*variant_losses, *rungs]},
+        "budget": {"ladder_variants": rungs},
+    }
+    return StudyData(tmp_path, study, runs)
+
+
+def per_run(study):
+    return [
+        {
+            "variant": r.variant,
+            "status": "complete",
+            "eval_loss": r.summary["final_val_loss"],
+            "total_flops": r.summary["total_flops"],
+        }
+        for r in study.runs
+    ]
+
+
+def test_a_known_compute_multiplier_is_recovered(tmp_path):
+    # "better" reaches at the baseline's compute the loss the baseline reaches at 2x: worth 2x;
+    # "far" matches the baseline at 16x, outside the ladder (0.25x to 4x): an extrapolation
+    study = ladder_study(
+        tmp_path,
+        {"better": [law(2.0) - 0.01, law(2.0) + 0.01, law(2.0)], "far": [law(16.0)] * 3},
+        variant_compute=1.0,
+    )
+    out = compute_multipliers(study, per_run(study))
+    assert (out["fit"]["E"], out["fit"]["alpha"]) == pytest.approx((E, ALPHA), rel=1e-3)
+    assert out["fit"]["well_determined"]
+    better = out["multipliers"]["better"]
+    assert better["multiplier"] == pytest.approx(2.0, rel=1e-3)
+    assert better["ci_low"] < 2.0 < better["ci_high"] and not better["extrapolated"]
+    assert "seeds (3)" in better["interval_from"]
+    far = out["multipliers"]["far"]
+    assert far["multiplier"] == pytest.approx(16.0, rel=1e-2) and far["extrapolated"]
+    assert set(out["multipliers"]) == {"better", "far"}  # the rungs are the reference
+
+
+def test_one_seed_multipliers_take_their_interval_from_the_fit(tmp_path):
+    rng = np.random.default_rng(1)
+    study = ladder_study(tmp_path, {"half": [law(0.5)]}, variant_compute=1.0)
+    for run in study.runs:  # a noisy ladder: the fit is uncertain
+        if run.variant != "half":
+            run.summary["final_val_loss"] += rng.normal(0, 0.01)
+    out = compute_multipliers(study, per_run(study))
+    half = out["multipliers"]["half"]
+    assert half["multiplier"] == pytest.approx(0.5, rel=0.2)
+    assert half["ci_low"] < half["multiplier"] < half["ci_high"]
+    assert half["interval_from"].startswith("fit uncertainty")
+
+
+def test_a_loss_below_the_fit_floor_has_no_multiplier(tmp_path):
+    study = ladder_study(tmp_path, {"magic": [E - 0.5] * 2}, variant_compute=1.0)
+    row = compute_multipliers(study, per_run(study))["multipliers"]["magic"]
+    assert row["multiplier"] is None and row["below_fit_floor"]
+
+
+def test_a_ladder_study_reports_multipliers_and_ranks_only_the_compared(
+    tmp_path, corpus, tokenizer_dir
+):
+    path = write_yaml(
+        tmp_path / "study.yaml",
+        f"""\
+        name: ladder
+        seeds: [0]
+        budget: {{match: tokens, ladder: [0.5, 1, 2, 4]}}
+        data: {{source: local, path: {corpus}, tokenizer: {tokenizer_dir}, num_documents: null}}
+        baseline:
+          model: {{d_model: 32, n_heads: 2, n_layers: 1, d_ff: 64}}
+          train: {{batch_size: 4, seq_len: 16, max_steps: 12, warmup_fraction: 0.25,
+                  learning_rate: 3.0e-3, eval_every: 6, eval_tokens: 256, log_every: 2}}
+        samples: {{prompts: [The], max_new_tokens: 2}}
+        variants:
+          big_batch: {{batch_size: 8}}
+        """,
+    )
+    outcome = run_study(load_study(path), tmp_path / "out", progress=False, log=lambda _: None)
+    assert set(outcome.statuses.values()) == {"complete"}
+    assert len(outcome.statuses) == 5  # baseline, big_batch, and the rungs 0.5x, 2x, 4x
+    steps = {
+        variant: json.loads((tmp_path / f"out/runs/{variant}/seed-0/summary.json").read_text())[
+            "step"
+        ]
+        for variant in ("budget=0.5x", "budget=2x", "budget=4x", "big_batch")
+    }
+    assert steps == {"budget=0.5x": 6, "budget=2x": 24, "budget=4x": 48, "big_batch": 6}
+
+    report = tmp_path / "out" / "report"
+    data = json.loads((report / "research_data.json").read_text())
+    scaling = data["statistical_analysis"]["compute_multipliers"]
+    assert scaling["fit"]["points"] == 4 and set(scaling["multipliers"]) == {"big_batch"}
+    markdown = (report / "research_report.md").read_text()
+    assert "## Compute Multipliers" in markdown and "| big_batch |" in markdown
+    assert (report / "compute_multipliers.png").stat().st_size > 10_000
+    ranked = data["results_summary"]["key_findings"]
+    assert ranked["best_performing_config"] in ("baseline", "big_batch")
+    assert "budget=" not in markdown.split("### Confounds")[1].split("###")[0]

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lmablate.analysis.rundata import RunData, StudyData, budget_to_reach, eval_curve
+from lmablate.analysis.scaling import compute_multipliers
 from lmablate.analysis.stats import Comparison, compare, noise_floor, summarize, with_verdicts
 from lmablate.analysis.validity import (
     confounds,
@@ -175,6 +176,7 @@ class Analysis:
     confounds: dict[str, Any] = field(default_factory=dict)
     study_threats: list[str] = field(default_factory=list)  # about the study as a whole
     budget: dict[str, Any] = field(default_factory=dict)  # study.yaml's budget: matched or not
+    scaling: dict[str, Any] = field(default_factory=dict)  # budget ladder fit, multipliers
     leakage: dict[str, Any] = field(default_factory=dict)
     provenance: list[dict[str, Any]] = field(default_factory=list)
 
@@ -186,7 +188,7 @@ def target_loss(study: StudyData) -> tuple[float | None, str]:
         return sum(baseline) / len(baseline), "the baseline's final validation loss"
     finals = {
         v: _mean([r.summary["final_val_loss"] for r in study.runs_of(v, True)])
-        for v in study.variants
+        for v in study.compared
     }
     finals = {v: x for v, x in finals.items() if x is not None}
     if not finals:
@@ -227,7 +229,10 @@ def analyze(study: StudyData) -> Analysis:
     complete = {
         v: e
         for v, e in per_variant.items()
-        if e["n_complete"] and e["n_complete"] == e["n_seeds"] and e["eval_loss"]
+        if v in study.compared  # the budget ladder's rungs measure the baseline, not a change
+        and e["n_complete"]
+        and e["n_complete"] == e["n_seeds"]
+        and e["eval_loss"]
     }
     ranking = sorted(((v, e["eval_loss"]) for v, e in complete.items()), key=lambda x: x[1])
     # reached the target: fewest FLOPs first; then the rest, closest final loss first
@@ -260,7 +265,7 @@ def analyze(study: StudyData) -> Analysis:
     comparisons = with_verdicts(
         [
             compare(v, final[v], final["baseline"])
-            for v in study.variants
+            for v in study.compared
             if v != "baseline" and final[v] and final["baseline"]
         ],
         floor,
@@ -306,6 +311,7 @@ def analyze(study: StudyData) -> Analysis:
         confounds=confounds(study, per_variant),
         study_threats=study_threats(study),
         budget=study.study.get("budget") or {},
+        scaling=compute_multipliers(study, per_run),
         leakage=leakage(study),
         provenance=provenance(study),
     )

@@ -54,6 +54,16 @@ class StudyData:
     def variants(self) -> list[str]:
         return ["baseline", *self.study.get("variants", {})]
 
+    @property
+    def ladder(self) -> dict[str, float]:
+        """The budget ladder's runs of the baseline: {variant: multiple of its budget}."""
+        return (self.study.get("budget") or {}).get("ladder_variants") or {}
+
+    @property
+    def compared(self) -> list[str]:
+        """The configurations the study compares: every variant but the ladder's rungs."""
+        return [v for v in self.variants if v not in self.ladder]
+
     def runs_of(self, variant: str, complete_only: bool = False) -> list[RunData]:
         return [
             r

@@ -90,7 +90,7 @@ def _complete(study: StudyData, variant: str):
 def equal_budgets(study: StudyData) -> dict[str, Any]:
     """Per budget: the matched value and each variant's mean validation loss there."""
     out: dict[str, Any] = {}
-    variants = [v for v in study.variants if _complete(study, v)]
+    variants = [v for v in study.compared if _complete(study, v)]
     for budget, label in BUDGETS.items():
         curves = {v: [eval_curve(r) for r in _complete(study, v)] for v in variants}
         finals = [
@@ -173,6 +173,8 @@ def confounds(study: StudyData, per_variant: dict[str, dict[str, Any]]) -> dict[
     derived = ("max_steps", "warmup_steps") if matched else ()
     out: dict[str, Any] = {}
     for variant, changes in (study.study.get("variants") or {}).items():
+        if variant in study.ladder:
+            continue  # the baseline at another budget, on purpose
         factors = factors_changed({k: v for k, v in (changes or {}).items() if k not in derived})
         row = per_variant.get(variant, {})
         warnings = []

@@ -202,6 +202,22 @@ class BudgetConfig(BaseModel):
         "baseline's budget in training tokens or FLOPs: max_steps = round(baseline budget / "
         "the variant's budget per step). null: every run keeps its own max_steps.",
     )
+    ladder: list[Annotated[float, Field(gt=0)]] | None = Field(
+        None,
+        description="Train the baseline again at these multiples of its max_steps, each with "
+        "a full schedule (e.g. [0.25, 0.5, 1, 2]); the analysis fits L(C) = E + A C^-alpha to "
+        "them and states each variant's compute multiplier.",
+    )
+
+    @field_validator("ladder")
+    @classmethod
+    def _ladder(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and len({*value, 1.0}) < 3:
+            raise ValueError(
+                f"ladder {value}: a fit needs the baseline at two or more other budgets "
+                "(e.g. [0.25, 0.5, 1, 2])"
+            )
+        return value
 
 
 class StudyConfig(BaseModel):
@@ -287,7 +303,7 @@ class Study:
                 if run.variant != "baseline" and run.seed == self.config.seeds[0]
             },
             "sweeps": self.sweeps,
-            "budget": self.budget or self.config.budget.model_dump(mode="json"),
+            "budget": {**self.config.budget.model_dump(mode="json"), **self.budget},
             "samples": self.config.samples.model_dump(mode="json"),
         }
 
@@ -381,6 +397,7 @@ def build_study(
         name: "baseline" if name == "baseline" else f"variants.{name}" for name in variant_changes
     }
     generated, sweeps = _expand_sweeps(study.sweeps, variant_changes, labels, where)
+    ladder = _expand_ladder(study, baseline, variant_changes, labels)
 
     runs = []
     flat_of: dict[tuple[str, int], dict[str, Any]] = {}
@@ -406,7 +423,41 @@ def build_study(
             over: [n if n not in same else over for n in names]
             for over, names in record["variants"].items()
         }
-    return Study(study, data, runs[0].config, runs, sweeps)
+    budget = {"ladder_variants": ladder} if ladder else {}
+    return Study(study, data, runs[0].config, runs, sweeps, budget)
+
+
+def ladder_name(multiple: float) -> str:
+    return f"budget={format_value(float(multiple))}x"
+
+
+def _expand_ladder(
+    study: StudyConfig,
+    baseline: dict[str, Any],
+    variant_changes: dict[str, dict[str, Any]],
+    labels: dict[str, str],
+) -> dict[str, float]:
+    """The baseline at each multiple of its max_steps (1 is the baseline itself), as variants
+    named ``budget=0.25x``; returns {name: multiple}."""
+    if not study.budget.ladder:
+        return {}
+    base_steps = validate_run_config({**baseline, "data": study.data}).train.max_steps
+    rungs = {}
+    for multiple in sorted(set(study.budget.ladder)):
+        if multiple == 1:
+            continue
+        name = ladder_name(multiple)
+        if name in variant_changes:
+            raise ConfigError(f"budget.ladder: variant {name!r} is already defined")
+        steps = max(1, round(multiple * base_steps))
+        variant_changes[name] = {
+            "description": f"the baseline at {format_value(float(multiple))}x its budget "
+            f"({steps} steps)",
+            "train": {"max_steps": steps},
+        }
+        labels[name] = f"budget.ladder at {format_value(float(multiple))}x ({steps} steps)"
+        rungs[name] = multiple
+    return rungs
 
 
 def _expand_sweeps(

@@ -197,6 +197,7 @@ def research_data(study: StudyData, analysis: Analysis, figures: dict[str, str])
                 "overfitting": analysis.overfitting,
                 "confounds": analysis.confounds,
                 "study_threats": analysis.study_threats,
+                "compute_multipliers": analysis.scaling,
                 "leakage": analysis.leakage,
                 "provenance": analysis.provenance,
                 "efficiency_analysis": {

@@ -64,6 +64,71 @@ def _schedules(study: StudyData) -> dict[str, TrainConfig]:
     return out
 
 
+SCALING_FIGURE = "compute_multipliers.png"
+
+
+def draw_scaling(study: StudyData, analysis: Analysis, out: Path) -> dict[str, str]:
+    """The budget ladder's runs, its power-law fit, and every configuration at its compute,
+    with an arrow to the baseline compute that matches its loss; nothing without a fit."""
+    scaling = analysis.scaling
+    fit = (scaling or {}).get("fit")
+    if not fit:
+        return {}
+    c0 = fit["C0_flops"]
+    rungs = {"baseline", *study.ladder}
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    points = [
+        (m["total_flops"] / c0, m["eval_loss"])
+        for m in analysis.per_run
+        if m["variant"] in rungs and m["status"] == "complete" and m["total_flops"]
+    ]
+    ax.scatter(
+        *zip(*points, strict=True), color="0.2", s=18, label="baseline budget ladder", zorder=3
+    )
+    low, high = scaling["ladder_range"]
+    needed = [r["baseline_compute_to_match"] for r in scaling["multipliers"].values()]
+    span = [
+        low,
+        high,
+        *[c for c in needed if c],
+        *[r["relative_compute"] for r in scaling["multipliers"].values()],
+    ]
+    grid = np.geomspace(min(span) / 1.5, max(span) * 1.5, 200)
+    ax.plot(
+        grid,
+        fit["E"] + fit["A"] * grid ** (-fit["alpha"]),
+        color="0.4",
+        linestyle="--",
+        label=f"fit: {fit['E']:.3g} + {fit['A']:.3g}·C^-{fit['alpha']:.3g}",
+    )
+    colors = _colors(study.variants)
+    for variant, row in scaling["multipliers"].items():
+        x, y = row["relative_compute"], row["val_loss"]
+        text = "beyond fit" if row["multiplier"] is None else f"{row['multiplier']:.2g}x"
+        ax.scatter([x], [y], color=colors[variant], s=40, zorder=4, label=f"{variant} ({text})")
+        if row["baseline_compute_to_match"]:
+            ax.annotate(
+                "",
+                xy=(row["baseline_compute_to_match"], y),
+                xytext=(x, y),
+                arrowprops={"arrowstyle": "->", "color": colors[variant], "alpha": 0.6},
+            )
+    ax.set_xscale("log")
+    ax.set(
+        title="Compute multipliers against the baseline's budget ladder",
+        xlabel="training compute (multiples of the baseline's)",
+        ylabel=LOSS,
+    )
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, which="both")
+    _finish(fig, out / SCALING_FIGURE)
+    return {
+        SCALING_FIGURE: "Final validation loss against training compute: the baseline's budget "
+        "ladder, its power-law fit, and each configuration with an arrow to the baseline compute "
+        "that matches its loss"
+    }
+
+
 def _schedule_label(cfg: TrainConfig) -> str:
     floor = f"to {cfg.min_lr_ratio:g}x"
     if cfg.schedule == "wsd":
@@ -367,4 +432,4 @@ def draw_all(study: StudyData, analysis: Analysis, out: Path) -> dict[str, str]:
         ax.legend(fontsize=7)
     axes[0].set_ylabel(LOSS)
     _finish(fig, out / "equal_budget_comparison.png")
-    return {**FIGURES, **draw_schedules(study, out)}
+    return {**FIGURES, **draw_schedules(study, out), **draw_scaling(study, analysis, out)}

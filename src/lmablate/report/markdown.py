@@ -18,7 +18,12 @@ from lmablate.report.results import (
     results_tables,
     text_generation_section,
 )
-from lmablate.report.sections import equal_budget_section, statistics_section, validity_section
+from lmablate.report.sections import (
+    equal_budget_section,
+    scaling_section,
+    statistics_section,
+    validity_section,
+)
 
 SMOLLM_CITATION = """\
 @misc{benallal2024smollmcorpus,
@@ -39,6 +44,7 @@ def markdown_report(study: StudyData, analysis: Analysis, data: dict[str, Any]) 
     out += results_tables(analysis)
     out += statistics_section(analysis, n_seeds)
     out += equal_budget_section(analysis)
+    out += scaling_section(analysis)
     out += validity_section(analysis)
     out += downstream_section(data["downstream_evaluation"])
     out += text_generation_section(study, analysis, data)

@@ -255,3 +255,73 @@ def validity_section(analysis: Analysis) -> list[str]:
         ],
     )
     return out
+
+
+def scaling_section(analysis: Analysis) -> list[str]:
+    """The budget ladder's power-law fit and each configuration's compute multiplier."""
+    scaling = analysis.scaling
+    if not scaling:
+        return []
+    out = ["## Compute Multipliers", ""]
+    fit = scaling.get("fit")
+    if fit is None:
+        return [*out, f"Not available: {scaling.get('reason')}.", ""]
+    se = fit["se"]
+
+    def pm(key: str) -> str:
+        return f"{fit[key]:.4g}" + ("" if se[key] is None else f" ± {se[key]:.2g}")
+
+    low, high = scaling["ladder_range"]
+    out += [
+        "The baseline trained at several budgets (the budget ladder, each rung a full "
+        "schedule) gives its validation loss as a function of training compute, fitted by "
+        "least squares as L(C) = E + A·(C/C0)^(−α), C0 the baseline's compute "
+        f"({sci(fit['C0_flops'])} FLOPs): E = {pm('E')}, A = {pm('A')}, α = {pm('alpha')} "
+        f"(± one standard error; {fit['points']} runs, RMS residual {fit['rmse']:.3g}). A "
+        "configuration's **compute multiplier** is the baseline compute the fit needs to reach "
+        "its final loss, divided by the compute it spent (Ho et al. 2024's effective compute): "
+        f"above 1 it is worth more than its compute. The ladder spans {low:.3g}–{high:.3g} C0; "
+        "a multiplier that needs baseline compute outside that range is an extrapolation.",
+        "",
+    ]
+    if not fit.get("well_determined"):
+        out += [
+            "**The fit is poorly determined** (the exponent's standard error is as large as "
+            "the exponent): the ladder's losses do not pin the curve down, so the multipliers "
+            "below are indicative only. Longer runs, more rungs or more seeds tighten it.",
+            "",
+        ]
+    rows = []
+    for variant, row in scaling["multipliers"].items():
+        if row["below_fit_floor"]:
+            value = "beyond the fit (loss below E)"
+        else:
+            value = f"{row['multiplier']:.3g}"
+            if row["ci_low"] is not None and row["ci_high"] is not None:
+                value += f" [{row['ci_low']:.3g}, {row['ci_high']:.3g}]"
+        rows.append(
+            [
+                variant,
+                fmt(row["val_loss"]),
+                f"{row['relative_compute']:.3g}",
+                "n/a"
+                if row["baseline_compute_to_match"] is None
+                else f"{row['baseline_compute_to_match']:.3g}",
+                value,
+                "yes" if row["extrapolated"] else "no",
+            ]
+        )
+    out += md_table(
+        [
+            "configuration",
+            "val loss",
+            "compute (× C0)",
+            "baseline compute to match (× C0)",
+            "multiplier [95% CI]",
+            "extrapolated",
+        ],
+        rows,
+    )
+    sources = {row["interval_from"] for row in scaling["multipliers"].values()}
+    out += [f"Intervals: {'; '.join(sorted(sources))}.", ""] if sources else []
+    return [*out, "![Compute multipliers](compute_multipliers.png)", ""]

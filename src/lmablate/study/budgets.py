@@ -47,7 +47,8 @@ def match_budgets(study: Study, tokenizer_vocab: int) -> Study:
     if unit is None:
         return study
     baseline = {r.seed: r for r in study.runs if r.variant == "baseline"}
-    fixed = sorted({r.variant for r in study.runs if "max_steps" in r.changes})
+    rungs = study.budget.get("ladder_variants", {})  # the baseline at other budgets on purpose
+    fixed = sorted({r.variant for r in study.runs if "max_steps" in r.changes} - set(rungs))
     if fixed:
         raise ConfigError(
             f"budget: match: {unit} sets every variant's max_steps, but {', '.join(fixed)} "
@@ -56,6 +57,9 @@ def match_budgets(study: Study, tokenizer_vocab: int) -> Study:
     runs: list[StudyRun] = []
     steps: dict[str, int] = {}
     for run in study.runs:
+        if run.variant in rungs:
+            runs.append(run)
+            continue
         base = baseline[run.seed].config
         total = base.train.max_steps * budget_per_step(base, unit, tokenizer_vocab)
         n = max(1, round(total / budget_per_step(run.config, unit, tokenizer_vocab)))
@@ -88,4 +92,4 @@ def match_budgets(study: Study, tokenizer_vocab: int) -> Study:
         "rounding": ROUNDING,
         "max_steps": steps,
     }
-    return replace(study, runs=runs, budget=record)
+    return replace(study, runs=runs, budget={**study.budget, **record})
