@@ -55,11 +55,40 @@ def test_validation_documents_never_reach_training(tmp_path, documents, tokenize
 
 
 def test_split_is_seeded_and_covers_every_document():
-    train, val = split_documents(101, 0.1, seed=0)
+    train, val, test = split_documents(101, 0.1, seed=0)
     assert len(val) == 10 and sorted(train + val) == list(range(101))
-    assert (train, val) == split_documents(101, 0.1, seed=0)
+    assert test == [] and (train, val, test) == split_documents(101, 0.1, seed=0)
     assert val != split_documents(101, 0.1, seed=1)[1]
     assert len(split_documents(3, 0.1, seed=0)[1]) == 1  # never an empty validation side
+
+
+def test_a_test_split_takes_other_documents_and_leaves_validation_alone():
+    train, val, test = split_documents(101, 0.1, seed=0, test_fraction=0.2)
+    assert len(test) == 20 and len(val) == 10 and len(train) == 71
+    assert sorted(train + val + test) == list(range(101))
+    assert val == split_documents(101, 0.1, seed=0)[1]  # the same validation documents
+    with pytest.raises(ValueError, match="leave none for training"):
+        split_documents(4, 0.5, seed=0, test_fraction=0.5)
+
+
+def test_prepared_test_split_is_cached_and_leak_checked(tmp_path, documents):
+    path = jsonl_corpus(tmp_path / "c.jsonl", documents[:40])
+    cfg = DataConfig(
+        source="local",
+        path=str(path),
+        tokenizer={"train_bpe": {"vocab_size": 300}},
+        num_documents=None,
+        val_fraction=0.1,
+        test_fraction=0.2,
+    )
+    first = prepare(cfg, progress=False)
+    assert first.meta["documents"] == {"total": 40, "train": 28, "val": 4, "test": 8}
+    assert first.meta["leakage"]["test_documents_in_training_or_validation"] == 0
+    assert len(first.test_tokens) == first.meta["tokens"]["test"] > 0
+    again = prepare(cfg, progress=False)
+    assert again.cache_hit and np.array_equal(again.test_tokens, first.test_tokens)
+    no_test = prepare(cfg.model_copy(update={"test_fraction": 0.0}), progress=False)
+    assert no_test.test_tokens is None and no_test.cache_dir != first.cache_dir
 
 
 # ---------------------------------------------------------------------------- eval targets
@@ -151,7 +180,7 @@ def test_trained_tokenizer_is_cached_and_learned_from_training_documents_only(tm
         jsonl_corpus(tmp_path / "c.jsonl", documents), {"train_bpe": {"vocab_size": 400}}
     )
     prepared = prepare(cfg, progress=False)
-    train_idx, _ = split_documents(len(documents), cfg.val_fraction, cfg.split_seed)
+    train_idx, _, _ = split_documents(len(documents), cfg.val_fraction, cfg.split_seed)
     direct = train_bpe([documents[i] for i in train_idx], 400)
     assert prepared.tokenizer.backend.to_str() == direct.backend.to_str()
     messages: list[str] = []

@@ -1,5 +1,6 @@
 """Study design: sweeps expand into ordinary, validated, named variants; matched budgets end
-every schedule at the baseline's budget."""
+every schedule at the baseline's budget; the budget ladder gives compute multipliers; tuning
+compares every configuration at its best value, chosen on validation, reported on test."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import yaml
 from helpers import write_yaml
 
 from lmablate.analysis.scaling import compute_multipliers, fit_power_law
+from lmablate.analysis.tuning import tuned_comparison
 from lmablate.config.study import Spaced, build_study, format_value, load_study
 from lmablate.errors import ConfigError
 from lmablate.model.counts import training_flops_per_token
@@ -458,3 +460,130 @@ def test_a_ladder_study_reports_multipliers_and_ranks_only_the_compared(
     ranked = data["results_summary"]["key_findings"]
     assert ranked["best_performing_config"] in ("baseline", "big_batch")
     assert "budget=" not in markdown.split("### Confounds")[1].split("###")[0]
+
+
+# ------------------------------------------------------------------------------------ tuning
+
+
+def test_tuning_trains_every_configuration_at_every_value_and_needs_a_test_split():
+    raw = {
+        **BASE,
+        "data": {"source": "builtin", "test_fraction": 0.1},
+        "variants": {"lion": {"optimizer": "lion"}},
+        "tune": {"learning_rate": [3.0e-4, 1.0e-3]},
+    }
+    s = build_study(raw)
+    assert s.tuning["variants"] == {
+        "baseline": ["learning_rate=0.0003", "baseline"],
+        "lion": ["lion,learning_rate=0.0003", "lion"],
+    }
+    assert len({r.variant for r in s.runs}) == 4
+    with pytest.raises(ConfigError, match=r"give the data a test split"):
+        build_study({**raw, "data": {"source": "builtin"}})
+
+
+def tuned_study(tmp_path, losses: dict[str, tuple[list[float], list[float]]]):
+    """Run directories of a tuned study: {run name: (validation losses, test losses)}."""
+    from lmablate.analysis.rundata import RunData, StudyData
+
+    candidates = {
+        "baseline": ["learning_rate=0.0001", "baseline", "learning_rate=0.01"],
+        "muon": ["muon,learning_rate=0.0001", "muon", "muon,learning_rate=0.01"],
+    }
+    lr = {"0.0001": 1e-4, "0.01": 1e-2}
+    runs = []
+    for name, (val, test) in losses.items():
+        value = lr.get(name.rsplit("=", 1)[-1], 1e-3)
+        for seed, (v, t) in enumerate(zip(val, test, strict=True)):
+            summary = {"status": "complete", "final_val_loss": v, "final_test_loss": t}
+            config = {"train": {"learning_rate": value}}
+            runs.append(RunData(name, seed, tmp_path, config, summary))
+    study = {
+        "seeds": [0, 1, 2],
+        "variants": {name: {} for name in losses if name != "baseline"},
+        "tuning": {
+            "kind": "grid",
+            "fields": {"learning_rate": [1e-4, 1e-3, 1e-2]},
+            "variants": candidates,
+        },
+    }
+    return StudyData(tmp_path, study, runs)
+
+
+def test_the_choice_is_made_on_validation_and_the_number_reported_from_test(tmp_path):
+    # muon's best candidate on validation (lr 1e-3) is not its best on test (lr 1e-2, which
+    # would look better had the choice been made on the reported numbers)
+    study = tuned_study(
+        tmp_path,
+        {
+            "learning_rate=0.0001": ([5.0, 5.1, 4.9], [5.0, 5.1, 4.9]),
+            "baseline": ([4.0, 4.1, 3.9], [4.2, 4.3, 4.1]),
+            "learning_rate=0.01": ([4.5, 4.6, 4.4], [4.5, 4.6, 4.4]),
+            "muon,learning_rate=0.0001": ([4.9, 5.0, 4.8], [4.9, 5.0, 4.8]),
+            "muon": ([3.5, 3.6, 3.4], [3.9, 4.05, 3.75]),
+            "muon,learning_rate=0.01": ([3.7, 3.8, 3.6], [3.0, 3.1, 2.9]),
+        },
+    )
+    out = tuned_comparison(study)
+    muon = out["configurations"]["muon"]
+    assert muon["chosen"] == "muon" and muon["values"] == {"learning_rate": 1e-3}
+    assert muon["test_loss"] == pytest.approx(3.9)  # its test loss, not the best test loss
+    assert muon["validation_loss"]["muon,learning_rate=0.01"] == pytest.approx(3.7)
+    assert muon["at_edge"] == []
+    (comparison,) = out["comparisons"]
+    assert comparison["variant"] == "muon"
+    assert comparison["difference"] == pytest.approx(3.9 - 4.2)  # on test, paired by seed
+    assert comparison["test"] == "paired t"
+    assert out["ranking"] == ["muon", "baseline"]
+
+
+def test_a_choice_at_the_edge_of_the_grid_is_flagged(tmp_path):
+    study = tuned_study(
+        tmp_path,
+        {
+            "learning_rate=0.0001": ([5.0] * 3, [5.0] * 3),
+            "baseline": ([4.5] * 3, [4.5] * 3),
+            "learning_rate=0.01": ([4.0, 4.1, 3.9], [4.0, 4.1, 3.9]),
+            "muon,learning_rate=0.0001": ([4.0] * 3, [4.0] * 3),
+            "muon": ([4.5] * 3, [4.5] * 3),
+            "muon,learning_rate=0.01": ([4.6] * 3, [4.6] * 3),
+        },
+    )
+    rows = tuned_comparison(study)["configurations"]
+    assert rows["baseline"]["at_edge"] == ["learning_rate"]
+    assert rows["muon"]["at_edge"] == ["learning_rate"]
+
+
+def test_a_tuned_study_end_to_end(tmp_path, corpus, tokenizer_dir):
+    path = write_yaml(
+        tmp_path / "study.yaml",
+        f"""\
+        name: tuned
+        seeds: [0]
+        data: {{source: local, path: {corpus}, tokenizer: {tokenizer_dir}, num_documents: null,
+                test_fraction: 0.2}}
+        tune: {{learning_rate: [1.0e-3, 1.0e-2]}}
+        baseline:
+          model: {{d_model: 32, n_heads: 2, n_layers: 1, d_ff: 64}}
+          train: {{batch_size: 4, seq_len: 16, max_steps: 8, warmup_steps: 2,
+                  learning_rate: 1.0e-3, eval_every: 4, eval_tokens: 256, log_every: 2}}
+        samples: {{prompts: [The], max_new_tokens: 2}}
+        variants:
+          lion: {{optimizer: lion}}
+        """,
+    )
+    outcome = run_study(load_study(path), tmp_path / "out", progress=False, log=lambda _: None)
+    assert len(outcome.statuses) == 4 and set(outcome.statuses.values()) == {"complete"}
+    summary = json.loads((tmp_path / "out/runs/lion/seed-0/summary.json").read_text())
+    assert summary["final_test_loss"] > 0 and summary["test"]["targets"] > 0
+    assert summary["data"]["documents"]["test"] == 12  # a fifth of the 60 documents
+    report = tmp_path / "out" / "report"
+    markdown = (report / "research_report.md").read_text()
+    assert "## Tuned Comparison" in markdown
+    assert "learning_rate ∈ {0.001, 0.01}" in markdown
+    assert "**Tuned comparison** (each configuration at its own best learning_rate" in markdown
+    assert "### Tuning" not in markdown  # the optimizers' learning rates were tuned
+    data = json.loads((report / "research_data.json").read_text())
+    tuned = data["statistical_analysis"]["tuned_comparison"]["configurations"]
+    assert set(tuned) == {"baseline", "lion"}
+    assert all(row["test_loss"] is not None for row in tuned.values())

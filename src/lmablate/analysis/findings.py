@@ -28,6 +28,7 @@ from typing import Any
 from lmablate.analysis.rundata import RunData, StudyData, budget_to_reach, eval_curve
 from lmablate.analysis.scaling import compute_multipliers
 from lmablate.analysis.stats import Comparison, compare, noise_floor, summarize, with_verdicts
+from lmablate.analysis.tuning import tuned_comparison
 from lmablate.analysis.validity import (
     confounds,
     equal_budgets,
@@ -177,6 +178,7 @@ class Analysis:
     study_threats: list[str] = field(default_factory=list)  # about the study as a whole
     budget: dict[str, Any] = field(default_factory=dict)  # study.yaml's budget: matched or not
     scaling: dict[str, Any] = field(default_factory=dict)  # budget ladder fit, multipliers
+    tuning: dict[str, Any] = field(default_factory=dict)  # each configuration at its best value
     leakage: dict[str, Any] = field(default_factory=dict)
     provenance: list[dict[str, Any]] = field(default_factory=list)
 
@@ -312,6 +314,7 @@ def analyze(study: StudyData) -> Analysis:
         study_threats=study_threats(study),
         budget=study.study.get("budget") or {},
         scaling=compute_multipliers(study, per_run),
+        tuning=tuned_comparison(study),
         leakage=leakage(study),
         provenance=provenance(study),
     )

@@ -61,8 +61,12 @@ class StudyData:
 
     @property
     def compared(self) -> list[str]:
-        """The configurations the study compares: every variant but the ladder's rungs."""
-        return [v for v in self.variants if v not in self.ladder]
+        """The configurations the study compares: every variant but the ladder's rungs and,
+        in a tuned study, the candidates other than each configuration itself (those are
+        compared through the tuned comparison, which chooses among them on validation)."""
+        tuning = (self.study.get("tuning") or {}).get("variants") or {}
+        candidates = {n for names in tuning.values() for n in names} - set(tuning)
+        return [v for v in self.variants if v not in self.ladder and v not in candidates]
 
     def runs_of(self, variant: str, complete_only: bool = False) -> list[RunData]:
         return [

@@ -173,8 +173,8 @@ def confounds(study: StudyData, per_variant: dict[str, dict[str, Any]]) -> dict[
     derived = ("max_steps", "warmup_steps") if matched else ()
     out: dict[str, Any] = {}
     for variant, changes in (study.study.get("variants") or {}).items():
-        if variant in study.ladder:
-            continue  # the baseline at another budget, on purpose
+        if variant not in study.compared:
+            continue  # a ladder rung or a tuning candidate: part of the design, not a change
         factors = factors_changed({k: v for k, v in (changes or {}).items() if k not in derived})
         row = per_variant.get(variant, {})
         warnings = []
@@ -217,14 +217,16 @@ def study_threats(study: StudyData) -> list[str]:
     optimizers = {"baseline": base_optimizer}
     for variant, changes in (study.study.get("variants") or {}).items():
         optimizers[variant] = (changes or {}).get("optimizer", base_optimizer)
-    if len(set(optimizers.values())) > 1:
+    tuned = "learning_rate" in ((study.study.get("tuning") or {}).get("fields") or {})
+    if len(set(optimizers.values())) > 1 and not tuned:
         kinds = sorted(set(optimizers.values()))
         out.append(
             f"The configurations train with different optimizers ({', '.join(kinds)}) at "
             "learning rates that were not tuned separately for each: the learning rate that "
             "suits one optimizer does not suit another, so a difference between them may be "
             "the learning rate's rather than the optimizer's. Compare each optimizer at its "
-            "own best learning rate before claiming one is better."
+            "own best learning rate before claiming one is better (tune: {learning_rate: "
+            "[...]} does so)."
         )
     return out
 

@@ -446,7 +446,15 @@ class DataConfig(_Section):
     val_fraction: Annotated[float, Field(gt=0, le=0.5)] = Field(
         0.1, description="Share of documents held out for validation, in (0, 0.5]."
     )
-    split_seed: NonNegInt = Field(0, description="Seed of the document-level train/val split.")
+    test_fraction: Annotated[float, Field(ge=0, le=0.5)] = Field(
+        0.0,
+        description="Share of documents held out as a test split, seen by neither training nor "
+        "any choice made on validation (a study's tune:); every complete run is scored on it "
+        "once at the end. 0: no test split.",
+    )
+    split_seed: NonNegInt = Field(
+        0, description="Seed of the document-level train/validation/test split."
+    )
     cache_dir: str | None = Field(
         None,
         description="Where token caches live; null: $LMABLATE_CACHE or ~/.cache/lmablate.",

@@ -243,6 +243,12 @@ class StudyConfig(BaseModel):
         default_factory=list, description="Variants generated from value lists (grid or zip)."
     )
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    tune: dict[str, list[Any] | Spaced] | None = Field(
+        None,
+        description="Fields and values to tune every configuration over (a grid); each "
+        "configuration is compared at its best value, chosen on validation and reported on the "
+        "test split (data.test_fraction).",
+    )
     samples: SamplesConfig = Field(default_factory=SamplesConfig)
 
     @field_validator("name")
@@ -280,6 +286,7 @@ class Study:
     runs: list[StudyRun]
     sweeps: list[dict[str, Any]] = field(default_factory=list)  # what each sweep generated
     budget: dict[str, Any] = field(default_factory=dict)  # matched budgets, once resolved
+    tuning: dict[str, Any] = field(default_factory=dict)  # tune: fields, values, candidates
 
     @property
     def variants(self) -> list[str]:
@@ -303,6 +310,7 @@ class Study:
                 if run.variant != "baseline" and run.seed == self.config.seeds[0]
             },
             "sweeps": self.sweeps,
+            "tuning": self.tuning,
             "budget": {**self.config.budget.model_dump(mode="json"), **self.budget},
             "samples": self.config.samples.model_dump(mode="json"),
         }
@@ -397,6 +405,18 @@ def build_study(
         name: "baseline" if name == "baseline" else f"variants.{name}" for name in variant_changes
     }
     generated, sweeps = _expand_sweeps(study.sweeps, variant_changes, labels, where)
+    tuning: dict[str, Any] = {}
+    if study.tune:
+        if data.test_fraction == 0:
+            raise ConfigError(
+                f"{where}tune: a tuned comparison reports numbers from documents that neither "
+                "training nor the choice saw; give the data a test split (e.g. data: "
+                "{test_fraction: 0.1})"
+            )
+        grid = SweepConfig(grid=study.tune, over=list(variant_changes))
+        tuned, records = _expand_sweeps([grid], variant_changes, labels, where, key="tune")
+        generated.update(tuned)
+        tuning = records[0]
     ladder = _expand_ladder(study, baseline, variant_changes, labels)
 
     runs = []
@@ -418,13 +438,13 @@ def build_study(
         if all(flat_of[name, seed] == flat_of[over, seed] for seed in study.seeds)
     }
     runs = [run for run in runs if run.variant not in same]
-    for record in sweeps:
+    for record in [*sweeps, *([tuning] if tuning else [])]:
         record["variants"] = {
             over: [n if n not in same else over for n in names]
             for over, names in record["variants"].items()
         }
     budget = {"ladder_variants": ladder} if ladder else {}
-    return Study(study, data, runs[0].config, runs, sweeps, budget)
+    return Study(study, data, runs[0].config, runs, sweeps, budget, tuning)
 
 
 def ladder_name(multiple: float) -> str:
@@ -465,6 +485,7 @@ def _expand_sweeps(
     variant_changes: dict[str, dict[str, Any]],
     labels: dict[str, str],
     where: str,
+    key: str = "sweeps",
 ) -> tuple[dict[str, str], list[dict[str, Any]]]:
     """Add every sweep point to ``variant_changes`` as a named variant (labelled for error
     messages by its sweep and values). Returns {generated name: configuration it varies} and
@@ -473,7 +494,7 @@ def _expand_sweeps(
     generated: dict[str, str] = {}
     records = []
     for i, sweep in enumerate(sweeps):
-        here = f"sweeps[{i}]"
+        here = f"{key}[{i}]" if key == "sweeps" else key
         for over in sweep.over:
             if over not in written:
                 raise ConfigError(

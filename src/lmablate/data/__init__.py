@@ -1,7 +1,8 @@
 """The data pipeline: corpus -> document-level split -> tokenizer -> cached token streams.
 
-``prepare(data_config)`` is the one entry point. Documents are split into training and
-validation *by document* (seeded), so no validation text is ever trained on; each side is
+``prepare(data_config)`` is the one entry point. Documents are split into training,
+validation and (with ``test_fraction``) test *by document* (seeded), so no held-out text is ever
+trained on; each side is
 tokenized once in batches with the fast tokenizer, with the EOS token after every document, and
 cached on disk under a key that changes when any input changes (see ``cache``). A second call
 with the same inputs memory-maps the cache and skips reading and tokenizing.
@@ -35,6 +36,7 @@ from lmablate.data.tokenizers import (
     save_backend,
     train_bpe,
 )
+from lmablate.errors import ConfigError
 
 __all__ = [
     "IGNORE_INDEX",
@@ -58,6 +60,7 @@ class PreparedData:
     meta: dict[str, Any]
     cache_dir: Path
     cache_hit: bool
+    test_tokens: np.ndarray | None = None  # None without a test split
 
 
 def _sha256(text: str) -> str:
@@ -65,12 +68,26 @@ def _sha256(text: str) -> str:
 
 
 def split_documents(
-    n_documents: int, val_fraction: float, seed: int
-) -> tuple[list[int], list[int]]:
-    """Seeded document-level split: (train indices, validation indices), each in source order."""
+    n_documents: int, val_fraction: float, seed: int, test_fraction: float = 0.0
+) -> tuple[list[int], list[int], list[int]]:
+    """Seeded document-level split: (train, validation, test) indices, each in source order.
+
+    The validation documents are the first of one seeded permutation and the test documents
+    the next, so adding a test split leaves the validation documents as they were."""
     n_val = max(1, round(n_documents * val_fraction))
+    n_test = max(1, round(n_documents * test_fraction)) if test_fraction > 0 else 0
+    if n_val + n_test >= n_documents:
+        raise ValueError(
+            f"{n_documents} documents leave none for training after {n_val} validation and "
+            f"{n_test} test documents; lower val_fraction/test_fraction or add documents"
+        )
     order = np.random.default_rng(seed).permutation(n_documents)
-    return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
+    held = n_val + n_test
+    return (
+        sorted(order[held:].tolist()),
+        sorted(order[:n_val].tolist()),
+        sorted(order[n_val:held].tolist()),
+    )
 
 
 def _token_stream(
@@ -108,7 +125,9 @@ def prepare(
     else:  # local files are hashed by content: an edited file invalidates the cache
         corpus = load_corpus(cfg, progress)
         source_key = {"source": cfg.source, "documents": documents_digest(corpus.documents)}
-    split_key = {"val_fraction": cfg.val_fraction, "split_seed": cfg.split_seed}
+    split_key: dict[str, Any] = {"val_fraction": cfg.val_fraction, "split_seed": cfg.split_seed}
+    if cfg.test_fraction > 0:  # absent otherwise: caches made before test splits stay valid
+        split_key["test_fraction"] = cfg.test_fraction
 
     def get_corpus() -> Corpus:
         nonlocal corpus
@@ -123,7 +142,7 @@ def prepare(
             tokenizer = load_trained(tok_path, f"bpe-{vocab}")
         else:
             documents = get_corpus().documents
-            train_idx, _ = split_documents(len(documents), cfg.val_fraction, cfg.split_seed)
+            train_idx, _, _ = _split(documents, cfg)
             log(f"training a {vocab}-token BPE tokenizer on {len(train_idx)} documents")
             tokenizer = train_bpe([documents[i] for i in train_idx], vocab)
             tok_path.parent.mkdir(parents=True, exist_ok=True)
@@ -134,34 +153,56 @@ def prepare(
     directory = root / "tokens" / digest([source_key, split_key, tokenizer.identity()])
     cached = read_cache(directory)
     if cached is not None:
-        meta, train, val = cached
+        meta, train, val, test = cached
         log(f"reusing token cache {directory}")
-        return PreparedData(train, val, tokenizer, meta, directory, cache_hit=True)
+        return PreparedData(
+            train, val, tokenizer, meta, directory, cache_hit=True, test_tokens=test
+        )
 
     documents = get_corpus().documents
-    train_idx, val_idx = split_documents(len(documents), cfg.val_fraction, cfg.split_seed)
+    train_idx, val_idx, test_idx = _split(documents, cfg)
     train = _token_stream(tokenizer, [documents[i] for i in train_idx], "train", progress)
     val = _token_stream(tokenizer, [documents[i] for i in val_idx], "validation", progress)
+    test = (
+        _token_stream(tokenizer, [documents[i] for i in test_idx], "test", progress)
+        if test_idx
+        else None
+    )
     train_hashes = {_sha256(documents[i]) for i in train_idx}
     leaked = sum(_sha256(documents[i]) in train_hashes for i in val_idx)
+    val_hashes = {_sha256(documents[i]) for i in val_idx}
+    test_leaked = sum(_sha256(documents[i]) in train_hashes | val_hashes for i in test_idx)
     meta = {
         "source": describe_source(cfg),
         "source_key": source_key,
         "tokenizer": tokenizer.name,
         "tokenizer_vocab_size": tokenizer.vocab_size,
         "eos_id": tokenizer.eos_id,
-        "documents": {"total": len(documents), "train": len(train_idx), "val": len(val_idx)},
-        "tokens": {"train": len(train), "val": len(val)},
+        "documents": {
+            "total": len(documents),
+            "train": len(train_idx),
+            "val": len(val_idx),
+            "test": len(test_idx),
+        },
+        "tokens": {"train": len(train), "val": len(val), "test": 0 if test is None else len(test)},
         "characters": {"total": sum(map(len, documents))},
         "replaced_characters": get_corpus().replaced_characters,
         "val_document_indices": val_idx,
         "leakage": {
             "method": "SHA-256 of every document's text, validation against training",
             "val_documents_in_training": leaked,
+            "test_documents_in_training_or_validation": test_leaked,
             "duplicates_removed": get_corpus().duplicates_removed,
         },
     }
-    write_cache(directory, meta, train, val)
+    write_cache(directory, meta, train, val, test)
     log(f"wrote token cache {directory}")
-    meta, train, val = read_cache(directory)  # type: ignore[misc]
-    return PreparedData(train, val, tokenizer, meta, directory, cache_hit=False)
+    meta, train, val, test = read_cache(directory)  # type: ignore[misc]
+    return PreparedData(train, val, tokenizer, meta, directory, cache_hit=False, test_tokens=test)
+
+
+def _split(documents: list[str], cfg: DataConfig) -> tuple[list[int], list[int], list[int]]:
+    try:
+        return split_documents(len(documents), cfg.val_fraction, cfg.split_seed, cfg.test_fraction)
+    except ValueError as exc:
+        raise ConfigError(f"data: {exc}") from None

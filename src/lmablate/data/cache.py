@@ -54,8 +54,10 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
 
 
-def read_cache(directory: Path) -> tuple[dict[str, Any], np.ndarray, np.ndarray] | None:
-    """(meta, train tokens, val tokens) memory-mapped, or None when there is no complete cache."""
+def read_cache(
+    directory: Path,
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray | None] | None:
+    """(meta, train, val, test or None) memory-mapped, or None when there is no complete cache."""
     meta_path = directory / "meta.json"
     if not meta_path.is_file():
         return None
@@ -63,18 +65,24 @@ def read_cache(directory: Path) -> tuple[dict[str, Any], np.ndarray, np.ndarray]
     if meta.get("format") != CACHE_FORMAT:
         return None
     dtype = np.dtype(meta["dtype"])
-    streams = [
-        np.memmap(directory / f"{name}.bin", dtype=dtype, mode="r") for name in ("train", "val")
-    ]
-    return meta, streams[0], streams[1]
+    names = ["train", "val"] + (["test"] if meta["tokens"].get("test") else [])
+    streams = [np.memmap(directory / f"{name}.bin", dtype=dtype, mode="r") for name in names]
+    return meta, streams[0], streams[1], streams[2] if len(streams) > 2 else None
 
 
-def write_cache(directory: Path, meta: dict[str, Any], train: np.ndarray, val: np.ndarray) -> None:
-    """Write both streams and meta.json into a temporary directory, then rename it into place."""
+def write_cache(
+    directory: Path,
+    meta: dict[str, Any],
+    train: np.ndarray,
+    val: np.ndarray,
+    test: np.ndarray | None = None,
+) -> None:
+    """Write the streams and meta.json into a temporary directory, then rename it into place."""
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        for name, stream in (("train", train), ("val", val)):
+        streams = {"train": train, "val": val, **({"test": test} if test is not None else {})}
+        for name, stream in streams.items():
             stream.tofile(tmp / f"{name}.bin")
         meta = {**meta, "format": CACHE_FORMAT, "dtype": train.dtype.name}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))

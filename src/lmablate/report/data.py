@@ -198,6 +198,7 @@ def research_data(study: StudyData, analysis: Analysis, figures: dict[str, str])
                 "confounds": analysis.confounds,
                 "study_threats": analysis.study_threats,
                 "compute_multipliers": analysis.scaling,
+                "tuned_comparison": analysis.tuning,
                 "leakage": analysis.leakage,
                 "provenance": analysis.provenance,
                 "efficiency_analysis": {

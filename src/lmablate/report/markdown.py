@@ -17,6 +17,7 @@ from lmablate.report.results import (
     key_findings,
     results_tables,
     text_generation_section,
+    tuning_section,
 )
 from lmablate.report.sections import (
     equal_budget_section,
@@ -41,6 +42,7 @@ def markdown_report(study: StudyData, analysis: Analysis, data: dict[str, Any]) 
     out = _overview_and_setup(study, data)
     out += ["## Key Findings", "", *key_findings(analysis, n_seeds)]
     out += _configuration_details(data["experimental_setup"])
+    out += tuning_section(analysis)
     out += results_tables(analysis)
     out += statistics_section(analysis, n_seeds)
     out += equal_budget_section(analysis)

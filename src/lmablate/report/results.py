@@ -9,7 +9,7 @@ from typing import Any
 
 from lmablate.analysis.findings import Analysis
 from lmablate.analysis.rundata import StudyData
-from lmablate.report.format import fmt, md_table, pm, sci
+from lmablate.report.format import ci, fmt, md_table, pm, sci
 
 
 def _budget_caveat(best: str, table: dict[str, dict[str, Any]]) -> list[str]:
@@ -39,7 +39,7 @@ def key_findings(analysis: Analysis, n_seeds: int) -> list[str]:
     )
     best = findings["best_performing_config"]
     floor = findings["noise_floor"]
-    out = []
+    out = _tuned_findings(analysis)
     if best.startswith("tied: "):
         out.append(
             f"- **Best Performing Configuration:** {best} — their mean validation "
@@ -337,3 +337,112 @@ def _quality_table(data: dict[str, Any], analysis: Analysis) -> list[str]:
             rows,
         ),
     ]
+
+
+def _tuned_findings(analysis: Analysis) -> list[str]:
+    """The tuned comparison's verdicts first: in a tuned study they are the claim."""
+    tuning = analysis.tuning
+    if not tuning or not tuning.get("ranking"):
+        return []
+    fields = ", ".join(tuning["fields"])
+    best = tuning["ranking"][0]
+    rows = tuning["configurations"]
+    verdicts = "; ".join(
+        f"{c['variant']} {c['verdict']} ({c['difference']:+.4f})" for c in tuning["comparisons"]
+    )
+    out = [
+        f"- **Tuned comparison** (each configuration at its own best {fields}, chosen on "
+        f"validation, reported on the test split): lowest test loss **{best}** "
+        f"({fmt(rows[best]['test_loss'])})"
+        + (f"; against the baseline: {verdicts}" if verdicts else ""),
+    ]
+    edges = [c for c, row in rows.items() if row.get("at_edge")]
+    if edges:
+        out.append(
+            f"- **Edge of the tuning grid:** {', '.join(edges)} chose a value at the end of "
+            "its grid; its best may lie beyond, so its tuned number is an upper bound"
+        )
+    out.append(
+        "- The rows below compare every configuration at its own (untuned) settings, on validation."
+    )
+    return out
+
+
+def _value(value: Any) -> str:
+    return format(value, "g") if isinstance(value, float) else str(value)
+
+
+def tuning_section(analysis: Analysis) -> list[str]:
+    """What was tuned, over which values, what each configuration chose, its test numbers and
+    the test-split comparisons with the baseline's choice."""
+    tuning = analysis.tuning
+    if not tuning:
+        return []
+    fields = tuning["fields"]
+    out = [
+        "## Tuned Comparison",
+        "",
+        "Every configuration was trained at every value of "
+        + "; ".join(f"{f} ∈ {{{', '.join(map(_value, values))}}}" for f, values in fields.items())
+        + ". Each is represented by the value with the lowest mean validation loss, and "
+        "reported — and compared with the baseline's choice — on the **test** documents, which "
+        "neither training nor the choice saw.",
+        "",
+    ]
+    rows = []
+    for config, row in tuning["configurations"].items():
+        if row["chosen"] is None:
+            rows.append([config, "no candidate completed on every seed", "", "", "", ""])
+            continue
+        values = ", ".join(f"{f}={_value(v)}" for f, v in row["values"].items())
+        rows.append(
+            [
+                config,
+                values,
+                fmt(row["validation_loss"][row["chosen"]]),
+                ci(row["test_interval"]) if row["test_interval"] else fmt(row["test_loss"]),
+                ", ".join(row["at_edge"]) or "no",
+                row["chosen"],
+            ]
+        )
+    out += md_table(
+        [
+            "configuration",
+            "chosen",
+            "val loss (choice)",
+            "test loss [95% CI]",
+            "at grid edge",
+            "run",
+        ],
+        rows,
+    )
+    comparisons = tuning["comparisons"]
+    if comparisons:
+        out += [
+            "**Against the baseline's choice, on test** (difference = configuration − "
+            "baseline; negative is better; noise floor "
+            f"{fmt(tuning['noise_floor'])}):",
+            "",
+        ]
+        out += md_table(
+            ["configuration", "difference", "95% CI", "test", "p (Holm)", "verdict"],
+            [
+                [
+                    c["variant"],
+                    f"{c['difference']:+.4f}",
+                    "n/a" if c["ci_low"] is None else f"[{c['ci_low']:.4f}, {c['ci_high']:.4f}]",
+                    c["test"],
+                    "n/a" if c["p_holm"] is None else f"{c['p_holm']:.3g}",
+                    f"**{c['verdict']}**",
+                ]
+                for c in comparisons
+            ],
+        )
+    edges = [c for c, row in tuning["configurations"].items() if row.get("at_edge")]
+    if edges:
+        out += [
+            f"A choice at the edge of its grid ({', '.join(edges)}) may be short of that "
+            "configuration's best; extend the grid past it before reading its number as tuned.",
+            "",
+        ]
+    return out

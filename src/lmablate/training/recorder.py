@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from lmablate.config.run import RunConfig
-from lmablate.data import PreparedData, ValidationSet
+from lmablate.data import PreparedData, ValidationSet, validation_set
+from lmablate.data.cache import digest
 from lmablate.hardware import peak_flops, synchronize
 from lmablate.model.counts import training_flops_per_token
 from lmablate.model.transformer import LM
@@ -113,6 +114,24 @@ class Recorder:
             refresh=False,
         )
 
+    def evaluate_test(self) -> dict[str, Any] | None:
+        """The finished model on the test split (when the data has one), scored once: what a
+        study's tuned comparison reports, after choosing on validation."""
+        if self.data.test_tokens is None:
+            return None
+        tc = self.cfg.train
+        test = validation_set(
+            self.data.test_tokens, tc.seq_len, tc.eval_tokens, self.data.tokenizer.decode
+        )
+        scores = evaluate(self.model, test, self.vocab_size, self.device, self.precision)
+        self.log(f"test_loss {scores['val_loss']:.4f} on {test.n_targets:,} test targets")
+        return {
+            **{key.replace("val_", "test_", 1): value for key, value in scores.items()},
+            "targets": test.n_targets,
+            "bytes": test.n_bytes,
+            "targets_digest": digest(test.targets[test.targets >= 0].tolist()),
+        }
+
     def count_compilation(self, t_step: float) -> None:
         """The step that compiled the model: its time is compile_s, not training time."""
         synchronize(self.device)
@@ -153,6 +172,7 @@ class Recorder:
             return RunResult(status, step, run_dir)  # rank 0 writes the summary
         self.loop["elapsed_s"] = self.elapsed()
         data = self.data
+        test = self.evaluate_test() if status == "complete" else None
         summary = build_summary(
             status=status,
             step=step,
@@ -171,6 +191,7 @@ class Recorder:
             tokenizer=data.tokenizer.name,
             data_meta={key: data.meta[key] for key in ("documents", "tokens", "leakage")},
             parameter_groups=describe_groups(self.model, self.cfg.train),
+            test=test,
             processes=self.world.size,
         )
         write_json_atomic(run_dir / "summary.json", summary)

@@ -102,6 +102,7 @@ def build_summary(
     tokenizer: str,
     data_meta: dict[str, Any],
     parameter_groups: dict[str, Any] | None = None,
+    test: dict[str, Any] | None = None,
     processes: int = 1,
 ) -> dict[str, Any]:
     tc = cfg.train
@@ -128,6 +129,10 @@ def build_summary(
         "final_val_top5_accuracy": final["val_top5_accuracy"] if final else None,
         "final_val_confidence": final["val_confidence"] if final else None,
         "final_val_entropy": final["val_entropy"] if final else None,
+        "final_test_loss": test["test_loss"] if test else None,
+        "final_test_bpb": test["test_bpb"] if test else None,
+        "final_test_accuracy": test["test_accuracy"] if test else None,
+        "test": test,
         "best_val_loss": best["val_loss"] if best else None,
         "best_val_step": best["step"] if best else None,
         "last_val_loss": evals[-1]["val_loss"] if evals else None,

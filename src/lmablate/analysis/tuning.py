@@ -1,0 +1,93 @@
+"""The tuned comparison: every configuration at its own best value. No torch.
+
+A study with ``tune: {learning_rate: [...]}`` trains every configuration at every value (the
+candidates, named like sweep points). Comparing configurations at one shared value can make a
+change look worse only because its best value lies elsewhere; here each configuration is
+represented by the candidate with the lowest validation loss (the mean over seeds), and what
+is reported about it, and compared with the baseline's choice, is its loss on the **test**
+documents, which neither training nor the choice saw. Choosing on the numbers one reports would
+flatter every configuration by the luck of its best candidate.
+
+A choice at either end of a value list is flagged: the best value may lie beyond it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lmablate.analysis.rundata import StudyData
+from lmablate.analysis.stats import compare, noise_floor, summarize, with_verdicts
+
+
+def _flat(config: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        k: v
+        for section in (config or {}).values()
+        if isinstance(section, dict)
+        for k, v in section.items()
+    }
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def tuned_comparison(study: StudyData) -> dict[str, Any]:
+    """Per configuration: its candidates' validation losses, the choice, its values (edges
+    flagged) and test numbers; the choices compared with the baseline's on the test split."""
+    tuning = study.study.get("tuning") or {}
+    if not tuning:
+        return {}
+    fields: dict[str, list[Any]] = tuning["fields"]
+    configurations: dict[str, Any] = {}
+    for config, candidates in tuning["variants"].items():
+        validation = {}
+        for name in dict.fromkeys(candidates):
+            runs = study.runs_of(name)
+            finals = [r.summary["final_val_loss"] for r in runs if r.status == "complete"]
+            if runs and len(finals) == len(runs):  # every seed: a survivor would flatter it
+                validation[name] = _mean(finals)
+        if not validation:
+            configurations[config] = {"chosen": None, "validation_loss": {}}
+            continue
+        chosen = min(validation, key=validation.__getitem__)
+        runs = study.runs_of(chosen, complete_only=True)
+        values = {f: _flat(runs[0].config).get(f) for f in fields}
+        edges = [
+            f
+            for f, value in values.items()
+            if len(fields[f]) > 1 and value in (min(fields[f]), max(fields[f]))
+        ]
+        test = {r.seed: r.summary.get("final_test_loss") for r in runs}
+        test = {seed: loss for seed, loss in test.items() if loss is not None}
+        summary = summarize(list(test.values()))
+        configurations[config] = {
+            "chosen": chosen,
+            "values": values,
+            "validation_loss": validation,
+            "at_edge": edges,
+            "test_loss": _mean(list(test.values())) if test else None,
+            "test_interval": summary.as_dict() if summary else None,
+            "test_by_seed": test,
+        }
+    base = configurations.get("baseline", {}).get("test_by_seed") or {}
+    floor = noise_floor(list(base.values()))
+    comparisons = with_verdicts(
+        [
+            compare(config, row["test_by_seed"], base)
+            for config, row in configurations.items()
+            if config != "baseline" and row.get("test_by_seed") and base
+        ],
+        floor,
+    )
+    ranked = sorted(
+        (c for c, row in configurations.items() if row.get("test_loss") is not None),
+        key=lambda c: configurations[c]["test_loss"],
+    )
+    return {
+        "fields": fields,
+        "configurations": configurations,
+        "ranking": ranked,
+        "noise_floor": floor,
+        "comparisons": [c.as_dict() for c in comparisons],
+    }
