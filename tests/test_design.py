@@ -12,7 +12,7 @@ import yaml
 from helpers import write_yaml
 
 from lmablate.analysis.scaling import compute_multipliers, fit_power_law
-from lmablate.analysis.tuning import tuned_comparison
+from lmablate.analysis.tuning import lr_sensitivity, tuned_comparison
 from lmablate.config.study import Spaced, build_study, format_value, load_study
 from lmablate.errors import ConfigError
 from lmablate.model.counts import training_flops_per_token
@@ -583,7 +583,39 @@ def test_a_tuned_study_end_to_end(tmp_path, corpus, tokenizer_dir):
     assert "learning_rate ∈ {0.001, 0.01}" in markdown
     assert "**Tuned comparison** (each configuration at its own best learning_rate" in markdown
     assert "### Tuning" not in markdown  # the optimizers' learning rates were tuned
+    assert "## Learning-Rate Sensitivity" in markdown
+    assert (report / "lr_sensitivity.png").stat().st_size > 10_000
     data = json.loads((report / "research_data.json").read_text())
     tuned = data["statistical_analysis"]["tuned_comparison"]["configurations"]
     assert set(tuned) == {"baseline", "lion"}
     assert all(row["test_loss"] is not None for row in tuned.values())
+
+
+def test_learning_rate_sensitivity_by_hand(tmp_path):
+    """Wortsman et al. 2023: mean over the grid of min(L(lr), L0) - min L; a diverged seed
+    counts as L0 (here 8.0)."""
+    study = tuned_study(
+        tmp_path,
+        {
+            "learning_rate=0.0001": ([5.0, 5.2, 5.1], [0] * 3),
+            "baseline": ([4.0, 4.1, 3.9], [0] * 3),
+            "learning_rate=0.01": ([4.5, 4.6, 4.4], [0] * 3),
+            "muon,learning_rate=0.0001": ([4.9, 5.0, 4.8], [0] * 3),
+            "muon": ([3.5, 3.6, 3.4], [0] * 3),
+            "muon,learning_rate=0.01": ([3.7, 3.8, 3.6], [0] * 3),
+        },
+    )
+    for run in study.runs:
+        run.records = [{"kind": "eval", "step": 0, "val_loss": 8.0}]
+    diverged = next(r for r in study.runs if r.variant == "muon,learning_rate=0.01" and r.seed == 2)
+    diverged.summary = {"status": "diverged", "final_val_loss": None}
+    out = lr_sensitivity(study)
+    base = out["baseline"]
+    assert [p["learning_rate"] for p in base["points"]] == [1e-4, 1e-3, 1e-2]
+    assert [p["val_loss"] for p in base["points"]] == pytest.approx([5.1, 4.0, 4.5])
+    assert base["sensitivity"] == pytest.approx(((5.1 - 4.0) + 0 + (4.5 - 4.0)) / 3)
+    assert base["best_learning_rate"] == 1e-3
+    muon = out["muon"]
+    high = muon["points"][2]
+    assert high["failed_seeds"] == 1 and high["val_loss"] == pytest.approx((3.7 + 3.8 + 8.0) / 3)
+    assert muon["sensitivity"] == pytest.approx(((4.9 - 3.5) + 0 + (high["val_loss"] - 3.5)) / 3)

@@ -28,7 +28,7 @@ from typing import Any
 from lmablate.analysis.rundata import RunData, StudyData, budget_to_reach, eval_curve
 from lmablate.analysis.scaling import compute_multipliers
 from lmablate.analysis.stats import Comparison, compare, noise_floor, summarize, with_verdicts
-from lmablate.analysis.tuning import tuned_comparison
+from lmablate.analysis.tuning import lr_sensitivity, tuned_comparison
 from lmablate.analysis.validity import (
     confounds,
     equal_budgets,
@@ -179,6 +179,7 @@ class Analysis:
     budget: dict[str, Any] = field(default_factory=dict)  # study.yaml's budget: matched or not
     scaling: dict[str, Any] = field(default_factory=dict)  # budget ladder fit, multipliers
     tuning: dict[str, Any] = field(default_factory=dict)  # each configuration at its best value
+    sensitivity: dict[str, Any] = field(default_factory=dict)  # loss against learning rate
     leakage: dict[str, Any] = field(default_factory=dict)
     provenance: list[dict[str, Any]] = field(default_factory=list)
 
@@ -315,6 +316,7 @@ def analyze(study: StudyData) -> Analysis:
         budget=study.study.get("budget") or {},
         scaling=compute_multipliers(study, per_run),
         tuning=tuned_comparison(study),
+        sensitivity=lr_sensitivity(study),
         leakage=leakage(study),
         provenance=provenance(study),
     )

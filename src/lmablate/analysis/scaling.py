@@ -109,8 +109,8 @@ def compute_multipliers(study: StudyData, per_run: list[dict[str, Any]]) -> dict
         draws = rng.multivariate_normal(
             [fit["E"], fit["A"], fit["alpha"]], fit["covariance"], DRAWS
         )
-    for variant in study.variants:
-        if variant == "baseline" or variant in rungs:
+    for variant in study.compared:  # not the rungs, nor a tuned study's candidates
+        if variant == "baseline":
             continue
         rows = [m for m in complete if m["variant"] == variant]
         if not rows:

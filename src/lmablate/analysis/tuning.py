@@ -91,3 +91,68 @@ def tuned_comparison(study: StudyData) -> dict[str, Any]:
         "noise_floor": floor,
         "comparisons": [c.as_dict() for c in comparisons],
     }
+
+
+SENSITIVITY_FIELD = "learning_rate"
+
+
+def _curves(study: StudyData) -> dict[str, list[str]]:
+    """Per configuration, the runs that differ from it in the learning rate alone: from a tune
+    or from sweeps whose only field is the learning rate."""
+    records = [study.study.get("tuning") or {}, *(study.study.get("sweeps") or [])]
+    curves: dict[str, list[str]] = {}
+    for record in records:
+        if list(record.get("fields") or {}) != [SENSITIVITY_FIELD]:
+            continue
+        for config, names in record["variants"].items():
+            curves.setdefault(config, [])
+            curves[config] += [n for n in names if n not in curves[config]]
+    return curves
+
+
+def lr_sensitivity(study: StudyData) -> dict[str, Any]:
+    """Final validation loss against the learning rate per configuration, and its learning-rate
+    sensitivity as Wortsman et al. 2023 define it ("Small-scale proxies for large-scale
+    Transformer training instabilities", Sec. 3.2): the mean over the grid of
+    min(L(lr), L0) - min over the grid of L, L0 the loss at initialization (so a diverged or
+    failed run counts as L0, not as infinity). Losses are means over seeds; {} when no
+    configuration has a learning-rate tune or sweep of at least two values."""
+    out: dict[str, Any] = {}
+    for config, names in _curves(study).items():
+        points = []
+        for name in names:
+            runs = study.runs_of(name)
+            if not runs or not runs[0].config:
+                continue
+            initial = [r.eval_records[0]["val_loss"] for r in runs if r.eval_records]
+            if not initial:
+                continue
+            l0 = _mean(initial)
+            losses = [
+                min(r.summary["final_val_loss"], l0)
+                if r.status == "complete" and r.summary.get("final_val_loss") is not None
+                else l0
+                for r in runs
+            ]
+            summary = summarize(losses)
+            points.append(
+                {
+                    "learning_rate": _flat(runs[0].config)[SENSITIVITY_FIELD],
+                    "run": name,
+                    "val_loss": _mean(losses),
+                    "ci_low": summary.ci_low if summary else None,
+                    "ci_high": summary.ci_high if summary else None,
+                    "initial_loss": l0,
+                    "failed_seeds": sum(r.status != "complete" for r in runs),
+                }
+            )
+        if len(points) < 2:
+            continue
+        points.sort(key=lambda p: p["learning_rate"])
+        best = min(p["val_loss"] for p in points)
+        out[config] = {
+            "points": points,
+            "best_learning_rate": min(points, key=lambda p: p["val_loss"])["learning_rate"],
+            "sensitivity": _mean([min(p["val_loss"], p["initial_loss"]) - best for p in points]),
+        }
+    return out

@@ -199,6 +199,7 @@ def research_data(study: StudyData, analysis: Analysis, figures: dict[str, str])
                 "study_threats": analysis.study_threats,
                 "compute_multipliers": analysis.scaling,
                 "tuned_comparison": analysis.tuning,
+                "learning_rate_sensitivity": analysis.sensitivity,
                 "leakage": analysis.leakage,
                 "provenance": analysis.provenance,
                 "efficiency_analysis": {

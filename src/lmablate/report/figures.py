@@ -65,6 +65,53 @@ def _schedules(study: StudyData) -> dict[str, TrainConfig]:
 
 
 SCALING_FIGURE = "compute_multipliers.png"
+SENSITIVITY_FIGURE = "lr_sensitivity.png"
+
+
+def draw_sensitivity(study: StudyData, analysis: Analysis, out: Path) -> dict[str, str]:
+    """Final loss against the learning rate (log x; seeds' 95% intervals as error bars) per
+    configuration, beside each configuration's sensitivity; nothing without a tuned or swept
+    learning rate."""
+    curves = analysis.sensitivity
+    if not curves:
+        return {}
+    colors = _colors(study.variants)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), width_ratios=[2, 1])
+    for config, curve in curves.items():
+        x = [p["learning_rate"] for p in curve["points"]]
+        y = [p["val_loss"] for p in curve["points"]]
+        low = [
+            y_ - (p["ci_low"] if p["ci_low"] is not None else y_)
+            for p, y_ in zip(curve["points"], y, strict=True)
+        ]
+        high = [
+            (p["ci_high"] if p["ci_high"] is not None else y_) - y_
+            for p, y_ in zip(curve["points"], y, strict=True)
+        ]
+        left.errorbar(
+            x, y, yerr=[low, high], marker="o", capsize=3, color=colors[config], label=config
+        )
+    left.set_xscale("log")
+    left.set(
+        title="Final validation loss against learning rate",
+        xlabel="peak learning rate",
+        ylabel=LOSS,
+    )
+    left.legend(fontsize=8)
+    left.grid(alpha=0.3, which="both")
+    names = list(curves)
+    right.bar(names, [curves[c]["sensitivity"] for c in names], color=[colors[c] for c in names])
+    right.set(
+        title="Learning-rate sensitivity",
+        ylabel="mean excess loss over the grid (nats)",
+    )
+    right.tick_params(axis="x", rotation=30)
+    right.grid(alpha=0.3, axis="y")
+    _finish(fig, out / SENSITIVITY_FIGURE)
+    return {
+        SENSITIVITY_FIGURE: "Final validation loss against the learning rate per configuration "
+        "(seeds' 95% intervals), and each configuration's learning-rate sensitivity"
+    }
 
 
 def draw_scaling(study: StudyData, analysis: Analysis, out: Path) -> dict[str, str]:
@@ -432,4 +479,9 @@ def draw_all(study: StudyData, analysis: Analysis, out: Path) -> dict[str, str]:
         ax.legend(fontsize=7)
     axes[0].set_ylabel(LOSS)
     _finish(fig, out / "equal_budget_comparison.png")
-    return {**FIGURES, **draw_schedules(study, out), **draw_scaling(study, analysis, out)}
+    return {
+        **FIGURES,
+        **draw_schedules(study, out),
+        **draw_scaling(study, analysis, out),
+        **draw_sensitivity(study, analysis, out),
+    }

@@ -16,6 +16,7 @@ from lmablate.report.results import (
     downstream_section,
     key_findings,
     results_tables,
+    sensitivity_section,
     text_generation_section,
     tuning_section,
 )
@@ -43,6 +44,7 @@ def markdown_report(study: StudyData, analysis: Analysis, data: dict[str, Any]) 
     out += ["## Key Findings", "", *key_findings(analysis, n_seeds)]
     out += _configuration_details(data["experimental_setup"])
     out += tuning_section(analysis)
+    out += sensitivity_section(analysis)
     out += results_tables(analysis)
     out += statistics_section(analysis, n_seeds)
     out += equal_budget_section(analysis)

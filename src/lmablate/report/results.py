@@ -446,3 +446,34 @@ def tuning_section(analysis: Analysis) -> list[str]:
             "",
         ]
     return out
+
+
+def sensitivity_section(analysis: Analysis) -> list[str]:
+    """Final loss against the learning rate per configuration, and each one's sensitivity."""
+    curves = analysis.sensitivity
+    if not curves:
+        return []
+    out = [
+        "## Learning-Rate Sensitivity",
+        "",
+        "Final validation loss at every learning rate a configuration was trained at (tuned or "
+        "swept), mean over seeds. **Sensitivity** is the mean over the grid of "
+        "min(L(lr), L0) − min L, L0 the loss at initialization, so a run that diverged counts "
+        "as L0 (Wortsman et al. 2023, 'Small-scale proxies for large-scale Transformer "
+        "training instabilities'): lower means the configuration is easier to tune; it "
+        "depends on the grid, so compare it only between configurations on the same grid.",
+        "",
+    ]
+    rows = []
+    for config, curve in curves.items():
+        grid = ", ".join(
+            f"{_value(p['learning_rate'])}: {p['val_loss']:.3f}"
+            + (f" ({p['failed_seeds']} failed)" if p["failed_seeds"] else "")
+            for p in curve["points"]
+        )
+        best = curve["best_learning_rate"]
+        lrs = [p["learning_rate"] for p in curve["points"]]
+        edge = " (grid edge)" if best in (min(lrs), max(lrs)) else ""
+        rows.append([config, grid, f"{_value(best)}{edge}", f"{curve['sensitivity']:.4f}"])
+    out += md_table(["configuration", "learning rate: val loss", "best", "sensitivity"], rows)
+    return [*out, "![Learning-rate sensitivity](lr_sensitivity.png)", ""]
