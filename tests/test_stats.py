@@ -266,6 +266,10 @@ def test_analysis_of_known_distributions(tmp_path):
     ]
     assert confound["tokens_ratio"] == pytest.approx(2.0)
     assert any("2.00x the baseline's tokens" in w for w in confound["warnings"])
+    # each flagged confound names the study-design option that removes it
+    assert any("tune: {learning_rate: [...]}" in w for w in confound["warnings"])
+    assert any("budget: {match: tokens}" in w for w in confound["warnings"])
+    assert any("budget: {match: flops}" in w for w in confound["warnings"])
     assert analysis.confounds["better"]["warnings"] == []
     assert analysis.leakage["val_documents_in_training"] == 0
     assert analysis.leakage["duplicates_removed"] == 2

@@ -179,9 +179,15 @@ def confounds(study: StudyData, per_variant: dict[str, dict[str, Any]]) -> dict[
         row = per_variant.get(variant, {})
         warnings = []
         if len(factors) > 1:
+            remedy = "; split it into one variant per factor"
+            if "learning rate" in factors:  # a learning rate that follows the other change
+                remedy += (
+                    ", or drop its learning rate and tune every configuration's "
+                    "(tune: {learning_rate: [...]} with a data.test_fraction)"
+                )
             warnings.append(
                 f"changes {len(factors)} factors at once ({', '.join(factors)}): a difference "
-                "from the baseline cannot be attributed to any one of them"
+                f"from the baseline cannot be attributed to any one of them{remedy}"
             )
         ratios = {}
         for key in ("tokens_seen", "total_flops"):
@@ -193,11 +199,19 @@ def confounds(study: StudyData, per_variant: dict[str, dict[str, Any]]) -> dict[
             warnings.append(
                 f"trains on {tokens:.2f}x the baseline's tokens: its final loss reflects "
                 f"{direction} data as well as its own change, which biases the ranking "
-                f"{'in its favour' if tokens > 1 else 'against it'}; compare at equal tokens"
+                f"{'in its favour' if tokens > 1 else 'against it'}; compare at equal tokens, "
+                "or give the study budget: {match: tokens} to end its schedule at the "
+                "baseline's token budget"
             )
         if flops is not None and abs(flops - 1) > BUDGET_TOLERANCE:
             warnings.append(
-                f"spends {flops:.2f}x the baseline's training FLOPs; compare at equal compute"
+                f"spends {flops:.2f}x the baseline's training FLOPs; compare at equal compute, "
+                "or give the study budget: {match: flops}"
+                + (
+                    " (a budget ladder turns the difference into a compute multiplier)"
+                    if not study.ladder
+                    else ""
+                )
             )
         out[variant] = {
             "changes": {k: v for k, v in (changes or {}).items() if k != "description"},

@@ -22,7 +22,8 @@ def _budget_caveat(best: str, table: dict[str, dict[str, Any]]) -> list[str]:
         f"- **Note:** {best} used {mine / base:.2f}x the baseline's training compute "
         f"({table[best]['tokens_seen']:,.0f} tokens against "
         f"{table['baseline']['tokens_seen']:,.0f}); compare at equal compute under "
-        "*Efficiency* before crediting its recipe."
+        "*Efficiency* before crediting its recipe, or rerun the study with "
+        "`budget: {match: flops}` so every schedule ends at the baseline's compute."
     ]
 
 
