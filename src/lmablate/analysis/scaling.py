@@ -10,9 +10,10 @@ by least squares over every complete run of every rung (``scipy.optimize.curve_f
 parameters' standard errors from its covariance). A variant's **compute multiplier** is the
 baseline compute that the fit needs to reach the variant's final loss, divided by the compute the
 variant spent: 2.0 means the change is worth doubling the baseline's compute (the "effective
-compute" of Ho et al. 2024, "Algorithmic progress in language models"). Its interval maps the
-seeds' 95% t-interval of the variant's loss through the fit; with one seed it is the 2.5-97.5
-percentile range over fit parameters drawn from their estimated covariance. A loss below the
+compute" of Ho et al. 2024, "Algorithmic progress in language models"). Its interval is the
+2.5-97.5 percentile range of the multiplier over draws of the fit's parameters (from their
+estimated covariance) and, with several seeds, of the variant's mean loss (from its t
+distribution over the seeds), so it carries both uncertainties. A loss below the
 fit's floor E is beyond what any baseline compute reaches (no multiplier); a required compute
 outside the ladder's range is marked as an extrapolation.
 """
@@ -120,25 +121,28 @@ def compute_multipliers(study: StudyData, per_run: list[dict[str, Any]]) -> dict
         compute = sum(m["total_flops"] for m in rows) / len(rows) / c0
         value = _multiplier(loss, compute, fit)
         low = high = None
-        if len(losses) >= 2:
-            sem = float(np.std(losses, ddof=1) / math.sqrt(len(losses)))
-            half = float(t_dist.ppf(0.975, len(losses) - 1)) * sem
-            # a lower loss needs more baseline compute: the interval's ends swap
-            low = _multiplier(loss + half, compute, fit)
-            high = _multiplier(loss - half, compute, fit)
-            source = f"seeds ({len(losses)}), 95% t-interval of the loss"
-        elif draws is not None:
+        if draws is not None:
+            # both uncertainties at once: the fit's parameters, and (with seeds) the loss
+            if len(losses) >= 2:
+                sem = float(np.std(losses, ddof=1) / math.sqrt(len(losses)))
+                noise = sem * t_dist.rvs(len(losses) - 1, size=DRAWS, random_state=rng)
+                source = f"fit uncertainty and seeds ({len(losses)}): parameter and loss draws"
+            else:
+                noise = np.zeros(DRAWS)
+                source = "fit uncertainty (one seed): parameter draws"
             values = [
-                compute_to_reach(loss, *params) for params in draws if params[1] > 0 < params[2]
+                compute_to_reach(loss + eps, *params)
+                for params, eps in zip(draws, noise, strict=True)
+                if params[1] > 0 < params[2]
             ]
             values = [v / compute for v in values if v is not None]
             if len(values) >= DRAWS // 2:
                 low, high = (float(v) for v in np.percentile(values, [2.5, 97.5]))
-                source = "fit uncertainty (one seed): 2.5-97.5 percentiles of parameter draws"
+                source += ", 2.5-97.5 percentiles"
             else:
                 source = (
-                    "none: the fit is too uncertain for one seed (most parameter draws reach "
-                    "the loss at no compute)"
+                    "none: the fit is too uncertain (most parameter draws reach the loss at no "
+                    "compute)"
                 )
         else:
             source = "none: the fit's covariance could not be estimated"
