@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib import ticker
 from pydantic import ValidationError
 
 from lmablate.analysis.findings import Analysis
@@ -160,7 +161,9 @@ def draw_scaling(study: StudyData, analysis: Analysis, out: Path) -> dict[str, s
                 xytext=(x, y),
                 arrowprops={"arrowstyle": "->", "color": colors[variant], "alpha": 0.6},
             )
-    ax.set_xscale("log")
+    ax.set_xscale("log", base=2)  # ladders double
+    ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     ax.set(
         title="Compute multipliers against the baseline's budget ladder",
         xlabel="training compute (multiples of the baseline's)",
