@@ -278,3 +278,45 @@ def test_arbitrary_mappings_load_or_raise_config_error(raw):
 def test_arbitrary_yaml_text_parses_or_raises_config_error(text):
     with contextlib.suppress(ConfigError):
         parse_yaml(text)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (
+            {"train": {"learning_rate": float("inf")}},
+            "train.learning_rate: Input should be a finite",
+        ),
+        ({"train": {"z_loss": float("nan")}}, "train.z_loss: Input should be a finite number"),
+        ({"model": {"rope_theta": float("inf")}}, "model.rope_theta: Input should be a finite"),
+        ({"train": {"seed": 2**64}}, "train.seed: Input should be less than or equal to 92233"),
+        ({"data": {"split_seed": 2**63}}, "data.split_seed: Input should be less than or equal"),
+    ],
+)
+def test_non_finite_numbers_and_overflowing_seeds_are_config_errors(raw, expected):
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        validate_run_config(raw)
+
+
+def test_non_finite_sampling_settings_are_refused():
+    from lmablate.errors import LmablateError
+    from lmablate.generation import Sampling
+
+    for settings_ in ({"temperature": float("inf")}, {"repetition_penalty": float("nan")}):
+        with pytest.raises(LmablateError, match="invalid sampling settings"):
+            Sampling(**settings_)
+
+
+def test_counts_a_typo_would_make_huge_are_refused(tmp_path):
+    from lmablate.config.study import load_study
+    from lmablate.errors import LmablateError
+    from lmablate.generation import Sampling
+
+    path = write_yaml(
+        tmp_path / "s.yaml", "name: s\ndata: {source: builtin}\nbaseline: {max_steps: 10}\n"
+    )
+    for seeds in (0, 10**6):
+        with pytest.raises(ConfigError, match=r"--seeds \d+: give 1 to 1000 replicates"):
+            load_study(path, seeds=seeds)
+    with pytest.raises(LmablateError, match=r"max_new_tokens 10000000 \(valid: 1 to 65,536"):
+        Sampling(max_new_tokens=10**7)

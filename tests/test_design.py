@@ -619,3 +619,11 @@ def test_learning_rate_sensitivity_by_hand(tmp_path):
     high = muon["points"][2]
     assert high["failed_seeds"] == 1 and high["val_loss"] == pytest.approx((3.7 + 3.8 + 8.0) / 3)
     assert muon["sensitivity"] == pytest.approx(((4.9 - 3.5) + 0 + (high["val_loss"] - 3.5)) / 3)
+
+
+def test_names_a_directory_cannot_hold_are_refused_before_training():
+    with pytest.raises(ConfigError, match=r"is not a valid variant name \(at most 120"):
+        study(variants={"v" * 300: {"d_model": 64}})
+    long = "x" * 110
+    with pytest.raises(ConfigError, match=r"would be 1\d\d characters, more than the 120"):
+        study(variants={long: {}}, sweeps=[{"grid": {"d_model": [64]}, "over": [long]}])

@@ -36,6 +36,8 @@ from lmablate.model.attention import Attention
 from lmablate.model.mlp import MLP
 from lmablate.model.transformer import LM, KVCache
 
+MAX_NEW_TOKENS = 65536  # a longer continuation is a typo; the cache would hold it all
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -50,15 +52,30 @@ class Sampling:
         problems = [
             f"{name} {value} (valid: {valid})"
             for name, value, ok, valid in (
-                ("max_new_tokens", self.max_new_tokens, self.max_new_tokens >= 1, ">= 1"),
-                ("temperature", self.temperature, self.temperature >= 0, ">= 0; 0 is greedy"),
+                (
+                    "max_new_tokens",
+                    self.max_new_tokens,
+                    1 <= self.max_new_tokens <= MAX_NEW_TOKENS,
+                    f"1 to {MAX_NEW_TOKENS:,}",
+                ),
+                (
+                    "temperature",
+                    self.temperature,
+                    math.isfinite(self.temperature) and self.temperature >= 0,
+                    "finite, >= 0; 0 is greedy",
+                ),
                 ("top_k", self.top_k, self.top_k is None or self.top_k >= 1, ">= 1"),
-                ("top_p", self.top_p, self.top_p is None or 0 < self.top_p <= 1, "in (0, 1]"),
+                (
+                    "top_p",
+                    self.top_p,
+                    self.top_p is None or (math.isfinite(self.top_p) and 0 < self.top_p <= 1),
+                    "in (0, 1]",
+                ),
                 (
                     "repetition_penalty",
                     self.repetition_penalty,
-                    self.repetition_penalty > 0,
-                    "> 0; 1 is off",
+                    math.isfinite(self.repetition_penalty) and self.repetition_penalty > 0,
+                    "finite, > 0; 1 is off",
                 ),
             )
             if not ok

@@ -29,10 +29,12 @@ PosInt = Annotated[int, Field(gt=0, strict=True)]
 NonNegInt = Annotated[int, Field(ge=0, strict=True)]
 PosFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
+SEED_MAX = 2**63 - 1  # torch and numpy take seeds up to a signed 64-bit integer
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX, strict=True)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelConfig(_Section):
@@ -346,8 +348,12 @@ class TrainConfig(_Section):
     )
     log_every: PosInt = Field(10, description="Log training metrics every N steps.")
     checkpoint_every: PosInt = Field(500, description="Save a resumable checkpoint every N steps.")
-    seed: NonNegInt = Field(0, description="Seed of the weight initialization.")
-    data_seed: NonNegInt = Field(0, description="Seed of the training batch order.")
+    seed: Seed = Field(
+        0, description="Seed of the weight initialization (0 to 2^63 - 1, as torch takes it)."
+    )
+    data_seed: Seed = Field(
+        0, description="Seed of the training batch order (0 to 2^63 - 1, as numpy takes it)."
+    )
     compile: bool = Field(
         False,
         description="Compile the model with torch.compile. The first step after a start or "
@@ -452,7 +458,7 @@ class DataConfig(_Section):
         "any choice made on validation (a study's tune:); every complete run is scored on it "
         "once at the end. 0: no test split.",
     )
-    split_seed: NonNegInt = Field(
+    split_seed: Seed = Field(
         0, description="Seed of the document-level train/validation/test split."
     )
     cache_dir: str | None = Field(

@@ -52,7 +52,7 @@ from lmablate.config.keys import (
     unknown_key_errors,
     validate_run_config,
 )
-from lmablate.config.run import FLAT_KEYS, DataConfig, RunConfig
+from lmablate.config.run import FLAT_KEYS, DataConfig, RunConfig, Seed
 from lmablate.errors import ConfigError
 
 REFERENCE_PROMPTS = [
@@ -64,13 +64,15 @@ REFERENCE_PROMPTS = [
 ]
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.,=+-]*$")  # a variant's: it names a directory
+MAX_SEEDS = 1000  # replicates from --seeds N
+MAX_NAME = 120  # characters of a variant name: a directory name holds at most 255 bytes
 PER_REPLICATE = ("seed", "data_seed")  # set by the study's seeds, never by a variant
 
 
 class SamplesConfig(BaseModel):
     """Text that every finished run generates from the same prompts, for the report."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     prompts: list[str] = Field(
         default_factory=lambda: list(REFERENCE_PROMPTS),
@@ -93,9 +95,7 @@ class SamplesConfig(BaseModel):
     repetition_penalty: Annotated[float, Field(gt=0)] = Field(
         1.0, description="Penalty on tokens already in the text (1.0: off)."
     )
-    seed: Annotated[int, Field(ge=0, strict=True)] = Field(
-        0, description="Seed of the sampler, the same for every run."
-    )
+    seed: Seed = Field(0, description="Seed of the sampler, the same for every run.")
 
 
 class Spaced(BaseModel):
@@ -103,7 +103,7 @@ class Spaced(BaseModel):
     to hi (both included), evenly spaced in log or linear scale, rounded to 4 significant
     digits."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     logspace: tuple[float, float] | None = None
     linspace: tuple[float, float] | None = None
@@ -133,7 +133,7 @@ class SweepConfig(BaseModel):
     list is a YAML list or a ``Spaced`` range. Each point is an ordinary variant named by its
     values (``learning_rate=0.001``; ``high_lr,d_model=256,n_layers=8`` over a variant)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     grid: dict[str, list[Any] | Spaced] | None = Field(
         None, description="Fields and their values; every combination is a variant."
@@ -194,7 +194,7 @@ def point_name(base: str, point: Mapping[str, Any]) -> str:
 class BudgetConfig(BaseModel):
     """How the runs' training budgets relate (``budget:`` in a study)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     match: Literal["tokens", "flops"] | None = Field(
         None,
@@ -223,11 +223,11 @@ class BudgetConfig(BaseModel):
 class StudyConfig(BaseModel):
     """A study file, before expansion."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str = Field(description="Study name; the default output is results/<name>.")
     description: str = Field("", description="Free text shown in the report.")
-    seeds: list[Annotated[int, Field(ge=0, strict=True)]] = Field(
+    seeds: list[Seed] = Field(
         default_factory=lambda: [0],
         min_length=1,
         description="Replicates: every variant runs once per seed.",
@@ -394,10 +394,11 @@ def build_study(
                 f"{where}variants.baseline: the baseline is its own section; "
                 "name this variant differently"
             )
-        if not NAME.match(str(name)):
+        if not NAME.match(str(name)) or len(str(name)) > MAX_NAME:
+            shown = str(name) if len(str(name)) <= 60 else f"{str(name)[:57]}..."
             raise ConfigError(
-                f"{where}variants: {name!r} is not a valid variant name (letters, "
-                "digits, '_', '-', '.', ',', '=', '+'; it names a directory)"
+                f"{where}variants: {shown!r} is not a valid variant name (at most {MAX_NAME} "
+                "letters, digits, '_', '-', '.', ',', '=', '+'; it names a directory)"
             )
         variant_changes[name] = _run_overrides(overrides, f"{where}variants.{name}")
 
@@ -517,6 +518,12 @@ def _expand_sweeps(
                         f"{where}{label}: the variant name {name!r} would not be a safe "
                         "directory name; sweep values may hold letters, digits and _ . , = + -"
                     )
+                if len(name) > MAX_NAME:
+                    raise ConfigError(
+                        f"{where}{label}: the variant name would be {len(name)} characters, "
+                        f"more than the {MAX_NAME} a run directory's name may take; sweep "
+                        "fewer fields at once, or give the configuration a shorter name"
+                    )
                 if name in variant_changes:
                     raise ConfigError(
                         f"{where}{label}: variant {name!r} is already defined "
@@ -580,7 +587,10 @@ def load_study(path: str | Path, overrides: Iterable[str] = (), seeds: int | Non
     raw = read_yaml_mapping(path)
     study, forced = apply_study_overrides(raw, overrides)
     if seeds is not None:
-        if seeds < 1:
-            raise ConfigError(f"--seeds {seeds}: need at least one seed")
+        if not 1 <= seeds <= MAX_SEEDS:
+            raise ConfigError(
+                f"--seeds {seeds}: give 1 to {MAX_SEEDS} replicates (each trains every variant "
+                "once more)"
+            )
         study["seeds"] = list(range(seeds))
     return build_study(study, f"{path}: ", forced)
