@@ -320,3 +320,30 @@ def test_counts_a_typo_would_make_huge_are_refused(tmp_path):
             load_study(path, seeds=seeds)
     with pytest.raises(LmablateError, match=r"max_new_tokens 10000000 \(valid: 1 to 65,536"):
         Sampling(max_new_tokens=10**7)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (
+            {"model": {"n_layers": 10**12}},
+            "model.n_layers: Input should be less than or equal to "
+            "4096 (got 1000000000000); deeper than any published",
+        ),
+        (
+            {"train": {"seq_len": 2**40}},
+            "train.seq_len: Input should be less than or equal to "
+            "4194304 (got 1099511627776); a longer context",
+        ),
+        ({"train": {"muon_ns_steps": 100}}, "torch.optim.Muon refuses 100 or more"),
+    ],
+)
+def test_sizes_a_typo_would_make_huge_fail_at_once_with_the_reason(raw, expected):
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        validate_run_config(raw)
+
+
+def test_a_huge_bad_value_is_quoted_short():
+    with pytest.raises(ConfigError) as info:
+        validate_run_config({"model": {"d_model": "x" * 10**6}})
+    assert len(str(info.value)) < 300 and "..." in str(info.value)

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from lmablate.config.run import FLAT_KEYS, SECTIONS, RunConfig
+from lmablate.config.run import FLAT_KEYS, LIMITS, SECTIONS, RunConfig
 from lmablate.errors import ConfigError
 
 # --------------------------------------------------------------------------------------- YAML
@@ -169,7 +169,11 @@ def format_validation_error(exc: ValidationError, where: str = "") -> str:
         elif err["type"] == "missing":
             lines.append(f"{where}{'.'.join(loc)}: required, but missing")
         else:
-            lines.append(f"{where}{'.'.join(loc)}: {message} (got {err['input']!r})")
+            got = repr(err["input"])
+            got = got if len(got) <= 60 else f"{got[:57]}..."  # never echo a huge value
+            reason = LIMITS.get(loc[-1]) if err["type"] == "less_than_equal" else None
+            why = f"; {reason[1]}" if reason else ""
+            lines.append(f"{where}{'.'.join(loc)}: {message} (got {got}){why}")
     return "\n".join(dict.fromkeys(lines))
 
 

@@ -29,6 +29,36 @@ PosInt = Annotated[int, Field(gt=0, strict=True)]
 NonNegInt = Annotated[int, Field(ge=0, strict=True)]
 PosFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
+# Upper bounds on sizes and counts, each with why: a typo (an extra few zeros) fails here in
+# milliseconds instead of allocating for minutes (keys.format_validation_error adds the reason).
+LIMITS: dict[str, tuple[int, str]] = {
+    "d_model": (2**16, "wider than any model this tool can train in memory"),
+    "n_heads": (2**12, "more heads than any d_model here can divide usefully"),
+    "n_kv_heads": (2**12, "more heads than any d_model here can divide usefully"),
+    "n_layers": (2**12, "deeper than any published transformer LM by an order of magnitude"),
+    "d_ff": (2**18, "an MLP wider than any model this tool can train in memory"),
+    "vocab_size": (2**22, "a larger output layer than any tokenizer needs"),
+    "max_positions": (2**22, "a longer position table than any context trained here"),
+    "sliding_window": (2**22, "a window longer than any context trained here"),
+    "global_every": (2**12, "more than the layers a model may have"),
+    "batch_size": (2**20, "more sequences per step than fit any device"),
+    "seq_len": (2**22, "a longer context than fits any device"),
+    "max_steps": (10**9, "a billion optimizer steps"),
+    "warmup_steps": (10**9, "a billion optimizer steps"),
+    "muon_ns_steps": (99, "torch.optim.Muon refuses 100 or more Newton-Schulz steps"),
+    "grad_accum_steps": (2**20, "more micro-batches than any batch_size allowed"),
+    "eval_every": (10**9, "a billion optimizer steps"),
+    "eval_tokens": (2**34, "more validation targets than a token cache holds"),
+    "log_every": (10**9, "a billion optimizer steps"),
+    "checkpoint_every": (10**9, "a billion optimizer steps"),
+    "num_documents": (10**10, "more documents than any corpus this tool reads"),
+}
+
+
+def _bounded(field: str, low: int = 1) -> object:
+    return Annotated[int, Field(ge=low, le=LIMITS[field][0], strict=True)]
+
+
 SEED_MAX = 2**63 - 1  # torch and numpy take seeds up to a signed 64-bit integer
 Seed = Annotated[int, Field(ge=0, le=SEED_MAX, strict=True)]
 
@@ -40,15 +70,17 @@ class _Section(BaseModel):
 class ModelConfig(_Section):
     """Decoder-only transformer, Llama-compatible by default; every component is a field."""
 
-    d_model: PosInt = Field(384, description="Width of the residual stream.")
-    n_heads: PosInt = Field(6, description="Attention (query) heads; must divide d_model.")
-    n_kv_heads: PosInt | None = Field(
+    d_model: _bounded("d_model") = Field(384, description="Width of the residual stream.")
+    n_heads: _bounded("n_heads") = Field(
+        6, description="Attention (query) heads; must divide d_model."
+    )
+    n_kv_heads: _bounded("n_kv_heads") | None = Field(
         None,
         description="Key/value heads for grouped-query attention; must divide n_heads. "
         "null means n_heads (plain multi-head attention).",
     )
-    n_layers: PosInt = Field(12, description="Transformer blocks.")
-    d_ff: PosInt = Field(1536, description="Hidden width of the MLP.")
+    n_layers: _bounded("n_layers") = Field(12, description="Transformer blocks.")
+    d_ff: _bounded("d_ff") = Field(1536, description="Hidden width of the MLP.")
     mlp: str = Field(
         "swiglu",
         description="MLP form, a name in the MLP registry (or one registered from Python): "
@@ -60,7 +92,7 @@ class ModelConfig(_Section):
     tie_embeddings: bool = Field(
         True, description="Share the token embedding matrix with the output (LM head) layer."
     )
-    vocab_size: PosInt | None = Field(
+    vocab_size: _bounded("vocab_size") | None = Field(
         None,
         description="Rows of the embedding. null: the tokenizer's vocabulary rounded up to a "
         "multiple of 64. A tokenizer larger than this is an error.",
@@ -102,17 +134,17 @@ class ModelConfig(_Section):
         description="Share of each head's dimensions that rope rotates (the first ones; GPT-NeoX "
         "rotary_pct). The rotated count must be even.",
     )
-    max_positions: PosInt = Field(
+    max_positions: _bounded("max_positions") = Field(
         2048,
         description="Rows of the learned position table (positions: learned); at least "
         "train.seq_len. Unused otherwise.",
     )
-    sliding_window: PosInt | None = Field(
+    sliding_window: _bounded("sliding_window") | None = Field(
         None,
         description="Attend to the last W tokens only (Mistral, Gemma 2). null: full causal "
         "attention.",
     )
-    global_every: PosInt | None = Field(
+    global_every: _bounded("global_every") | None = Field(
         None,
         description="With sliding_window: every k-th layer (layers k, 2k, ... counting from 1) "
         "keeps full attention (Gemma 2: 2; nanochat's SSSL pattern: 4). null: every layer slides.",
@@ -211,15 +243,19 @@ class ModelConfig(_Section):
 class TrainConfig(_Section):
     """Optimization, evaluation and bookkeeping of one run."""
 
-    batch_size: PosInt = Field(
+    batch_size: _bounded("batch_size") = Field(
         8, description="Sequences per optimizer step, all micro-batches and processes together."
     )
-    seq_len: PosInt = Field(512, description="Tokens of context per training sequence.")
+    seq_len: _bounded("seq_len") = Field(
+        512, description="Tokens of context per training sequence."
+    )
     learning_rate: PosFloat = Field(3.0e-4, description="Peak learning rate, reached after warmup.")
     min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = Field(
         0.1, description="The decay ends at min_lr_ratio * learning_rate at max_steps."
     )
-    warmup_steps: NonNegInt = Field(100, description="Steps of linear warmup from 0.")
+    warmup_steps: _bounded("warmup_steps", 0) = Field(
+        100, description="Steps of linear warmup from 0."
+    )
     warmup_fraction: Annotated[float, Field(ge=0, lt=1)] | None = Field(
         None,
         description="Warmup as a share of max_steps: when set, warmup_steps is "
@@ -242,7 +278,7 @@ class TrainConfig(_Section):
         description="wsd: the decay's shape: linear, cosine, or sqrt (1 - sqrt(progress), "
         "Hägele et al. 2024).",
     )
-    max_steps: PosInt = Field(2000, description="Optimizer steps in the run.")
+    max_steps: _bounded("max_steps") = Field(2000, description="Optimizer steps in the run.")
     optimizer: Literal["adamw", "muon", "lion", "sgd"] = Field(
         "adamw",
         description="adamw: AdamW (Loshchilov & Hutter 2019). muon: Muon (Jordan et al. 2024; "
@@ -268,7 +304,7 @@ class TrainConfig(_Section):
         0.95, description="Muon momentum (Jordan et al. 2024)."
     )
     muon_nesterov: bool = Field(True, description="Muon: Nesterov momentum (Jordan et al. 2024).")
-    muon_ns_steps: PosInt = Field(
+    muon_ns_steps: _bounded("muon_ns_steps") = Field(
         5, description="Muon: Newton-Schulz iterations that orthogonalize the update."
     )
     muon_adjust_lr: Literal["match_rms_adamw", "original"] = Field(
@@ -329,7 +365,7 @@ class TrainConfig(_Section):
     grad_clip: NonNegFloat = Field(
         1.0, description="Clip the global gradient norm to this value; 0 disables clipping."
     )
-    grad_accum_steps: PosInt = Field(
+    grad_accum_steps: _bounded("grad_accum_steps") = Field(
         1, description="Micro-batches per optimizer step; must divide batch_size."
     )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
@@ -340,14 +376,18 @@ class TrainConfig(_Section):
     device: str = Field(
         "auto", description="auto, cpu, cuda, cuda:N or mps. auto picks cuda, then mps, then cpu."
     )
-    eval_every: PosInt = Field(400, description="Evaluate on the validation targets every N steps.")
-    eval_tokens: PosInt = Field(
+    eval_every: _bounded("eval_every") = Field(
+        400, description="Evaluate on the validation targets every N steps."
+    )
+    eval_tokens: _bounded("eval_tokens") = Field(
         65536,
         description="Validation target tokens scored at each evaluation (capped by what the "
         "validation documents hold); the same targets for every seq_len and batch size.",
     )
-    log_every: PosInt = Field(10, description="Log training metrics every N steps.")
-    checkpoint_every: PosInt = Field(500, description="Save a resumable checkpoint every N steps.")
+    log_every: _bounded("log_every") = Field(10, description="Log training metrics every N steps.")
+    checkpoint_every: _bounded("checkpoint_every") = Field(
+        500, description="Save a resumable checkpoint every N steps."
+    )
     seed: Seed = Field(
         0, description="Seed of the weight initialization (0 to 2^63 - 1, as torch takes it)."
     )
@@ -441,7 +481,7 @@ class DataConfig(_Section):
         ".jsonl/.json/.parquet file of records, or a directory of .txt files (one document "
         "per file). Relative paths are relative to the working directory.",
     )
-    num_documents: PosInt | None = Field(
+    num_documents: _bounded("num_documents") | None = Field(
         500, description="Read the first N documents of the source; null reads all of them."
     )
     tokenizer: str | TrainedTokenizer = Field(
