@@ -347,3 +347,30 @@ def test_a_huge_bad_value_is_quoted_short():
     with pytest.raises(ConfigError) as info:
         validate_run_config({"model": {"d_model": "x" * 10**6}})
     assert len(str(info.value)) < 300 and "..." in str(info.value)
+
+
+def test_set_on_a_whole_section_or_a_per_replicate_seed_is_refused(tmp_path):
+    from lmablate.config.keys import apply_overrides
+    from lmablate.config.study import load_study
+
+    for text in ("data=null", "train=", "model={}"):
+        with pytest.raises(ConfigError, match=r"names the whole \w+ section"):
+            apply_overrides({}, [text])
+    study = write_yaml(
+        tmp_path / "s.yaml", "name: s\ndata: {source: builtin}\nbaseline: {max_steps: 10}\n"
+    )
+    for text in ("seed=3", "train.data_seed=1"):
+        with pytest.raises(ConfigError, match="set per replicate by the study's seeds"):
+            load_study(study, [text])
+    with pytest.raises(ConfigError, match="names the whole data section"):
+        load_study(study, ["data=null"])
+
+
+def test_a_study_file_given_as_a_run_config_says_to_use_run(tmp_path):
+    from lmablate.config.keys import load_run_config
+
+    study = write_yaml(
+        tmp_path / "s.yaml", "name: s\ndata: {source: builtin}\nbaseline: {max_steps: 10}\n"
+    )
+    with pytest.raises(ConfigError, match=r"is a study file .* lmablate run "):
+        load_run_config(study)

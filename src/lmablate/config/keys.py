@@ -224,6 +224,12 @@ def resolve_key(key: str, cls: type[BaseModel] = RunConfig) -> list[str]:
                 f"--set {key}: {prefix + '.' if prefix else ''}{part} is not a config field{hint}"
             )
         current = _nested_model(current.model_fields[part].annotation)
+    if cls is RunConfig and len(parts) == 1 and parts[0] in SECTIONS:
+        raise ConfigError(
+            f"--set {key}: names the whole {parts[0]} section, which --set does not replace "
+            f"or reset; set its fields one at a time (e.g. --set {parts[0]}."
+            f"{next(iter(SECTIONS[parts[0]].model_fields))}=...)"
+        )
     return parts
 
 
@@ -248,6 +254,11 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
 def load_run_config(path: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
     """Read, override and validate a run config file."""
     raw = read_yaml_mapping(path)
+    if "baseline" in raw or "variants" in raw:
+        raise ConfigError(
+            f"{path} is a study file (it has baseline:/variants:), not a run config; run it "
+            f"with: lmablate run {path}"
+        )
     return validate_run_config(apply_overrides(raw, overrides), where=f"{path}: ")
 
 

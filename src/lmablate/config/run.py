@@ -55,8 +55,10 @@ LIMITS: dict[str, tuple[int, str]] = {
 }
 
 
-def _bounded(field: str, low: int = 1) -> object:
-    return Annotated[int, Field(ge=low, le=LIMITS[field][0], strict=True)]
+def _bounded(field: str, zero: bool = False) -> object:
+    """A strict int above 0 (or from 0) up to the field's limit."""
+    low = {"ge": 0} if zero else {"gt": 0}
+    return Annotated[int, Field(**low, le=LIMITS[field][0], strict=True)]
 
 
 SEED_MAX = 2**63 - 1  # torch and numpy take seeds up to a signed 64-bit integer
@@ -253,7 +255,7 @@ class TrainConfig(_Section):
     min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = Field(
         0.1, description="The decay ends at min_lr_ratio * learning_rate at max_steps."
     )
-    warmup_steps: _bounded("warmup_steps", 0) = Field(
+    warmup_steps: _bounded("warmup_steps", zero=True) = Field(
         100, description="Steps of linear warmup from 0."
     )
     warmup_fraction: Annotated[float, Field(ge=0, lt=1)] | None = Field(

@@ -575,6 +575,11 @@ def apply_study_overrides(
             set_path(variants[name], resolve_key(field), value)
         else:
             path = resolve_key(key)
+            if path[-1] in PER_REPLICATE and path[0] == "train":
+                raise ConfigError(
+                    f"--set {key}: {path[-1]} is set per replicate by the study's seeds; use "
+                    "--seeds N, or seeds: [...] in the study file"
+                )
             if path[0] == "data":
                 set_path(study.setdefault("data", {}), path[1:], value)
             else:
