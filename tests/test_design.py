@@ -584,6 +584,7 @@ def test_a_tuned_study_end_to_end(tmp_path, corpus, tokenizer_dir):
     assert "**Tuned comparison** (each configuration at its own best learning_rate" in markdown
     assert "### Tuning" not in markdown  # the optimizers' learning rates were tuned
     assert "## Learning-Rate Sensitivity" in markdown
+    assert "**0** of the 12 test documents appear in training or validation." in markdown
     assert (report / "lr_sensitivity.png").stat().st_size > 10_000
     data = json.loads((report / "research_data.json").read_text())
     tuned = data["statistical_analysis"]["tuned_comparison"]["configurations"]

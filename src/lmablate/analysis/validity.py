@@ -258,6 +258,14 @@ def leakage(study: StudyData) -> dict[str, Any]:
         "checked": True,
         "method": records[0]["method"],
         "val_documents_in_training": max(r["val_documents_in_training"] for r in records),
+        "test_documents_in_training_or_validation": max(
+            (
+                r["test_documents_in_training_or_validation"]
+                for r in records
+                if "test_documents_in_training_or_validation" in r
+            ),
+            default=None,
+        ),
         "duplicates_removed": records[0]["duplicates_removed"],
         "documents": next(
             r.summary["data"]["documents"]

@@ -178,20 +178,29 @@ def prepare(
         "tokenizer": tokenizer.name,
         "tokenizer_vocab_size": tokenizer.vocab_size,
         "eos_id": tokenizer.eos_id,
+        # "test" only with a test split: caches and summaries without one read as before
         "documents": {
             "total": len(documents),
             "train": len(train_idx),
             "val": len(val_idx),
-            "test": len(test_idx),
+            **({"test": len(test_idx)} if test is not None else {}),
         },
-        "tokens": {"train": len(train), "val": len(val), "test": 0 if test is None else len(test)},
+        "tokens": {
+            "train": len(train),
+            "val": len(val),
+            **({"test": len(test)} if test is not None else {}),
+        },
         "characters": {"total": sum(map(len, documents))},
         "replaced_characters": get_corpus().replaced_characters,
         "val_document_indices": val_idx,
         "leakage": {
             "method": "SHA-256 of every document's text, validation against training",
             "val_documents_in_training": leaked,
-            "test_documents_in_training_or_validation": test_leaked,
+            **(
+                {"test_documents_in_training_or_validation": test_leaked}
+                if test is not None
+                else {}
+            ),
             "duplicates_removed": get_corpus().duplicates_removed,
         },
     }

@@ -221,7 +221,13 @@ def validity_section(analysis: Analysis) -> list[str]:
             f"**{leak['val_documents_in_training']}** of {docs['val']} validation documents "
             f"appear in the {docs['train']} training documents ({leak['method']}); "
             f"{leak['duplicates_removed']} exact repeats were removed from the corpus "
-            "before the split.",
+            "before the split."
+            + (
+                f" **{leak['test_documents_in_training_or_validation']}** of the "
+                f"{docs['test']} test documents appear in training or validation."
+                if leak.get("test_documents_in_training_or_validation") is not None
+                else ""
+            ),
             "",
         ]
     else:
