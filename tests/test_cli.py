@@ -9,6 +9,7 @@ import pytest
 from helpers import run_cli, write_yaml
 
 from lmablate.cli import main
+from lmablate.errors import ConfigError
 
 BUILTIN = str(Path(__file__).parents[1] / "configs" / "builtin.yaml")
 
@@ -102,3 +103,43 @@ def test_readme_documents_every_field_and_command():
     commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     for name in commands:
         assert f"`lmablate {name}" in readme, f"README does not document `lmablate {name}`"
+
+
+def test_a_study_whose_runs_all_fail_exits_non_zero(tmp_path, corpus, tokenizer_dir):
+    study = write_yaml(
+        tmp_path / "study.yaml",
+        f"""\
+        name: doomed
+        data: {{source: local, path: {corpus}, tokenizer: {tokenizer_dir}, num_documents: null}}
+        baseline:
+          model: {{d_model: 32, n_heads: 2, n_layers: 1, d_ff: 64}}
+          train: {{batch_size: 4, seq_len: 16, max_steps: 6, warmup_steps: 1, eval_every: 3,
+                  eval_tokens: 128, log_every: 1, learning_rate: 1.0e+6, grad_clip: 0.0}}
+        samples: {{prompts: [The], max_new_tokens: 2}}
+        """,
+    )
+    result = run_cli("run", str(study), "--out", str(tmp_path / "out"))
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "0 of 1 runs complete" in result.stdout
+    assert "error: no run completed" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_prompts_that_say_nothing_are_errors(tmp_path):
+    from lmablate.config.study import build_study
+
+    for prompts, message in (([""], r"samples.prompts\[0\] is empty"), ([], "at least 1 item")):
+        with pytest.raises(ConfigError, match=message):
+            build_study({"name": "s", "data": {}, "baseline": {}, "samples": {"prompts": prompts}})
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (tmp_path / "empty.txt").write_text("\n  \n")
+    (tmp_path / "binary.txt").write_bytes(b"ok\n\xff\xfe\x00")
+    for path, message in (
+        (tmp_path / "empty.txt", "holds no prompt"),
+        (tmp_path / "binary.txt", "is not UTF-8 text (byte 3"),
+        (tmp_path, "is a directory"),
+    ):
+        result = run_cli("generate", str(run_dir), "--prompts-file", str(path))
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr and "Traceback" not in result.stderr

@@ -231,6 +231,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"most efficient (FLOPs to target loss): {findings['most_efficient_config']}"
     )
     print(f"report: {outcome.report / 'research_report.md'}")
+    if outcome.statuses and len(failed) == len(outcome.statuses):
+        print(
+            "error: no run completed; the report lists why under *Runs that did not complete*",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -265,9 +271,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
     prompts = list(args.prompt or [])
     if args.prompts_file:
         path = Path(args.prompts_file)
+        if path.is_dir():
+            raise LmablateError(f"--prompts-file {path} is a directory; give a text file")
         if not path.is_file():
             raise LmablateError(f"--prompts-file {path} does not exist")
-        prompts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise LmablateError(
+                f"--prompts-file {path} is not UTF-8 text (byte {exc.start} is not valid UTF-8)"
+            ) from None
+        lines = [line for line in text.splitlines() if line.strip()]
+        if not lines:
+            raise LmablateError(f"--prompts-file {path} holds no prompt (one per line)")
+        prompts += lines
     prompts = prompts or list(REFERENCE_PROMPTS)
     if any(not p.strip() for p in prompts):
         raise LmablateError("a prompt is empty; give text to continue")

@@ -76,8 +76,18 @@ class SamplesConfig(BaseModel):
 
     prompts: list[str] = Field(
         default_factory=lambda: list(REFERENCE_PROMPTS),
+        min_length=1,
         description="Prompts continued by every run (default: the five reference prompts).",
     )
+
+    @field_validator("prompts")
+    @classmethod
+    def _no_empty_prompt(cls, value: list[str]) -> list[str]:
+        empty = [i for i, prompt in enumerate(value) if not prompt.strip()]
+        if empty:
+            raise ValueError(f"samples.prompts[{empty[0]}] is empty; give text to continue")
+        return value
+
     max_new_tokens: Annotated[int, Field(ge=1, le=4096, strict=True)] = Field(
         40, description="Tokens generated after each prompt."
     )
