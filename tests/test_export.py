@@ -128,3 +128,25 @@ samples: {{max_new_tokens: 2, prompts: [Hi]}}
     assert "exported 1 run(s)" in result.stdout
     assert "skipped plain/seed-0" in result.stderr
     assert (tmp_path / "out/export/baseline/seed-0/model.safetensors").is_file()
+
+
+def test_export_never_overwrites_what_it_was_not_asked_to(tmp_path, corpus, tokenizer_dir):
+    run_dir = trained(tmp_path, corpus, tokenizer_dir)
+    config = (run_dir / "config.json").read_text()
+    for out, message in (
+        (run_dir, "is the run directory"),
+        (run_dir / "hf", "is inside the run directory"),
+    ):
+        result = run_cli("export", str(run_dir), str(out))
+        assert result.returncode == 2 and message in result.stderr, result.stderr[-500:]
+    assert (run_dir / "config.json").read_text() == config  # the run is untouched
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    result = run_cli("export", str(run_dir), str(busy))
+    assert result.returncode == 2 and "already holds files" in result.stderr
+    assert run_cli("export", str(run_dir), str(busy), "--overwrite").returncode == 0
+    assert (busy / "notes.txt").read_text() == "mine" and (busy / "model.safetensors").is_file()
+    (tmp_path / "file").write_text("x")
+    result = run_cli("export", str(run_dir), str(tmp_path / "file"))
+    assert result.returncode == 2 and "is a file" in result.stderr

@@ -270,14 +270,49 @@ def hf_config(cfg: ModelConfig, vocab_size: int, context: int, eos_id: int) -> d
     return export_target(cfg).config(cfg, vocab_size, context, eos_id)
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path, dtype: str = "float32") -> Path:
+def _is_run_dir(path: Path) -> bool:
+    """What lmablate train writes first: the run's config and its metrics log."""
+    return (path / "config.json").is_file() and (path / "metrics.jsonl").is_file()
+
+
+def check_export_target(out_dir: Path, overwrite: bool) -> None:
+    """Refuse an output folder that is a run or study directory, lies inside a run directory,
+    is a file, or already holds files (unless ``overwrite``): an export never replaces what
+    the user did not ask it to."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise LmablateError(f"export output {out_dir} is a file; give a folder")
+    for folder in (out_dir, *out_dir.resolve().parents):
+        if _is_run_dir(folder):
+            raise LmablateError(
+                f"export output {out_dir} is {'' if folder == out_dir else 'inside '}the run "
+                f"directory {folder}; exporting there would replace the run's own config.json. "
+                "Give a folder outside it"
+            )
+    if (out_dir / "study.yaml").exists():
+        raise LmablateError(
+            f"export output {out_dir} is a study directory; give a folder outside it (or "
+            "leave OUT_DIR out with --all: STUDY_DIR/export)"
+        )
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise LmablateError(
+            f"export output {out_dir} already holds files; exporting would mix them with this "
+            "model's. Give an empty or new folder, or pass --overwrite to replace them"
+        )
+
+
+def export_run(
+    run_dir: str | Path, out_dir: str | Path, dtype: str = "float32", overwrite: bool = False
+) -> Path:
     """Write ``out_dir`` so that ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained``
-    load the run's newest valid weights and tokenizer with no custom code."""
+    load the run's newest valid weights and tokenizer with no custom code. ``out_dir`` must
+    be new or empty (``overwrite``: files already in it are replaced), and never a run or
+    study directory."""
     from transformers import AutoConfig, GenerationConfig
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if dtype not in DTYPES:
         raise LmablateError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    check_export_target(out_dir, overwrite)
     cfg = read_run_config(run_dir)
     target = export_target(cfg.model)
     model, tokenizer, _, step = load_run(run_dir)
@@ -362,7 +397,11 @@ def model_card(
 
 
 def export_study(
-    study_dir: Path, out_dir: Path, dtype: str = "float32", log: Callable[[str], None] = print
+    study_dir: Path,
+    out_dir: Path,
+    dtype: str = "float32",
+    log: Callable[[str], None] = print,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Export every complete run of a study to ``out_dir/<variant>/seed-<k>/``."""
     exported = []
@@ -372,7 +411,7 @@ def export_study(
             continue
         name = "/".join(run_dir.parts[-2:])
         try:
-            exported.append(export_run(run_dir, out_dir / name, dtype))
+            exported.append(export_run(run_dir, out_dir / name, dtype, overwrite))
             log(f"exported {name} -> {out_dir / name}")
         except ConfigError as exc:
             log(f"skipped {name}: {exc}")

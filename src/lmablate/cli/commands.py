@@ -342,14 +342,16 @@ def cmd_export(args: argparse.Namespace) -> int:
         if not (source / "study.yaml").is_file():
             raise LmablateError(f"{source} is not a study directory (no study.yaml)")
         out = Path(args.out_dir) if args.out_dir else source / "export"
-        exported = export_study(source, out, args.dtype, log=_logger(False))
+        exported = export_study(
+            source, out, args.dtype, log=_logger(False), overwrite=args.overwrite
+        )
         print(f"exported {len(exported)} run(s) to {out}")
         return 0
     if args.out_dir is None:
         raise LmablateError("lmablate export RUN_DIR OUT_DIR: give the output folder")
     if not source.is_dir():
         raise LmablateError(f"run directory {source} does not exist")
-    out = export_run(source, Path(args.out_dir), args.dtype)
+    out = export_run(source, Path(args.out_dir), args.dtype, overwrite=args.overwrite)
     print(
         f"exported {source} to {out}: load it with "
         f"AutoModelForCausalLM.from_pretrained({str(out)!r})"

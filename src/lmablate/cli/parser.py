@@ -171,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("out_dir", nargs="?", metavar="OUT_DIR")
     export.add_argument("--all", action="store_true", help="export every complete run of a study")
     export.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    export.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace files already in OUT_DIR (never a run or study directory)",
+    )
     export.set_defaults(func=cmd_export)
 
     evaluate = commands.add_parser(
