@@ -498,3 +498,14 @@ def test_report_includes_downstream_results_when_present(finished_study):
     assert (
         data["downstream_evaluation"]["high_lr/seed-0"]["results"]["tiny_local"]["acc,none"] == 0.25
     )
+
+
+def test_a_study_never_takes_over_another_studys_directory(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "study.yaml").write_text("name: first\nseeds: [0]\n")
+    second = write_yaml(
+        tmp_path / "second.yaml", "name: second\ndata: {source: builtin}\nbaseline: {}\n"
+    )
+    with pytest.raises(LmablateError, match=r"holds the study 'first', not 'second'"):
+        run_study(load_study(second), tmp_path / "out", progress=False, log=lambda _: None)
+    assert (tmp_path / "out" / "study.yaml").read_text() == "name: first\nseeds: [0]\n"

@@ -96,6 +96,7 @@ def run_study(
             )
         runs = [r for r in runs if r.variant in only]
     with exclusive(directory, "study"):
+        _check_same_study(study, directory)
         pool = _pool(study, parallel, nproc_per_node, ray)
         try:
             return _run_study(
@@ -104,6 +105,24 @@ def run_study(
         finally:
             if pool is not None:
                 pool.close()
+
+
+def _check_same_study(study: Study, directory: Path) -> None:
+    """A directory that holds another study's runs is not this study's to take over: its
+    study.yaml and report would be replaced and its runs orphaned."""
+    recorded = directory / "study.yaml"
+    if not recorded.is_file():
+        return
+    try:
+        name = (yaml.safe_load(recorded.read_text()) or {}).get("name")
+    except yaml.YAMLError:
+        name = None
+    if name != study.config.name:
+        raise LmablateError(
+            f"{directory} holds the study {name!r}, not {study.config.name!r}; train this "
+            "study into another --out directory (its runs would otherwise replace that "
+            "study's report and orphan its runs)"
+        )
 
 
 def _pool(study: Study, parallel: int, nproc: int, ray: bool | str) -> Any:
