@@ -384,3 +384,14 @@ def test_a_run_follows_its_schedule(tmp_path, corpus, tokenizer_dir):
     logged = {r["step"]: r["lr"] for r in records if r["kind"] == "train"}
     assert len(logged) == 4 and all(lr == lr_at(step - 1, cfg.train) for step, lr in logged.items())
     assert logged[10] == cfg.train.learning_rate  # update 9: still stable
+
+
+def test_a_run_that_failed_to_start_can_be_retried_with_another_config(
+    tmp_path, corpus, tokenizer_dir
+):
+    bad = tiny_config(corpus, tokenizer_dir, device="cuda:99", max_steps=10)
+    with pytest.raises(LmablateError, match="cuda:99"):
+        quiet_train(bad, tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
+    fixed = tiny_config(corpus, tokenizer_dir, device="cpu", max_steps=10)
+    assert quiet_train(fixed, tmp_path / "run").status == "complete"

@@ -62,11 +62,19 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _only_a_failed_start(run_dir: Path) -> bool:
+    """A run that failed before its first step (a device that is not there, a shape the
+    machine cannot hold) trained nothing: another config may take its directory."""
+    summary = read_summary(run_dir) or {}
+    trained = (run_dir / "metrics.jsonl").is_file() or (run_dir / "checkpoint").is_dir()
+    return summary.get("status") == "failed" and not trained
+
+
 def write_or_check_config(run_dir: Path, cfg: RunConfig) -> None:
     """Write ``config.json``, or refuse if the directory holds a run of another config."""
     resolved = cfg.model_dump(mode="json")
     path = run_dir / "config.json"
-    if path.is_file():
+    if path.is_file() and not _only_a_failed_start(run_dir):
         old = _flatten(with_defaults(json.loads(path.read_text())))
         new = _flatten(resolved)
         changed = sorted(
