@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -374,3 +375,32 @@ def test_a_study_file_given_as_a_run_config_says_to_use_run(tmp_path):
     )
     with pytest.raises(ConfigError, match=r"is a study file .* lmablate run "):
         load_run_config(study)
+
+
+def test_files_that_are_not_yaml_text_get_a_clear_error(tmp_path):
+    from lmablate.config.keys import read_yaml_mapping
+
+    (tmp_path / "binary.yaml").write_bytes(b"name: x\n\xff\xfe\x00\x01")
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+        f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+        f"*{chr(97 + i)}]\n"
+        for i in range(20)
+    )
+    (tmp_path / "bomb.yaml").write_text(bomb)
+    (tmp_path / "deep.yaml").write_text("a: " + "[" * 1200 + "]" * 1200 + "\n")
+    for path, message in (
+        (tmp_path / "binary.yaml", r"is not UTF-8 text \(byte 8 is not valid UTF-8\)"),
+        (tmp_path, "is a directory; give a file"),
+        (Path("/dev/null"), "is not a regular file"),
+        (tmp_path / "bomb.yaml", r"180 YAML aliases"),
+        (tmp_path / "deep.yaml", "nested too deeply"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            read_yaml_mapping(path)
+
+
+def test_a_huge_nested_value_is_quoted_short():
+    with pytest.raises(ConfigError) as info:
+        validate_run_config({"model": {"d_model": [[[list(range(10**6))]]] * 50}})
+    assert len(str(info.value)) < 400

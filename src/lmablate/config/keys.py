@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+import reprlib
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -53,22 +54,47 @@ _Loader.add_implicit_resolver(
 )
 
 
+MAX_ALIASES = 100  # a config reuses a value a few times; thousands is an expansion bomb
+
+
 def parse_yaml(text: str, source: str = "<string>") -> Any:
     try:
+        aliases = sum(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, _Loader))
+        if aliases > MAX_ALIASES:
+            raise ConfigError(
+                f"{source}: {aliases} YAML aliases (*name); a config needs a few, and "
+                f"more than {MAX_ALIASES} can expand without bound, so the file is refused"
+            )
         return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: the YAML is nested too deeply to be a config") from None
+
+
+def read_text_file(path: Path, what: str) -> str:
+    """A UTF-8 text file's contents, or a ConfigError naming the file and the problem."""
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a directory; give a file")
+    if not path.exists():
+        raise ConfigError(f"{what} not found: {path}")
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} is not a regular file")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{what} {path} is not UTF-8 text (byte {exc.start} is not valid UTF-8)"
+        ) from None
 
 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     """Read a YAML file that must hold a mapping, with user-facing errors."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    data = parse_yaml(path.read_text(encoding="utf-8"), source=str(path))
+    data = parse_yaml(read_text_file(path, "config file"), source=str(path))
     if data is None:
         raise ConfigError(f"{path}: the file is empty")
     if not isinstance(data, dict):
@@ -151,6 +177,11 @@ def nest_flat_keys(raw: Mapping[str, Any], where: str = "") -> dict[str, Any]:
     return out
 
 
+_SHORT = reprlib.Repr()  # keyword arguments need Python 3.12
+_SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist = 2, 4, 4
+_SHORT.maxstring = _SHORT.maxother = 60
+
+
 def format_validation_error(exc: ValidationError, where: str = "") -> str:
     # pydantic names the union member it tried inside the location, e.g.
     # ('data', 'tokenizer', 'str'); drop those tags, then drop an error whose location is a
@@ -169,8 +200,7 @@ def format_validation_error(exc: ValidationError, where: str = "") -> str:
         elif err["type"] == "missing":
             lines.append(f"{where}{'.'.join(loc)}: required, but missing")
         else:
-            got = repr(err["input"])
-            got = got if len(got) <= 60 else f"{got[:57]}..."  # never echo a huge value
+            got = _SHORT.repr(err["input"])  # never builds, let alone echoes, a huge value
             reason = LIMITS.get(loc[-1]) if err["type"] == "less_than_equal" else None
             why = f"; {reason[1]}" if reason else ""
             lines.append(f"{where}{'.'.join(loc)}: {message} (got {got}){why}")
