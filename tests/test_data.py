@@ -375,3 +375,25 @@ def test_train_batches_are_a_pure_function_of_seed_and_step():
 def test_corpus_smaller_than_one_window():
     with pytest.raises(DataError, match="fewer than one training window"):
         TrainBatches(np.arange(64, dtype=np.uint16), batch_size=2, seq_len=64, data_seed=0)
+
+
+def test_a_corpus_that_is_not_text_is_a_data_error(tmp_path):
+    binary = tmp_path / "image.txt"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 20)
+    with pytest.raises(DataError, match=r"image.txt is not UTF-8 text: byte 0 is not valid"):
+        load_corpus(DataConfig(source="local", path=str(binary), num_documents=None))
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ({"text": 5}, r"record 1: 'text' holds int 5, not text"),
+        ({"text": None}, r"record 1: 'text' holds NoneType None, not text"),
+        ({"text": ["a", "b"]}, r"record 1: 'text' holds list \['a', 'b'\], not text"),
+    ],
+)
+def test_a_record_whose_text_is_not_a_string_is_a_data_error(tmp_path, record, message):
+    path = tmp_path / "c.jsonl"
+    path.write_text(json.dumps({"text": "fine"}) + "\n" + json.dumps(record) + "\n")
+    with pytest.raises(DataError, match=message):
+        load_corpus(DataConfig(source="local", path=str(path), num_documents=None))

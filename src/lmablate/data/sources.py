@@ -7,8 +7,10 @@
 - ``builtin``: the documentation topics that ship with every CPython (``pydoc_data``), split at
   their section headings: real English prose that needs no download.
 
-Text is decoded as UTF-8; undecodable bytes become U+FFFD and are counted, never fatal. Empty
-documents and exact repeats of an earlier document are dropped (repeats are counted).
+Text is decoded as UTF-8; a few undecodable bytes become U+FFFD and are counted, but a file
+that is not text (a NUL byte, or over a fifth of its characters undecodable) is an error naming
+the file and the first bad byte. A record whose text field is not a string is a data error.
+Empty documents and exact repeats of an earlier document are dropped (repeats are counted).
 """
 
 from __future__ import annotations
@@ -89,9 +91,24 @@ def builtin_documents(min_chars: int = 600) -> list[str]:
 # ------------------------------------------------------------------------------------- local
 
 
+MAX_REPLACED = 0.2  # share of undecodable characters beyond which a file is not text
+
+
 def _read_text(path: Path) -> tuple[str, int]:
-    text = path.read_bytes().decode("utf-8", errors="replace")
-    return text, text.count("\ufffd")
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8"), 0
+    except UnicodeDecodeError as exc:
+        first = exc.start
+    text = raw.decode("utf-8", errors="replace")
+    replaced = text.count("\ufffd")
+    nul = b"\x00" in raw
+    if nul or replaced > MAX_REPLACED * max(1, len(text)):
+        raise DataError(
+            f"local corpus file {path} is not UTF-8 text: byte {first} is not valid UTF-8 "
+            f"({replaced:,} undecodable characters{', and NUL bytes' if nul else ''})"
+        )
+    return text, replaced
 
 
 def _local_corpus(path: Path, cfg: DataConfig) -> Corpus:
@@ -139,14 +156,25 @@ def _texts(records: Iterable[dict], cfg: DataConfig, where: str, progress: bool)
             leave=False,
             disable=None,
         )
-    for record in records:
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise DataError(
+                f"{where}: record {index} is {type(record).__name__}, not an object with a "
+                f"{cfg.text_field!r} field"
+            )
         if cfg.text_field not in record:
             raise DataError(
                 f"{where}: records have no field {cfg.text_field!r} (data.text_field); "
                 f"fields present: {', '.join(map(str, record))}"
             )
         text = record[cfg.text_field]
-        yield text if isinstance(text, str) else str(text)
+        if not isinstance(text, str):
+            shown = repr(text) if len(repr(text)) <= 40 else f"{repr(text)[:37]}..."
+            raise DataError(
+                f"{where}: record {index}: {cfg.text_field!r} holds "
+                f"{type(text).__name__} {shown}, not text"
+            )
+        yield text
 
 
 def _hub_documents(cfg: DataConfig, progress: bool) -> list[str]:
