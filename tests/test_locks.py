@@ -59,3 +59,14 @@ def test_cli_run_refuses_a_study_in_use(tmp_path):
         result = run_cli("run", str(study), "--out", str(tmp_path / "out"))
     assert result.returncode == 2
     assert "is in use by lmablate (pid" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_output_path_that_is_a_file_is_a_clear_error(tmp_path):
+    (tmp_path / "taken").write_text("a file")
+    for path, message in (
+        (tmp_path / "taken", "is a file, not a directory"),
+        (tmp_path / "taken" / "run", r"taken is a file, so .* cannot be created in it"),
+    ):
+        with pytest.raises(LmablateError, match=message), exclusive(path, "run"):
+            pass
+    assert (tmp_path / "taken").read_text() == "a file"

@@ -23,6 +23,11 @@ except ImportError:  # not POSIX: no locking
 
 @contextlib.contextmanager
 def exclusive(directory: Path, what: str) -> Iterator[None]:
+    if directory.exists() and not directory.is_dir():
+        raise LmablateError(f"{directory} is a file, not a directory; give a directory (--out)")
+    for parent in directory.parents:
+        if parent.exists() and not parent.is_dir():
+            raise LmablateError(f"{parent} is a file, so {directory} cannot be created in it")
     directory.mkdir(parents=True, exist_ok=True)
     if fcntl is None:
         yield
