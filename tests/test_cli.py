@@ -143,3 +143,15 @@ def test_prompts_that_say_nothing_are_errors(tmp_path):
         result = run_cli("generate", str(run_dir), "--prompts-file", str(path))
         assert result.returncode == 2, result.stderr
         assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_dry_run_checks_the_options_the_run_would(tmp_path):
+    study = Path(__file__).parents[1] / "studies" / "quickstart.yaml"
+    for extra, message in (
+        (["--only", "nope"], "--only: no variant named nope"),
+        (["--parallel", "0"], "--parallel must be at least 1"),
+        (["--nproc-per-node", "0"], "--nproc-per-node must be at least 1"),
+        (["--parallel", "2", "--ray"], "--parallel and --ray do not combine"),
+    ):
+        result = run_cli("run", str(study), "--dry-run", *extra, cwd=tmp_path)
+        assert result.returncode == 2 and message in result.stderr, result.stderr[-500:]

@@ -187,12 +187,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from lmablate.config.study import load_study
     from lmablate.study.estimate import dry_run, print_dry_run
-    from lmablate.study.runner import run_study
+    from lmablate.study.runner import check_launch, run_study
 
     study = load_study(args.study, args.overrides, seeds=args.seeds)
     directory = Path(args.out or f"results/{study.config.name}")
     log = _logger(args.quiet)
     if args.dry_run:
+        check_launch(study, args.only, args.parallel, args.nproc_per_node, args.ray)
         rows = dry_run(study, only=args.only, log=log)
         print_dry_run(rows)
         return 0

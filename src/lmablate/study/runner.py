@@ -86,15 +86,7 @@ def run_study(
     processes (GPUs) with torchrun, and ``ray`` makes every run a Ray task, on the cluster at
     that address (``True``: the one RAY_ADDRESS names, else a Ray instance started here).
     """
-    runs = study.runs
-    if only:
-        unknown = sorted(set(only) - set(study.variants))
-        if unknown:
-            raise LmablateError(
-                f"--only: no variant named {', '.join(unknown)}; the study has "
-                f"{', '.join(study.variants)}"
-            )
-        runs = [r for r in runs if r.variant in only]
+    runs = check_launch(study, only, parallel, nproc_per_node, ray)
     with exclusive(directory, "study"):
         _check_same_study(study, directory)
         pool = _pool(study, parallel, nproc_per_node, ray)
@@ -105,6 +97,36 @@ def run_study(
         finally:
             if pool is not None:
                 pool.close()
+
+
+def check_launch(
+    study: Study,
+    only: list[str] | None = None,
+    parallel: int = 1,
+    nproc_per_node: int = 1,
+    ray: bool | str = False,
+) -> list[StudyRun]:
+    """The runs ``--only`` selects, once the options are known to be usable here (what
+    ``--dry-run`` checks too, before it prepares any data)."""
+    from lmablate.study.pools import plan_slots
+
+    runs = study.runs
+    if only:
+        unknown = sorted(set(only) - set(study.variants))
+        if unknown:
+            raise LmablateError(
+                f"--only: no variant named {', '.join(unknown)}; the study has "
+                f"{', '.join(study.variants)}"
+            )
+        runs = [r for r in runs if r.variant in only]
+    if ray is not False and parallel != 1:
+        raise LmablateError(
+            "--parallel and --ray do not combine: Ray places the runs on the cluster "
+            "itself; drop --parallel"
+        )
+    if ray is False and (parallel != 1 or nproc_per_node != 1):
+        plan_slots(parallel, nproc_per_node, resolve_device(study.baseline.train.device).type)
+    return runs
 
 
 def _check_same_study(study: Study, directory: Path) -> None:
@@ -129,12 +151,7 @@ def _pool(study: Study, parallel: int, nproc: int, ray: bool | str) -> Any:
     """Where the runs train: None for this process, else a pools.LocalPool or RayPool."""
     from lmablate.study.pools import LocalPool, RayPool
 
-    if ray is not False:
-        if parallel != 1:
-            raise LmablateError(
-                "--parallel and --ray do not combine: Ray places the runs on the cluster "
-                "itself; drop --parallel"
-            )
+    if ray is not False:  # with --parallel 1: check_launch refused the combination
         address = ray if isinstance(ray, str) else None
         return RayPool(address, nproc, study.baseline.train.device, SampleWriter(study))
     if parallel == 1 and nproc == 1:
