@@ -155,3 +155,17 @@ def test_dry_run_checks_the_options_the_run_would(tmp_path):
     ):
         result = run_cli("run", str(study), "--dry-run", *extra, cwd=tmp_path)
         assert result.returncode == 2 and message in result.stderr, result.stderr[-500:]
+
+
+def test_eval_checks_its_options_itself(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for extra, message in (
+        (["--tasks", " , "], "--tasks names no task"),
+        (["--tasks", "x", "--limit", "0"], "--limit 0: give at least 1"),
+        (["--tasks", "x", "--batch-size", "-2"], "--batch-size -2: give at least 1"),
+        (["--tasks", "x", "--device", "gpu0"], "--device 'gpu0' is not a device"),
+        (["--tasks", "x", "--include-path", str(tmp_path / "no")], "is not a folder of task"),
+    ):
+        result = run_cli("eval", str(run_dir), *extra)
+        assert result.returncode == 2 and message in result.stderr, result.stderr[-500:]

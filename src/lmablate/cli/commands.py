@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -368,6 +369,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not Path(args.run_dir).is_dir():
         raise LmablateError(f"run directory {args.run_dir} does not exist")
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if not tasks:
+        raise LmablateError("--tasks names no task; give comma-separated task names")
+    if args.limit is not None and args.limit < 1:
+        raise LmablateError(f"--limit {args.limit}: give at least 1 example per task")
+    if args.batch_size < 1:
+        raise LmablateError(f"--batch-size {args.batch_size}: give at least 1")
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", args.device):
+        raise LmablateError(
+            f"--device {args.device!r} is not a device; valid: auto, cpu, cuda, cuda:N, mps"
+        )
+    if args.include_path is not None and not Path(args.include_path).is_dir():
+        raise LmablateError(f"--include-path {args.include_path} is not a folder of task YAMLs")
     record = evaluate_run(
         args.run_dir,
         tasks,
