@@ -306,3 +306,19 @@ def test_overfitting_is_flagged(tmp_path):
         "while training loss fell"
     ]
     assert analyze(load_study_dir(study)).overfitting["baseline"]["flags"] == []
+
+
+def test_a_damaged_study_directory_reports_the_damage_and_reads_the_rest(tmp_path):
+    from lmablate.errors import LmablateError
+
+    finals = {"baseline": [3.0, 3.1], "better": [2.7, 2.8]}
+    study_dir = synthetic_study(tmp_path, finals, {}, {})
+    (study_dir / "runs/better/seed-1/summary.json").write_text('{"status": "compl')
+    with pytest.warns(UserWarning, match=r"better/seed-1/summary.json: damaged, left out"):
+        study = load_study_dir(study_dir)
+    analysis = analyze(study)
+    assert analysis.per_variant["better"]["n_complete"] == 1  # the other seed still counts
+    for text in ("", "name: [unclosed", "just a string"):
+        (study_dir / "study.yaml").write_text(text)
+        with pytest.raises(LmablateError, match=r"study.yaml is damaged"):
+            load_study_dir(study_dir)

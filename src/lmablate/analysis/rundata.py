@@ -77,7 +77,19 @@ class StudyData:
 
 
 def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
+    """A run file's JSON; None when absent, and None with a warning naming the file when it is
+    damaged (the run then reads as not finished, and everything else stays readable)."""
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        warnings.warn(f"{path}: damaged, left out ({exc})", stacklevel=2)
+        return None
+    if not isinstance(value, dict):
+        warnings.warn(f"{path}: damaged, left out (not a JSON object)", stacklevel=2)
+        return None
+    return value
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -108,7 +120,18 @@ def load_study_dir(directory: str | Path) -> StudyData:
             f"{directory} is not a study directory (no study.yaml); "
             "create one with lmablate run STUDY.yaml"
         )
-    study = yaml.safe_load(study_file.read_text())
+    try:
+        study = yaml.safe_load(study_file.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise LmablateError(
+            f"{study_file} is damaged ({type(exc).__name__}); rerun the study with "
+            "lmablate run STUDY.yaml --out this directory to rewrite it"
+        ) from None
+    if not isinstance(study, dict) or not isinstance(study.get("seeds"), list):
+        raise LmablateError(
+            f"{study_file} is damaged (no study with seeds in it); rerun the study with "
+            "lmablate run STUDY.yaml --out this directory to rewrite it"
+        )
     runs = []
     for variant in ["baseline", *study.get("variants", {})]:
         for seed in study["seeds"]:

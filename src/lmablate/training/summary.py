@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,17 @@ class RunResult:
 
 
 def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    """A run's summary.json; None when there is none, or (with a warning naming the file) when
+    it is damaged: the run then counts as unfinished and resumes from its checkpoints."""
     path = run_dir / "summary.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        warnings.warn(f"{path}: damaged, treated as unfinished ({exc})", stacklevel=2)
+        return None
+    return summary if isinstance(summary, dict) else None
 
 
 def write_json_atomic(path: Path, value: Any) -> None:
