@@ -397,3 +397,8 @@ def test_a_record_whose_text_is_not_a_string_is_a_data_error(tmp_path, record, m
     path.write_text(json.dumps({"text": "fine"}) + "\n" + json.dumps(record) + "\n")
     with pytest.raises(DataError, match=message):
         load_corpus(DataConfig(source="local", path=str(path), num_documents=None))
+
+
+def test_validation_targets_that_decode_to_nothing_are_a_data_error():
+    with pytest.raises(DataError, match="decode to no text"):
+        validation_set(np.array([5, 6, 7], dtype=np.uint16), 8, 100, lambda ids: "")

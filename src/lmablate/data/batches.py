@@ -68,6 +68,12 @@ def validation_set(
     targets[:n_targets] = tokens[1 : n_targets + 1]
     # padding sits after every real target in its window, so causal attention never sees it
     n_bytes = len(decode(tokens[1 : n_targets + 1].tolist()).encode("utf-8"))
+    if n_bytes == 0:
+        raise DataError(
+            f"the {n_targets} validation target token(s) decode to no text (special tokens "
+            "only?), so bits per byte cannot be measured; use more documents or a larger "
+            "data.val_fraction"
+        )
     return ValidationSet(
         inputs=torch.from_numpy(inputs).view(windows, seq_len),
         targets=torch.from_numpy(targets).view(windows, seq_len),
