@@ -135,7 +135,7 @@ def test_export_never_overwrites_what_it_was_not_asked_to(tmp_path, corpus, toke
     config = (run_dir / "config.json").read_text()
     for out, message in (
         (run_dir, "is the run directory"),
-        (run_dir / "hf", "is inside the run directory"),
+        (run_dir / "exported", "is inside the run directory"),
     ):
         result = run_cli("export", str(run_dir), str(out))
         assert result.returncode == 2 and message in result.stderr, result.stderr[-500:]

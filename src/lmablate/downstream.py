@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lmablate.errors import LmablateError
-from lmablate.export import export_run
+from lmablate.export import EVAL_FOLDER, export_run
 
 INSTALL = "pip install 'lmablate[eval]'"
 
@@ -39,7 +39,7 @@ def evaluate_run(
     run_dir = Path(run_dir)
     if not tasks:
         raise LmablateError("--tasks: name at least one task, e.g. --tasks hellaswag,arc_easy")
-    exported = export_run(run_dir, run_dir / "hf")
+    exported = export_run(run_dir, run_dir / EVAL_FOLDER)
     manager = TaskManager(include_path=str(include_path) if include_path else None)
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:

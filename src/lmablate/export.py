@@ -300,19 +300,24 @@ def check_export_target(out_dir: Path, overwrite: bool) -> None:
         )
 
 
+EVAL_FOLDER = "hf"  # RUN_DIR/hf: the export lmablate eval makes (and remakes) for itself
+
+
 def export_run(
     run_dir: str | Path, out_dir: str | Path, dtype: str = "float32", overwrite: bool = False
 ) -> Path:
     """Write ``out_dir`` so that ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained``
     load the run's newest valid weights and tokenizer with no custom code. ``out_dir`` must
     be new or empty (``overwrite``: files already in it are replaced), and never a run or
-    study directory."""
+    study directory; the one folder inside a run it writes is the run's own ``hf/`` for
+    ``lmablate eval``."""
     from transformers import AutoConfig, GenerationConfig
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if dtype not in DTYPES:
         raise LmablateError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
-    check_export_target(out_dir, overwrite)
+    if out_dir.resolve() != (run_dir / EVAL_FOLDER).resolve():
+        check_export_target(out_dir, overwrite)
     cfg = read_run_config(run_dir)
     target = export_target(cfg.model)
     model, tokenizer, _, step = load_run(run_dir)
