@@ -314,7 +314,7 @@ def test_a_damaged_study_directory_reports_the_damage_and_reads_the_rest(tmp_pat
     finals = {"baseline": [3.0, 3.1], "better": [2.7, 2.8]}
     study_dir = synthetic_study(tmp_path, finals, {}, {})
     (study_dir / "runs/better/seed-1/summary.json").write_text('{"status": "compl')
-    with pytest.warns(UserWarning, match=r"better/seed-1/summary.json: damaged, left out"):
+    with pytest.warns(UserWarning, match=r"better/seed-1/summary.json: damaged, read as missing"):
         study = load_study_dir(study_dir)
     analysis = analyze(study)
     assert analysis.per_variant["better"]["n_complete"] == 1  # the other seed still counts

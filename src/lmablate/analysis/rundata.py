@@ -76,18 +76,19 @@ class StudyData:
         ]
 
 
-def _read_json(path: Path) -> Any:
-    """A run file's JSON; None when absent, and None with a warning naming the file when it is
-    damaged (the run then reads as not finished, and everything else stays readable)."""
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """A run file's JSON object; None when absent, and None with a warning naming the file when
+    it is damaged (a run whose summary is damaged reads as unfinished: a study resumes it from
+    its checkpoints, a report leaves it out, and everything else stays readable)."""
     if not path.is_file():
         return None
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        warnings.warn(f"{path}: damaged, left out ({exc})", stacklevel=2)
+        warnings.warn(f"{path}: damaged, read as missing ({exc})", stacklevel=2)
         return None
     if not isinstance(value, dict):
-        warnings.warn(f"{path}: damaged, left out (not a JSON object)", stacklevel=2)
+        warnings.warn(f"{path}: damaged, read as missing (not a JSON object)", stacklevel=2)
         return None
     return value
 
@@ -141,11 +142,11 @@ def load_study_dir(directory: str | Path) -> StudyData:
                     variant=variant,
                     seed=seed,
                     path=path,
-                    config=_read_json(path / "config.json"),
-                    summary=_read_json(path / "summary.json"),
+                    config=read_json_object(path / "config.json"),
+                    summary=read_json_object(path / "summary.json"),
                     records=read_jsonl(path / "metrics.jsonl"),
-                    samples=_read_json(path / "samples.json"),
-                    downstream=_read_json(path / "eval" / "lm_eval.json"),
+                    samples=read_json_object(path / "samples.json"),
+                    downstream=read_json_object(path / "eval" / "lm_eval.json"),
                 )
             )
     return StudyData(directory, study, runs)

@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from lmablate.analysis.rundata import read_json_object
 from lmablate.config.keys import with_defaults
 from lmablate.config.run import RunConfig
 from lmablate.data.cache import digest
@@ -39,17 +39,9 @@ class RunResult:
 
 
 def read_summary(run_dir: Path) -> dict[str, Any] | None:
-    """A run's summary.json; None when there is none, or (with a warning naming the file) when
-    it is damaged: the run then counts as unfinished and resumes from its checkpoints."""
-    path = run_dir / "summary.json"
-    if not path.is_file():
-        return None
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        warnings.warn(f"{path}: damaged, treated as unfinished ({exc})", stacklevel=2)
-        return None
-    return summary if isinstance(summary, dict) else None
+    """A run's summary.json; None when there is none or it is damaged (then with a warning
+    naming it): the run counts as unfinished and resumes from its checkpoints."""
+    return read_json_object(run_dir / "summary.json")
 
 
 def write_json_atomic(path: Path, value: Any) -> None:
