@@ -192,20 +192,16 @@ def draw_schedules(study: StudyData, out: Path) -> dict[str, str]:
     """The learning rate of every update, from the schedule function the runs trained with,
     for every variant whose schedule differs from another's; nothing when all are the same."""
     configs = _schedules(study)
-    distinct = {tuple(getattr(c, f) for f in SCHEDULE_FIELDS) for c in configs.values()}
-    if len(distinct) < 2:
+    # variants that share a schedule are one curve, named together in its legend entry
+    groups: dict[tuple, list[str]] = {}
+    for variant, cfg in configs.items():
+        groups.setdefault(tuple(getattr(cfg, f) for f in SCHEDULE_FIELDS), []).append(variant)
+    if len(groups) < 2:
         return {}
     colors = _colors(study.variants)
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    drawn: dict[tuple, str] = {}
-    for variant, cfg in configs.items():
-        key = tuple(getattr(cfg, f) for f in SCHEDULE_FIELDS)
-        if key in drawn:  # the same schedule as one already drawn: named in its legend entry
-            continue
-        same = [
-            v for v, c in configs.items() if tuple(getattr(c, f) for f in SCHEDULE_FIELDS) == key
-        ]
-        drawn[key] = variant
+    for same in groups.values():
+        variant, cfg = same[0], configs[same[0]]
         steps = np.arange(cfg.max_steps)
         ax.plot(
             steps + 1,
