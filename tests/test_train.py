@@ -250,6 +250,37 @@ def test_eval_metrics_match_a_per_token_reference():
     assert got["val_entropy"] == pytest.approx(entropy / n, rel=1e-5)
 
 
+def test_per_document_losses_add_up_to_the_evaluation():
+    """Targets belong to the document whose EOS ends them; each document's summed nats, by
+    hand from the full logits, and their total is the evaluation's."""
+    torch.manual_seed(0)
+    vocab, eos = 50, 0
+    model = LM(
+        RunConfig(model={"d_model": 32, "n_heads": 2, "n_layers": 1, "d_ff": 64}).model, vocab
+    ).eval()
+    rng = np.random.default_rng(1)
+    documents = [[*rng.integers(1, vocab, size=n).tolist(), eos] for n in (30, 5, 61, 20, 90)]
+    tokens = np.array([t for d in documents for t in d], dtype=np.uint16)
+    val = validation_set(tokens, 16, 150, lambda ids: "ab" * len(ids), eos_id=eos)
+    got = evaluate(model, val, vocab, torch.device("cpu"), "fp32", per_document=True)
+
+    # a target is the stream token it predicts, owned by that token's document (its EOS too)
+    owner = [k for k, d in enumerate(documents) for _ in d]
+    expected = [[0, 0.0] for _ in range(val.n_documents)]
+    with torch.no_grad():
+        log_probs = F.log_softmax(model(val.inputs).double(), dim=-1).flatten(0, 1)
+    for j in range(150):  # target j is stream token j + 1
+        expected[owner[j + 1]][0] += 1
+        expected[owner[j + 1]][1] -= float(log_probs[j, int(tokens[j + 1])])
+    assert val.n_documents == 5  # the 150 targets end inside the fifth document
+    # the first document's first token is context only; the last is cut at 150 targets
+    assert [n for n, _ in got["documents"]] == [n for n, _ in expected] == [30, 6, 62, 21, 31]
+    for (_, nats), (_, want) in zip(got["documents"], expected, strict=True):
+        assert nats == pytest.approx(want, rel=1e-5)
+    total = sum(nats for _, nats in got["documents"])
+    assert total / val.n_targets == pytest.approx(got["val_loss"], rel=1e-9)
+
+
 # ---------------------------------------------------------------------------- command line
 
 

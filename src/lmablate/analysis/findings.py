@@ -7,15 +7,22 @@ rebuilds a package from the files alone.
 Definitions a reader of the report needs:
 - Rankings use the **final validation loss** on held-out documents (the same target tokens
   for every run), averaged over the seeds of a variant; training loss is shown beside it.
-- **Efficiency** is the training compute (FLOPs, 6N + 12·L·d·T per token) a run needed to
-  reach a target validation loss: by default the baseline's final validation loss. It is read
-  off each run's evaluation curve by linear interpolation between evaluations. A run that
-  never reaches the target is less efficient than every run that does. Steps per second are
-  reported but never used to rank: they ignore how much each step learns.
+- **Efficiency** is the training compute (FLOPs per token as
+  ``FLOPS_CONVENTION`` states) a configuration needed to reach the **common target**: the highest of
+  the configurations' lowest seed-mean validation losses, a loss that every configuration
+  reaches. It is read off the configuration's seed-mean evaluation curve by linear
+  interpolation between evaluations. A target only some reach (the baseline's final loss, say)
+  would rank a shorter run that is better at every common budget below the baseline, and order
+  the runs that miss it by a tie-break; loss at equal compute is reported beside it (see
+  ``validity.equal_budgets``). Steps per second are reported but never used to rank: they
+  ignore how much each step learns.
 - **Convergence**: ``total_improvement`` is the relative drop of validation loss from step 0
   to the end; ``early_phase_loss`` / ``late_phase_loss`` are mean logged training losses over
-  the first / last 10% of logged steps; ``converged`` means the validation loss improved by
-  less than 1% over the last 20% of training.
+  the first / last 10% of logged steps; the **late slope** is the least-squares slope of the
+  logged training loss against tokens over the last fifth of training (loss per million
+  tokens, with a 95% interval from the scatter about the line), read as *still falling* (the
+  interval lies below zero), *flat within noise* or *rising*. ``converged`` is true when the
+  late slope is not still falling.
 """
 
 from __future__ import annotations
@@ -27,8 +34,16 @@ from typing import Any
 
 from lmablate.analysis.rundata import RunData, StudyData, budget_to_reach, eval_curve
 from lmablate.analysis.scaling import compute_multipliers
-from lmablate.analysis.stats import Comparison, compare, noise_floor, summarize, with_verdicts
-from lmablate.analysis.tuning import lr_sensitivity, tuned_comparison
+from lmablate.analysis.stats import (
+    Comparison,
+    compare,
+    document_bootstrap,
+    late_slope,
+    noise_floor,
+    summarize,
+    with_verdicts,
+)
+from lmablate.analysis.tuning import lr_sensitivity, sweep_edges, tuned_comparison
 from lmablate.analysis.validity import (
     confounds,
     equal_budgets,
@@ -39,8 +54,16 @@ from lmablate.analysis.validity import (
 )
 
 INTERVAL_METRICS = ("eval_loss", "val_bpb", "accuracy")
-CONVERGED_TOLERANCE = 0.01  # relative val-loss improvement over the last 20% of training
 PHASE_FRACTION = 0.1
+FLOPS_CONVENTION = (
+    "training FLOPs per token = 6N + 12·d·Σ_l T_l (Chowdhery et al. 2022, appendix B): N is "
+    "every weight in a matrix multiply, the non-embedding weights plus the output head's "
+    "vocabulary × d (counted also when tied to the embedding; vocabulary padded to a multiple "
+    "of 64), with the embedding lookups free; 6N is forward plus backward; 12·d·T_l is layer "
+    "l's attention scores and weighted values over the full T×T square (causal masking not "
+    "discounted), T_l being the context length or the layer's sliding window where shorter; "
+    "evaluation and sampling are not counted"
+)
 
 
 # ----------------------------------------------------------------------------- per run
@@ -72,6 +95,22 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _converged(slope) -> bool | None:
+    if slope is None or slope.reading == "too few points":
+        return None
+    return slope.reading != "still falling"
+
+
+def mean_train_curve(runs: list[RunData]) -> list[tuple[float, float]]:
+    """Seeds' logged training losses averaged at the token counts they all logged."""
+    series = [{r["tokens_seen"]: r["loss"] for r in run.train_records} for run in runs]
+    series = [s for s in series if s]
+    if not series:
+        return []
+    shared = sorted(set.intersection(*(set(s) for s in series)))
+    return [(x, sum(s[x] for s in series) / len(series)) for x in shared]
+
+
 def run_metrics(run: RunData, target: float | None) -> dict[str, Any]:
     """Every per-run number the report uses."""
     summary = run.summary or {}
@@ -82,14 +121,7 @@ def run_metrics(run: RunData, target: float | None) -> dict[str, Any]:
     curve = eval_curve(run)
     initial = evals[0]["val_loss"] if evals else None
     final = summary.get("final_val_loss")
-    converged = None
-    if final is not None and len(evals) >= 2:
-        cutoff = 0.8 * evals[-1]["step"]
-        reference = next((r for r in evals if r["step"] >= cutoff and r is not evals[-1]), None)
-        if reference is not None:  # else no evaluation inside the last 20% to compare with
-            converged = (reference["val_loss"] - final) / reference[
-                "val_loss"
-            ] < CONVERGED_TOLERANCE
+    slope = late_slope([(r["tokens_seen"], r["loss"]) for r in train])
     avg_step = _mean(step_times)
     return {
         "variant": run.variant,
@@ -108,7 +140,11 @@ def run_metrics(run: RunData, target: float | None) -> dict[str, Any]:
         "convergence_total_improvement": (initial - final) / initial if final and initial else None,
         "convergence_early_phase_loss": _mean(losses[:phase]) if losses else None,
         "convergence_late_phase_loss": _mean(losses[-phase:]) if losses else None,
-        "convergence_converged": converged,
+        "convergence_converged": _converged(slope),
+        "convergence_late_slope": slope.slope if slope else None,
+        "convergence_late_slope_ci_low": slope.ci_low if slope else None,
+        "convergence_late_slope_ci_high": slope.ci_high if slope else None,
+        "convergence_late_reading": slope.reading if slope else None,
         "efficiency_avg_step_time": avg_step,
         "efficiency_steps_per_second": 1 / avg_step if avg_step else None,
         "efficiency_step_time_std": statistics.stdev(step_times) if len(step_times) > 1 else None,
@@ -180,29 +216,74 @@ class Analysis:
     scaling: dict[str, Any] = field(default_factory=dict)  # budget ladder fit, multipliers
     tuning: dict[str, Any] = field(default_factory=dict)  # each configuration at its best value
     sensitivity: dict[str, Any] = field(default_factory=dict)  # loss against learning rate
+    sweep_edges: list[dict[str, Any]] = field(default_factory=list)  # best value at an edge
+    # variant -> its difference from the baseline with a bootstrap interval over documents
+    document_intervals: dict[str, dict[str, Any]] = field(default_factory=dict)
     leakage: dict[str, Any] = field(default_factory=dict)
     provenance: list[dict[str, Any]] = field(default_factory=list)
 
 
-def target_loss(study: StudyData) -> tuple[float | None, str]:
-    """The baseline's mean final val loss; else the worst complete variant's (all reach it)."""
-    baseline = [r.summary["final_val_loss"] for r in study.runs_of("baseline", True)]
-    if baseline:
-        return sum(baseline) / len(baseline), "the baseline's final validation loss"
-    finals = {
-        v: _mean([r.summary["final_val_loss"] for r in study.runs_of(v, True)])
-        for v in study.compared
-    }
-    finals = {v: x for v, x in finals.items() if x is not None}
-    if not finals:
-        return None, "no complete run"
-    return max(
-        finals.values()
-    ), "the highest final validation loss among complete variants (the baseline did not complete)"
+def common_target(curves: dict[str, list[dict[str, Any]]]) -> float | None:
+    """The highest of the curves' lowest validation losses: every curve reaches it."""
+    lows = [min(p["val_loss"] for p in c) for c in curves.values() if c]
+    lows = [x for x in lows if math.isfinite(x)]
+    return max(lows) if lows else None
+
+
+TARGET_SOURCE = (
+    "the common target: the highest of the configurations' lowest seed-mean validation "
+    "losses, which every configuration reaches"
+)
+
+
+def _mean_nats(records: list[dict[str, Any]]) -> list[float]:
+    """Per document, the summed nats averaged over the runs' eval_documents.json records."""
+    columns = zip(*([d[1] for d in r["documents"]] for r in records), strict=True)
+    return [sum(column) / len(records) for column in columns]
+
+
+def document_intervals(study: StudyData) -> dict[str, dict[str, Any]]:
+    """Each compared configuration's difference from the baseline with its paired bootstrap
+    interval over validation documents, on the seeds both completed (their per-document losses
+    averaged); a note instead where the runs did not score the same targets."""
+    base = {r.seed: r.documents for r in study.runs_of("baseline", True) if r.documents}
+    out: dict[str, dict[str, Any]] = {}
+    for variant in study.compared:
+        mine = {r.seed: r.documents for r in study.runs_of(variant, True) if r.documents}
+        shared = sorted(set(base) & set(mine))
+        if variant == "baseline" or not shared:
+            continue
+        records = [mine[s] for s in shared] + [base[s] for s in shared]
+        layouts = {(r.get("targets_digest"), tuple(d[0] for d in r["documents"])) for r in records}
+        if len(layouts) > 1:
+            out[variant] = {"note": "its runs and the baseline's scored different targets"}
+            continue
+        interval = document_bootstrap(
+            _mean_nats([mine[s] for s in shared]),
+            _mean_nats([base[s] for s in shared]),
+            [d[0] for d in records[0]["documents"]],
+            seeds=len(shared),
+        )
+        if interval is not None:
+            out[variant] = interval.as_dict()
+    return out
+
+
+def _all_complete(entry: dict[str, Any]) -> bool:
+    return bool(entry["n_complete"]) and entry["n_complete"] == entry["n_seeds"]
 
 
 def analyze(study: StudyData) -> Analysis:
-    target, source = target_loss(study)
+    curves = {
+        v: mean_curve([eval_curve(r) for r in study.runs_of(v, complete_only=True)])
+        for v in study.variants
+    }
+    seeds = {v: (len(study.runs_of(v, True)), len(study.runs_of(v))) for v in study.variants}
+    # the budget ladder's rungs measure the baseline at other budgets, not a change: no target
+    target = common_target(
+        {v: curves[v] for v in study.compared if seeds[v][0] and seeds[v][0] == seeds[v][1]}
+    )
+    source = TARGET_SOURCE if target is not None else "no complete run"
     per_run = [run_metrics(run, target) for run in study.runs]
     per_variant: dict[str, dict[str, Any]] = {}
     for variant in study.variants:
@@ -218,13 +299,14 @@ def analyze(study: StudyData) -> Analysis:
             values = [m[key] for m in rows if _finite(m[key])]
             entry[key] = _mean(values)
             entry[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None
-        # budgets to the target are read off the variant's seed-mean curve: the target is itself
-        # a mean over the baseline's seeds, which half of any seeds would never reach alone
-        curve = mean_curve([eval_curve(r) for r in study.runs_of(variant, complete_only=True)])
+        # budgets to the target are read off the variant's seed-mean curve, as the target is
+        curve = curves[variant]
         for budget in ("flops", "tokens", "time_s"):
             key = f"{'time' if budget == 'time_s' else budget}_to_target"
             entry[key] = budget_to_reach(curve, target, budget) if target and curve else None
-        entry["converged"] = all(m["convergence_converged"] for m in rows) if rows else None
+        slope = late_slope(mean_train_curve(study.runs_of(variant, complete_only=True)))
+        entry["late_slope"] = slope.as_dict() if slope else None
+        entry["converged"] = _converged(slope)
         per_variant[variant] = entry
 
     # rank only variants whose every seed completed: survivors of a diverging recipe would
@@ -233,21 +315,18 @@ def analyze(study: StudyData) -> Analysis:
         v: e
         for v, e in per_variant.items()
         if v in study.compared  # the budget ladder's rungs measure the baseline, not a change
-        and e["n_complete"]
-        and e["n_complete"] == e["n_seeds"]
+        and _all_complete(e)
         and e["eval_loss"]
     }
     ranking = sorted(((v, e["eval_loss"]) for v, e in complete.items()), key=lambda x: x[1])
-    # reached the target: fewest FLOPs first; then the rest, closest final loss first
+    # every ranked configuration reaches the common target by construction; one that does not
+    # (no evaluation curve shared by its seeds) is listed, never ranked by a tie-break
     reached = sorted(
         (v for v in complete if complete[v]["flops_to_target"] is not None),
         key=lambda v: complete[v]["flops_to_target"],
     )
-    missed = sorted(
-        (v for v in complete if complete[v]["flops_to_target"] is None),
-        key=lambda v: complete[v]["eval_loss"],
-    )
-    efficiency = [(v, complete[v]["flops_to_target"]) for v in [*reached, *missed]]
+    missed = [v for v in complete if complete[v]["flops_to_target"] is None]
+    efficiency = [(v, complete[v]["flops_to_target"]) for v in reached]
 
     final = {
         v: {r.seed: r.summary["final_val_loss"] for r in study.runs_of(v, True)}
@@ -291,8 +370,8 @@ def analyze(study: StudyData) -> Analysis:
         "best_at_equal_compute": equal_compute[0] if equal_compute else None,
         "ranking_metric": "final validation loss on held-out documents (nats per token), "
         "mean over seeds",
-        "efficiency_measure": "training FLOPs to reach the target validation loss "
-        f"({source}); runs that never reach it rank last",
+        "efficiency_measure": f"training FLOPs to reach the target validation loss ({source}), "
+        "read off each configuration's seed-mean evaluation curve",
         "target_val_loss": target,
         "not_reaching_target": missed,
         "verdicts": {c.variant: c.verdict for c in comparisons},
@@ -317,6 +396,8 @@ def analyze(study: StudyData) -> Analysis:
         scaling=compute_multipliers(study, per_run),
         tuning=tuned_comparison(study),
         sensitivity=lr_sensitivity(study),
+        sweep_edges=sweep_edges(study, per_variant, floor),
+        document_intervals=document_intervals(study),
         leakage=leakage(study),
         provenance=provenance(study),
     )

@@ -1,7 +1,7 @@
 """A study directory as data: the runs' configs, summaries, logs and samples, and their curves.
 
 Everything is read from disk (study.yaml and each run's config.json, metrics.jsonl,
-summary.json, samples.json), never from live objects. No torch.
+summary.json, samples.json, eval_documents.json), never from live objects. No torch.
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ import yaml
 
 from lmablate.errors import LmablateError
 
+# a complete run's final evaluation, per validation document: [targets, summed nats]
+DOCUMENTS_FILE = "eval_documents.json"
+
 
 @dataclass
 class RunData:
@@ -28,6 +31,7 @@ class RunData:
     records: list[dict[str, Any]] = field(default_factory=list)
     samples: dict[str, Any] | None = None
     downstream: dict[str, Any] | None = None  # eval/lm_eval.json, from lmablate eval
+    documents: dict[str, Any] | None = None  # eval_documents.json: the final per-document loss
 
     @property
     def status(self) -> str:
@@ -147,6 +151,7 @@ def load_study_dir(directory: str | Path) -> StudyData:
                     records=read_jsonl(path / "metrics.jsonl"),
                     samples=read_json_object(path / "samples.json"),
                     downstream=read_json_object(path / "eval" / "lm_eval.json"),
+                    documents=read_json_object(path / DOCUMENTS_FILE),
                 )
             )
     return StudyData(directory, study, runs)

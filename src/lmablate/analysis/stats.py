@@ -11,6 +11,10 @@ All distributions come from ``scipy.stats``. Conventions:
   the pooled SD when not.
 - p-values are adjusted for testing every variant against the baseline with Holm's step-down
   method (Holm 1979), which controls the family-wise error rate.
+- With the final evaluation's loss per validation document (``eval_documents.json``), every
+  difference from the baseline also gets a paired bootstrap interval over documents: the
+  uncertainty from which documents were scored, which exists even with one seed. It is never
+  a substitute for seed variance, and the report labels it as what it is.
 - The noise floor is the smallest difference the study can detect: the half-width of the 95%
   interval of a difference between two configurations with the baseline's seed-to-seed SD,
   t(0.975, n-1) · s_baseline · √(2/n). A difference smaller than it is "within noise", even if a
@@ -23,6 +27,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 from scipy import stats as scipy_stats
 
 CONFIDENCE = 0.95
@@ -221,3 +226,109 @@ def with_verdicts(comparisons: list[Comparison], floor: float | None) -> list[Co
             note = f"Holm-adjusted p = {p:.3g} ≥ {ALPHA}"
         out.append(Comparison(**{**asdict(c), "p_holm": p, "verdict": verdict, "note": note}))
     return out
+
+
+LATE_FRACTION = 0.2  # the late slope is fitted over the last fifth of the tokens seen
+
+
+@dataclass(frozen=True)
+class Slope:
+    """A least-squares line through a loss curve's last fifth, in loss per million tokens."""
+
+    slope: float
+    ci_low: float | None
+    ci_high: float | None
+    n_points: int
+    tokens: float  # width of the window the line was fitted over
+    reading: str  # still falling | flat within noise | rising | too few points
+
+    @property
+    def drop(self) -> float:
+        """How much loss the line loses over its window (positive while falling)."""
+        return -self.slope * self.tokens / 1e6
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "drop": self.drop}
+
+
+def late_slope(points: list[tuple[float, float]]) -> Slope | None:
+    """The loss's slope against tokens over the last fifth of a curve's tokens, with a 95%
+    t-interval from the scatter of the points about the line (the curve's own noise floor).
+    The reading says whether that interval lies below zero (still falling), above it (rising)
+    or around it (flat within noise); under three points there is no interval to read."""
+    points = [(x, y) for x, y in points if math.isfinite(x) and math.isfinite(y)]
+    if len(points) < 2:
+        return None
+    start, end = points[0][0], points[-1][0]
+    window = [(x, y) for x, y in points if x >= end - LATE_FRACTION * (end - start)]
+    if len(window) < 2:
+        window = points[-2:]
+    xs = [x / 1e6 for x, _ in window]
+    ys = [y for _, y in window]
+    width = (window[-1][0] - window[0][0]) or 0.0
+    if max(xs) == min(xs):
+        return None
+    fit = scipy_stats.linregress(xs, ys)
+    slope = float(fit.slope)
+    if len(window) < 3:
+        return Slope(slope, None, None, len(window), width, "too few points")
+    half = _t_half_width(float(fit.stderr), len(window) - 2)
+    low, high = slope - half, slope + half
+    reading = "still falling" if high < 0 else "rising" if low > 0 else "flat within noise"
+    return Slope(slope, low, high, len(window), width, reading)
+
+
+BOOTSTRAP_RESAMPLES = 2000
+
+
+@dataclass(frozen=True)
+class DocumentInterval:
+    """A difference in validation loss per target with its paired-bootstrap interval over
+    validation documents: the evaluation-sample uncertainty (which documents happened to be
+    scored), not seed-to-seed variation."""
+
+    difference: float  # variant - baseline, nats per target
+    ci_low: float
+    ci_high: float
+    documents: int
+    targets: int
+    resamples: int
+    seeds: int  # seeds whose per-document losses were averaged before resampling
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def document_bootstrap(
+    variant: list[float],
+    baseline: list[float],
+    targets: list[int],
+    seeds: int = 1,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    rng_seed: int = 0,
+) -> DocumentInterval | None:
+    """Paired percentile bootstrap over documents of (Σ variant nats − Σ baseline nats) /
+    Σ targets: documents are drawn with replacement, each bringing both configurations' losses
+    on its targets, so what the two share (a hard document is hard for both) cancels. None with
+    fewer than two documents."""
+    counts = np.asarray(targets, dtype=np.float64)
+    diffs = np.asarray(variant, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
+    n = len(counts)
+    if n < 2 or len(diffs) != n or counts.sum() <= 0:
+        return None
+    rng = np.random.default_rng(rng_seed)
+    draws = np.empty(resamples)
+    block = max(1, 2_000_000 // n)  # resamples per block: at most ~16 MB of indices at once
+    for start in range(0, resamples, block):
+        picks = rng.integers(0, n, size=(min(block, resamples - start), n))
+        draws[start : start + len(picks)] = diffs[picks].sum(1) / counts[picks].sum(1)
+    low, high = np.quantile(draws, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
+    return DocumentInterval(
+        float(diffs.sum() / counts.sum()),
+        float(low),
+        float(high),
+        n,
+        int(counts.sum()),
+        resamples,
+        seeds,
+    )

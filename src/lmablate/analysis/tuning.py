@@ -8,15 +8,18 @@ is reported about it, and compared with the baseline's choice, is its loss on th
 documents, which neither training nor the choice saw. Choosing on the numbers one reports would
 flatter every configuration by the luck of its best candidate.
 
-A choice at either end of a value list is flagged: the best value may lie beyond it.
+A choice at either end of a value list is flagged: the best value may lie beyond it. So is a
+one-factor series of variants whose best value lies at its edge (``sweep_edges``).
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from lmablate.analysis.rundata import StudyData
 from lmablate.analysis.stats import compare, noise_floor, summarize, with_verdicts
+from lmablate.analysis.validity import NOT_FACTORS, derived_fields
 
 
 def _flat(config: dict[str, Any] | None) -> dict[str, Any]:
@@ -155,4 +158,67 @@ def lr_sensitivity(study: StudyData) -> dict[str, Any]:
             "best_learning_rate": min(points, key=lambda p: p["val_loss"])["learning_rate"],
             "sensitivity": _mean([min(p["val_loss"], p["initial_loss"]) - best for p in points]),
         }
+    return out
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def sweep_edges(
+    study: StudyData, per_variant: dict[str, dict[str, Any]], floor: float | None
+) -> list[dict[str, Any]]:
+    """One-factor series whose best value lies at the edge of what was tried.
+
+    The variants that change one numeric field alone (and nothing else), with the baseline,
+    form a series of at least three values. When its validation losses are monotone in the
+    value, the best lies at one end, and may lie beyond it: the baseline's value is then likely
+    under-tuned, and every comparison with the baseline inherits that. A series whose whole
+    spread is within the noise floor is not read."""
+    base = study.runs_of("baseline")
+    if not base or not base[0].config:
+        return []
+    derived = derived_fields(study)
+    series: dict[str, list[str]] = {}
+    for variant, changes in (study.study.get("variants") or {}).items():
+        if variant not in study.compared:
+            continue
+        fields = [k for k in changes or {} if k not in NOT_FACTORS and k not in derived]
+        if len(fields) == 1:
+            series.setdefault(fields[0], []).append(variant)
+    out = []
+    for name, variants in series.items():
+        points = []
+        for member in ["baseline", *variants]:
+            runs = study.runs_of(member, complete_only=True)
+            row = per_variant.get(member) or {}
+            if not runs or row.get("n_complete") != row.get("n_seeds") or not row.get("eval_loss"):
+                break  # a series with a failed member is not read
+            value = _flat(runs[0].config).get(name)
+            if not _number(value):
+                break
+            points.append({"variant": member, "value": value, "val_loss": row["eval_loss"]})
+        else:
+            points.sort(key=lambda p: p["value"])
+            losses = [p["val_loss"] for p in points]
+            if len(points) < 3 or len({p["value"] for p in points}) < len(points):
+                continue
+            falling = all(a > b for a, b in itertools.pairwise(losses))
+            rising = all(a < b for a, b in itertools.pairwise(losses))
+            if not (falling or rising):
+                continue
+            if floor is not None and max(losses) - min(losses) <= floor:
+                continue
+            best = points[-1] if falling else points[0]
+            baseline_value = next(p["value"] for p in points if p["variant"] == "baseline")
+            out.append(
+                {
+                    "field": name,
+                    "points": points,
+                    "best": best["variant"],
+                    "best_value": best["value"],
+                    "edge": "highest" if falling else "lowest",
+                    "baseline_value": baseline_value,
+                }
+            )
     return out

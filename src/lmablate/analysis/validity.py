@@ -157,6 +157,13 @@ NOT_FACTORS = (
 )
 
 
+def derived_fields(study: StudyData) -> tuple[str, ...]:
+    """Fields a variant's changes may hold that follow from the design rather than change a
+    factor: with matched budgets, its steps (and a warmup that scales with them) follow from
+    its batch shape and model."""
+    return ("max_steps", "warmup_steps") if (study.study.get("budget") or {}).get("match") else ()
+
+
 def factors_changed(changes: dict[str, Any]) -> list[str]:
     fields = [k for k in changes if k not in NOT_FACTORS]
     named = [name for name, group in FACTORS.items() if any(f in group for f in fields)]
@@ -167,10 +174,7 @@ def factors_changed(changes: dict[str, Any]) -> list[str]:
 def confounds(study: StudyData, per_variant: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """What each variant changes, and how its budget differs from the baseline's."""
     base = per_variant.get("baseline", {})
-    # with matched budgets, a variant's steps (and a warmup that scales with them) follow from
-    # its batch shape and model: the design, not a second factor
-    matched = (study.study.get("budget") or {}).get("match")
-    derived = ("max_steps", "warmup_steps") if matched else ()
+    derived = derived_fields(study)
     out: dict[str, Any] = {}
     for variant, changes in (study.study.get("variants") or {}).items():
         if variant not in study.compared:

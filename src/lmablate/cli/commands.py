@@ -63,7 +63,9 @@ def _inspect(cfg: RunConfig, data: PreparedData) -> tuple[dict[str, Any], list[t
 
     tokenizer, meta, train = data.tokenizer, data.meta, cfg.train
     model_vocab = resolve_vocab_size(cfg.model, tokenizer.vocab_size)
-    val = validation_set(data.val_tokens, train.seq_len, train.eval_tokens, tokenizer.decode)
+    val = validation_set(
+        data.val_tokens, train.seq_len, train.eval_tokens, tokenizer.decode, tokenizer.eos_id
+    )
     train_budget = train.max_steps * train.batch_size * train.seq_len
     params = count_parameters(cfg.model, model_vocab)
     flops = training_flops_per_token(cfg.model, model_vocab, train.seq_len)
@@ -87,6 +89,7 @@ def _inspect(cfg: RunConfig, data: PreparedData) -> tuple[dict[str, Any], list[t
             "targets": val.n_targets,
             "bytes": val.n_bytes,
             "windows": len(val.inputs),
+            "documents": val.n_documents,
             "seq_len": train.seq_len,
         },
         "train_budget": {
@@ -123,8 +126,8 @@ def _inspect(cfg: RunConfig, data: PreparedData) -> tuple[dict[str, Any], list[t
         ),
         (
             "eval targets",
-            f"{val.n_targets:,} tokens ({val.n_bytes:,} bytes) in {len(val.inputs)} "
-            f"windows of {train.seq_len}",
+            f"{val.n_targets:,} tokens ({val.n_bytes:,} bytes) of {val.n_documents:,} "
+            f"documents, in {len(val.inputs)} windows of {train.seq_len}",
         ),
         (
             "train budget",

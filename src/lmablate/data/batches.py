@@ -8,7 +8,10 @@ batch size and seq_len see the same data (paired comparisons).
 Validation: the first ``eval_tokens`` targets of the validation stream (tokens 1..N, each
 predicted from the tokens before it), cut into non-overlapping windows of the run's seq_len with
 the tail of the last window masked. Every seq_len and batch size therefore scores exactly the
-same target tokens; only the context a target sees depends on seq_len.
+same target tokens; only the context a target sees depends on seq_len. Each target also carries
+the index of the validation document it belongs to (documents end at EOS; the EOS that ends a
+document is its last target), so an evaluation can report a loss per document: what a paired
+bootstrap over documents resamples.
 """
 
 from __future__ import annotations
@@ -50,10 +53,16 @@ class ValidationSet:
     targets: torch.Tensor  # (windows, seq_len) int64, IGNORE_INDEX past the last target
     n_targets: int
     n_bytes: int  # UTF-8 bytes of the decoded targets, for bits per byte
+    documents: torch.Tensor | None = None  # (windows, seq_len): each target's document, or -1
+    n_documents: int = 0
 
 
 def validation_set(
-    tokens: np.ndarray, seq_len: int, eval_tokens: int, decode: Callable[[list[int]], str]
+    tokens: np.ndarray,
+    seq_len: int,
+    eval_tokens: int,
+    decode: Callable[[list[int]], str],
+    eos_id: int | None = None,
 ) -> ValidationSet:
     n_targets = min(eval_tokens, len(tokens) - 1)
     if n_targets < 1:
@@ -74,9 +83,17 @@ def validation_set(
             "only?), so bits per byte cannot be measured; use more documents or a larger "
             "data.val_fraction"
         )
+    documents, n_documents = None, 0
+    if eos_id is not None:  # target j follows input j: its document is the EOS count up to j
+        owner = np.full(windows * seq_len, -1, dtype=np.int64)
+        owner[:n_targets] = np.cumsum(tokens[:n_targets] == eos_id)
+        documents = torch.from_numpy(owner).view(windows, seq_len)
+        n_documents = int(owner[n_targets - 1]) + 1
     return ValidationSet(
         inputs=torch.from_numpy(inputs).view(windows, seq_len),
         targets=torch.from_numpy(targets).view(windows, seq_len),
         n_targets=n_targets,
         n_bytes=n_bytes,
+        documents=documents,
+        n_documents=n_documents,
     )

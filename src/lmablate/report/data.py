@@ -11,7 +11,7 @@ from typing import Any
 
 from scipy.stats import spearmanr
 
-from lmablate.analysis.findings import Analysis
+from lmablate.analysis.findings import FLOPS_CONVENTION, Analysis
 from lmablate.analysis.rundata import StudyData
 from lmablate.analysis.stats import ALPHA, CONFIDENCE
 from lmablate.version import __version__
@@ -112,7 +112,7 @@ def research_data(study: StudyData, analysis: Analysis, figures: dict[str, str])
                     f"(val_fraction {data['val_fraction']}, seed "
                     f"{data['split_seed']}); each side tokenized with EOS after "
                     "every document; training batches are seeded random windows",
-                    "validation_targets": first.summary["eval"] if first else None,
+                    "validation_targets": first.summary.get("eval") if first else None,
                 },
                 "model_architecture": _architecture(baseline["model"]),
                 "training_setup": {
@@ -184,10 +184,16 @@ def research_data(study: StudyData, analysis: Analysis, figures: dict[str, str])
                     "correction": "Holm step-down over the variants compared with the baseline",
                     "comparisons_vs_baseline": [c.as_dict() for c in analysis.comparisons],
                     "noise_floor": analysis.noise_floor,
+                    "document_intervals": analysis.document_intervals,
+                    "document_interval_definition": "paired percentile bootstrap over "
+                    "validation documents of (variant - baseline) nats per target, on the "
+                    "seeds both completed (per-document losses averaged over them): the "
+                    "evaluation-sample uncertainty, not seed variance",
                     "noise_floor_definition": "t(0.975, n-1) * SD of the baseline's final "
                     "validation loss over seeds * sqrt(2/n): the smallest detectable difference",
                     "note": "one seed per configuration: no difference can be tested against "
-                    "seed-to-seed variation; rerun with --seeds 3"
+                    "seed-to-seed variation (rerun with --seeds 3); document_intervals give "
+                    "the evaluation-sample uncertainty"
                     if len(setup["seeds"]) < 2
                     else "paired t-tests over replicates (Welch when seeds differ)",
                 },
@@ -207,7 +213,10 @@ def research_data(study: StudyData, analysis: Analysis, figures: dict[str, str])
                     "measure": analysis.findings["efficiency_measure"],
                     "fastest_config": analysis.findings["most_efficient_config"],
                     "slowest_config": analysis.findings["least_efficient_config"],
+                    "not_reaching_target": analysis.findings["not_reaching_target"],
+                    "flops_convention": FLOPS_CONVENTION,
                 },
+                "sweep_edges": analysis.sweep_edges,
             },
             "downstream_evaluation": {
                 f"{r.variant}/seed-{r.seed}": r.downstream for r in study.runs if r.downstream
@@ -416,6 +425,7 @@ def _detailed(study: StudyData, analysis: Analysis, variant: str) -> dict[str, A
             "early_phase_loss": row["convergence_early_phase_loss"],
             "late_phase_loss": row["convergence_late_phase_loss"],
             "converged": row["converged"],
+            "late_slope": row["late_slope"],
         },
         "efficiency_metrics": {
             "avg_step_time": row["efficiency_avg_step_time"],

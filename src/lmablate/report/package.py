@@ -12,6 +12,7 @@ import csv
 import json
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from lmablate.analysis.findings import AGGREGATED, Analysis, analyze
 from lmablate.analysis.rundata import StudyData, load_study_dir
@@ -20,9 +21,9 @@ from lmablate.report.figures import draw_all
 from lmablate.report.latex import write_paper
 from lmablate.report.markdown import markdown_report
 
-CSV_COLUMNS = [
+# the reference file's columns first, in its order, so scripts written for it keep working
+REFERENCE_COLUMNS = [
     "configuration",
-    "seed",
     "train_loss",
     "eval_loss",
     "accuracy",
@@ -36,6 +37,12 @@ CSV_COLUMNS = [
     "efficiency_avg_step_time",
     "efficiency_steps_per_second",
     "efficiency_step_time_std",
+]
+MEASURED_COLUMNS = [
+    "convergence_late_slope",
+    "convergence_late_slope_ci_low",
+    "convergence_late_slope_ci_high",
+    "convergence_late_reading",
     "val_bpb",
     "tokens_seen",
     "epochs",
@@ -47,51 +54,89 @@ CSV_COLUMNS = [
     "wall_time",
     "flops_to_target",
     "time_to_target",
+]
+CONFIG_COLUMNS = [
+    *REFERENCE_COLUMNS,
+    "n_seeds",
+    "n_complete",
     "status",
+    *MEASURED_COLUMNS,
+    "eval_loss_std",
     "eval_loss_ci_low",
     "eval_loss_ci_high",
     "diff_vs_baseline",
     "diff_ci_low",
     "diff_ci_high",
+    "diff_interval",
     "p_holm",
     "verdict",
 ]
+RUN_COLUMNS = [*REFERENCE_COLUMNS[:1], "seed", "status", *REFERENCE_COLUMNS[1:], *MEASURED_COLUMNS]
 
 
-def write_csv(path: Path, analysis: Analysis) -> None:
+def _write_rows(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
-        for row in analysis.per_run:
-            writer.writerow(json_safe({**row, "configuration": row["variant"]}))
-        comparisons = {c.variant: c for c in analysis.comparisons}
-        for variant, row in analysis.per_variant.items():
-            statuses = set(row["statuses"])
-            interval = analysis.intervals[variant]["eval_loss"] or {}
-            comparison = comparisons.get(variant)
-            extra = {}
-            if comparison is not None:
-                extra = {
-                    "diff_vs_baseline": comparison.difference,
-                    "diff_ci_low": comparison.ci_low,
-                    "diff_ci_high": comparison.ci_high,
-                    "p_holm": comparison.p_holm,
-                    "verdict": comparison.verdict,
-                }
-            writer.writerow(
-                json_safe(
-                    {
-                        **{k: row[k] for k in AGGREGATED},
-                        "configuration": variant,
-                        "seed": "mean",
-                        "convergence_converged": row["converged"],
-                        "status": statuses.pop() if len(statuses) == 1 else "mixed",
-                        "eval_loss_ci_low": interval.get("ci_low"),
-                        "eval_loss_ci_high": interval.get("ci_high"),
-                        **extra,
-                    }
-                )
-            )
+        for row in rows:
+            writer.writerow(json_safe(row))
+
+
+def write_csvs(out: Path, analysis: Analysis) -> None:
+    """performance_metrics.csv: one row per configuration (seed means; the reference columns
+    first); run_metrics.csv: one row per run, with a numeric seed column."""
+    _write_rows(
+        out / "run_metrics.csv",
+        RUN_COLUMNS,
+        [{**row, "configuration": row["variant"]} for row in analysis.per_run],
+    )
+    comparisons = {c.variant: c for c in analysis.comparisons}
+    rows = []
+    for variant, row in analysis.per_variant.items():
+        statuses = set(row["statuses"])
+        interval = analysis.intervals[variant]["eval_loss"] or {}
+        slope = row["late_slope"] or {}
+        comparison = comparisons.get(variant)
+        documents = analysis.document_intervals.get(variant) or {}
+        extra: dict[str, Any] = {}
+        if comparison is not None:
+            extra = {
+                "diff_vs_baseline": comparison.difference,
+                "p_holm": comparison.p_holm,
+                "verdict": comparison.verdict,
+            }
+        if comparison is not None and comparison.ci_low is not None:
+            extra |= {
+                "diff_ci_low": comparison.ci_low,
+                "diff_ci_high": comparison.ci_high,
+                "diff_interval": "seeds",
+            }
+        elif "ci_low" in documents:  # with one seed, the only interval there is
+            extra |= {
+                "diff_vs_baseline": documents["difference"],
+                "diff_ci_low": documents["ci_low"],
+                "diff_ci_high": documents["ci_high"],
+                "diff_interval": "documents",
+            }
+        rows.append(
+            {
+                **{k: row[k] for k in AGGREGATED},
+                "configuration": variant,
+                "n_seeds": row["n_seeds"],
+                "n_complete": row["n_complete"],
+                "eval_loss_std": row["eval_loss_std"],
+                "convergence_converged": row["converged"],
+                "convergence_late_slope": slope.get("slope"),
+                "convergence_late_slope_ci_low": slope.get("ci_low"),
+                "convergence_late_slope_ci_high": slope.get("ci_high"),
+                "convergence_late_reading": slope.get("reading"),
+                "status": statuses.pop() if len(statuses) == 1 else "mixed",
+                "eval_loss_ci_low": interval.get("ci_low"),
+                "eval_loss_ci_high": interval.get("ci_high"),
+                **extra,
+            }
+        )
+    _write_rows(out / "performance_metrics.csv", CONFIG_COLUMNS, rows)
 
 
 def write_samples(study: StudyData, out: Path) -> None:
@@ -130,7 +175,7 @@ def build_report(directory: str | Path) -> Path:
     figures = draw_all(study, analysis, out)
     data = research_data(study, analysis, figures)
     (out / "research_data.json").write_text(json.dumps(data, indent=2))
-    write_csv(out / "performance_metrics.csv", analysis)
+    write_csvs(out, analysis)
     write_samples(study, out / "text_samples")
     write_paper(out, analysis, study.study["name"], len(study.study["seeds"]))
     (out / "research_report.md").write_text(markdown_report(study, analysis, data))
@@ -139,5 +184,7 @@ def build_report(directory: str | Path) -> Path:
         for path in sorted(out.rglob("*")):
             if path.is_file() and path.suffix not in (".zip", ".tmp"):
                 zf.write(path, path.relative_to(out))
+        # the resolved study: what a reader needs to rerun it
+        zf.write(study.directory / "study.yaml", "study.yaml")
     archive.with_suffix(".zip.tmp").replace(archive)
     return out

@@ -27,6 +27,29 @@ def _budget_caveat(best: str, table: dict[str, dict[str, Any]]) -> list[str]:
     ]
 
 
+def _edge_finding(edge: dict[str, Any]) -> str:
+    """A one-factor series whose best value lies at its edge: the baseline is likely
+    under-tuned in that field, and every comparison with it inherits that."""
+    field, points = edge["field"], edge["points"]
+    order = " > ".join(f"{p['variant']} ({p['value']:g}): {fmt(p['val_loss'])}" for p in points)
+    if edge["edge"] == "lowest":
+        order = " < ".join(f"{p['variant']} ({p['value']:g}): {fmt(p['val_loss'])}" for p in points)
+    at_baseline = edge["best"] == "baseline"
+    consequence = (
+        f"the baseline's own {field} is the best tried but sits at the edge, so a value "
+        "beyond it may do better still"
+        if at_baseline
+        else f"the baseline's {field} ({edge['baseline_value']:g}) is likely under-tuned, and "
+        "every other variant's comparison with the baseline inherits that"
+    )
+    return (
+        f"- **Edge of a sweep ({field}):** validation loss is monotone in {field} "
+        f"({order}), best at the {edge['edge']} value tried ({edge['best']}, "
+        f"{edge['best_value']:g}); the best {field} may lie beyond it: {consequence}. Extend "
+        f"the values, or tune it for every configuration (tune: {{{field}: [...]}})."
+    )
+
+
 def key_findings(analysis: Analysis, n_seeds: int) -> list[str]:
     findings, table = analysis.findings, analysis.per_variant
     lowest = findings["lowest_mean_val_loss_config"]
@@ -65,20 +88,24 @@ def key_findings(analysis: Analysis, n_seeds: int) -> list[str]:
         f"{pm(table[worst]['eval_loss'], table[worst]['eval_loss_std'])}); gap "
         f"{fmt(findings['performance_gap'])} nats per token",
         f"- **Most Efficient Configuration:** {most} ({sci(table[most]['flops_to_target'])} "
-        "FLOPs to reach the target)",
+        f"training FLOPs to reach the common target loss {fmt(analysis.target_loss)}, which "
+        "every configuration reaches)",
         f"- **Least Efficient Configuration:** {findings['least_efficient_config']}",
     ]
-    if findings["best_at_equal_compute"]:
-        reading = (
-            "end of every schedule: budgets matched on FLOPs"
-            if analysis.budget.get("match") == "flops"
-            else "indicative: read mid-schedule for longer runs, see Equal-Budget Comparison"
+    if findings["not_reaching_target"]:
+        out.append(
+            "- **Not placed on efficiency:** "
+            f"{', '.join(findings['not_reaching_target'])} (no evaluation curve shared by "
+            "every seed)"
         )
+    if findings["best_at_equal_compute"]:
         out.append(
             f"- **Best at equal compute:** {findings['best_at_equal_compute']} (lowest "
-            f"validation loss at the FLOPs every configuration reached; {reading})"
+            f"validation loss at the FLOPs every configuration reached; "
+            f"{_equal_reading(analysis)}, see Equal-Budget Comparison)"
         )
     out += _budget_caveat(lowest, table)
+    out += [_edge_finding(edge) for edge in analysis.sweep_edges]
     verdicts = [f"{c.variant} {c.verdict} ({c.difference:+.4f})" for c in analysis.comparisons]
     if n_seeds >= 2 and verdicts:
         out.append(f"- **Against the baseline:** {'; '.join(verdicts)}")
@@ -94,6 +121,12 @@ def key_findings(analysis: Analysis, n_seeds: int) -> list[str]:
             "before claiming a small difference."
         )
     return out
+
+
+def _equal_reading(analysis: Analysis) -> str:
+    if analysis.budget.get("match") == "flops":
+        return "the end of every schedule: budgets matched on FLOPs"
+    return "mid-schedule for the longer runs, so indicative"
 
 
 def results_tables(analysis: Analysis) -> list[str]:
@@ -144,13 +177,19 @@ def results_tables(analysis: Analysis) -> list[str]:
         rows,
     )
 
+    equal = analysis.equal_budgets.get("flops") or {}
+    matched = equal.get("matched_budget")
     out += [
         "### Efficiency",
-        f"Compute and time to reach the target validation loss of "
-        f"{fmt(analysis.target_loss)} ({analysis.target_source}), read off each run's "
-        "evaluation curve; throughput and MFU are measured with the device synchronized. "
-        "Steps per second are shown for completeness only: they ignore how much each step "
-        "learns and are never used to rank.",
+        f"Compute and training time to reach the common target validation loss "
+        f"{fmt(analysis.target_loss)}: the highest of the configurations' lowest (seed-mean) "
+        "validation losses, so every configuration reaches it and each is placed by its own "
+        "curve, read off its seed-mean evaluation curve by linear interpolation between "
+        "evaluations. Beside it, the validation loss at the largest training compute every "
+        f"configuration reached ({sci(matched) if matched else 'n/a'} FLOPs; "
+        f"{_equal_reading(analysis)}). Throughput and MFU are measured with the device "
+        "synchronized. Steps per second are shown for completeness only: they ignore how much "
+        "each step learns and are never used to rank.",
         "",
     ]
     rows = []
@@ -161,6 +200,7 @@ def results_tables(analysis: Analysis) -> list[str]:
                 variant,
                 sci(row["flops_to_target"]),
                 fmt(row["time_to_target"], ".1f"),
+                fmt((equal.get("val_loss") or {}).get(variant)),
                 sci(row["total_flops"]),
                 f"{fmt(row['tokens_per_s'], ',.0f')}",
                 fmt(row["mfu"], ".1%") if row["mfu"] is not None else "n/a",
@@ -173,6 +213,7 @@ def results_tables(analysis: Analysis) -> list[str]:
             "configuration",
             "FLOPs to target",
             "train s to target",
+            "val loss at equal FLOPs",
             "total FLOPs",
             "tokens/s",
             "MFU",
@@ -185,19 +226,43 @@ def results_tables(analysis: Analysis) -> list[str]:
     out += [
         "### Convergence",
         "Relative validation-loss improvement from step 0 to the end; mean training loss in "
-        "the first and last 10% of logged steps; converged = validation loss improved by "
-        "less than 1% over the last 20% of training.",
+        "the first and last 10% of logged steps; the late slope: a least-squares line through "
+        "the (seed-mean) logged training loss over the last fifth of the tokens, in loss per "
+        "million tokens with its 95% interval from the scatter about the line, and the drop "
+        "it amounts to over that fifth. *Still falling* means the interval lies below zero: "
+        "more training would have lowered the loss further, and a ranking at this budget may "
+        "not hold at a longer one.",
         "",
     ]
+
+    def slope_cells(row: dict[str, Any]) -> list[str]:
+        slope = row["late_slope"]
+        if slope is None:
+            return ["n/a", "n/a", "n/a"]
+        interval = (
+            f" [{slope['ci_low']:+.3g}, {slope['ci_high']:+.3g}]"
+            if slope["ci_low"] is not None
+            else ""
+        )
+        return [f"{slope['slope']:+.3g}{interval}", fmt(slope["drop"]), slope["reading"]]
+
     out += md_table(
-        ["configuration", "improvement", "early loss", "late loss", "converged"],
+        [
+            "configuration",
+            "improvement",
+            "early loss",
+            "late loss",
+            "late slope (per M tokens)",
+            "drop over last fifth",
+            "reading",
+        ],
         [
             [
                 v,
                 fmt(table_rows[v]["convergence_total_improvement"], ".1%"),
                 fmt(table_rows[v]["convergence_early_phase_loss"]),
                 fmt(table_rows[v]["convergence_late_phase_loss"]),
-                {True: "yes", False: "no", None: "n/a"}[table_rows[v]["converged"]],
+                *slope_cells(table_rows[v]),
             ]
             for v, _ in analysis.ranking
         ],

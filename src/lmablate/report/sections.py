@@ -10,26 +10,84 @@ from lmablate.analysis.stats import ALPHA
 from lmablate.report.format import ci, fmt, md_table, sci
 
 
+def _document_reading(interval: dict) -> str:
+    if interval["ci_high"] < 0:
+        return "lower"
+    if interval["ci_low"] > 0:
+        return "higher"
+    return "within evaluation noise"
+
+
+def _document_cell(interval: dict | None) -> str:
+    if not interval or "ci_low" not in interval:
+        return (interval or {}).get("note", "n/a")
+    return f"[{fmt(interval['ci_low'])}, {fmt(interval['ci_high'])}]"
+
+
+def _document_paragraph(analysis: Analysis) -> list[str]:
+    intervals = [i for i in analysis.document_intervals.values() if "documents" in i]
+    if not intervals:
+        return []
+    first = intervals[0]
+    return [
+        f"Every configuration scores the same {first['targets']:,} validation targets in "
+        f"{first['documents']:,} held-out documents, so each difference from the baseline also "
+        "has a **paired bootstrap interval over documents** (95%, percentile, "
+        f"{first['resamples']:,} resamples of the documents, each bringing both configurations' "
+        "losses on its targets). It measures the *evaluation-sample* uncertainty: whether the "
+        "difference would hold on other documents from the same source, for these trained "
+        "weights. It is not seed variance, and says nothing about whether another seed "
+        "would reproduce the difference.",
+        "",
+    ]
+
+
 def statistics_section(analysis: Analysis, n_seeds: int) -> list[str]:
     out = ["## Statistical Analysis", ""]
     if n_seeds < 2:
         out += [
             "With one seed per configuration there is no estimate of seed-to-seed "
-            "variation: no confidence interval, test or noise floor can be computed, and "
-            "every difference below is **untested**. Rerun the study with `--seeds 3` (or "
-            "`seeds: [0, 1, 2]`) to get them.",
+            "variation: no test across seeds and no noise floor. Rerun the study with "
+            "`--seeds 3` (or `seeds: [0, 1, 2]`) to get them.",
             "",
+            *_document_paragraph(analysis),
         ]
-    else:
-        out += [
-            f"Mean and 95% confidence interval (t distribution) over {n_seeds} seeds. "
-            "Replicate k of every configuration shares its initialization seed and batch "
-            "order, so each configuration is compared with the baseline on the per-seed "
-            "differences (paired t-test; Welch's t-test where the seeds differ), with "
-            f"p-values adjusted for the {len(analysis.comparisons)} comparisons by Holm's "
-            "method.",
-            "",
-        ]
+        if not analysis.document_intervals:
+            return out
+        rows = []
+        for variant, _ in analysis.ranking:
+            interval = analysis.document_intervals.get(variant)
+            if variant == "baseline" or interval is None:
+                continue
+            rows.append(
+                [
+                    variant,
+                    fmt(analysis.per_variant[variant]["eval_loss"]),
+                    f"{interval['difference']:+.4f}" if "difference" in interval else "n/a",
+                    _document_cell(interval),
+                    _document_reading(interval) if "ci_low" in interval else "n/a",
+                ]
+            )
+        out += md_table(
+            [
+                "configuration",
+                "val loss",
+                "difference to baseline",
+                "95% interval (documents)",
+                "on these documents",
+            ],
+            rows,
+        )
+        return out
+    out += [
+        f"Mean and 95% confidence interval (t distribution) over {n_seeds} seeds. "
+        "Replicate k of every configuration shares its initialization seed and batch "
+        "order, so each configuration is compared with the baseline on the per-seed "
+        "differences (paired t-test; Welch's t-test where the seeds differ), with "
+        f"p-values adjusted for the {len(analysis.comparisons)} comparisons by Holm's "
+        "method.",
+        "",
+    ]
     out += md_table(
         ["configuration", "n", "val loss [95% CI]", "val bpb [95% CI]", "accuracy [95% CI]"],
         [
@@ -54,7 +112,8 @@ def statistics_section(analysis: Analysis, n_seeds: int) -> list[str]:
         ]
     out += [
         "**Against the baseline** (difference = configuration − baseline in validation "
-        "loss; negative is better):",
+        "loss; negative is better; the seeds' interval, and beside it the interval over "
+        "validation documents described below):",
         "",
     ]
     rows = []
@@ -65,6 +124,7 @@ def statistics_section(analysis: Analysis, n_seeds: int) -> list[str]:
                 c.variant,
                 f"{c.difference:+.4f}",
                 interval,
+                _document_cell(analysis.document_intervals.get(c.variant)),
                 c.test,
                 fmt(c.statistic, ".2f"),
                 fmt(c.df, ".1f"),
@@ -78,7 +138,8 @@ def statistics_section(analysis: Analysis, n_seeds: int) -> list[str]:
         [
             "configuration",
             "difference",
-            "95% CI",
+            "95% CI (seeds)",
+            "95% CI (documents)",
             "test",
             "t",
             "df",
@@ -95,6 +156,7 @@ def statistics_section(analysis: Analysis, n_seeds: int) -> list[str]:
         "floor; *no detectable difference* — the test does not reject; *untested* — fewer "
         "than two seeds on a side.",
         "",
+        *_document_paragraph(analysis),
     ]
     return out
 

@@ -136,7 +136,9 @@ def _train(
     data = _prepare_in_turn(cfg, world, progress, log)
     vocab_size = resolve_vocab_size(cfg.model, data.tokenizer.vocab_size)
     batches = TrainBatches(data.train_tokens, tc.batch_size, tc.seq_len, tc.data_seed)
-    val = validation_set(data.val_tokens, tc.seq_len, tc.eval_tokens, data.tokenizer.decode)
+    val = validation_set(
+        data.val_tokens, tc.seq_len, tc.eval_tokens, data.tokenizer.decode, data.tokenizer.eos_id
+    )
     if world.is_main:
         _save_tokenizer(data.tokenizer, run_dir)
 

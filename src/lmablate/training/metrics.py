@@ -7,7 +7,9 @@ Evaluation scores the fixed validation targets (``data.ValidationSet``) and retu
   not depend on the tokenizer (Gao et al. 2020, "The Pile", section 3);
 - ``val_accuracy`` and ``val_top5_accuracy``: the target is the top-1 / among the top-5 logits;
 - ``val_confidence``: mean probability of the model's top prediction;
-- ``val_entropy``: mean entropy of the predicted distribution, in nats.
+- ``val_entropy``: mean entropy of the predicted distribution, in nats;
+- with ``per_document``, ``documents``: per validation document, [targets, summed nats] (the
+  paired bootstrap over documents in ``analysis.stats`` resamples these).
 
 All of it is computed on the device with tensor operations and summed there; the host reads
 six numbers once per evaluation.
@@ -41,7 +43,8 @@ def evaluate(
     vocab_size: int,
     device: torch.device,
     precision: str,
-) -> dict[str, float]:
+    per_document: bool = False,
+) -> dict[str, Any]:
     """All validation metrics for ``model`` on ``val``.
 
     The model runs to its final hidden states a batch of windows at a time; the LM head and the
@@ -55,15 +58,31 @@ def evaluate(
     rows = max(1, budget // vocab_size)
     # nll, correct, top-5 correct, max-probability, entropy, summed over scored targets
     sums = torch.zeros(5, dtype=torch.float64, device=device)
+    if per_document and val.documents is None:
+        raise ValueError("per-document scores need a validation set built with eos_id")
+    by_document = (
+        torch.zeros(val.n_documents, dtype=torch.float64, device=device) if per_document else None
+    )
     for start in range(0, len(val.inputs), windows):
         inputs = val.inputs[start : start + windows].to(device, non_blocking=True)
         targets = val.targets[start : start + windows].to(device, non_blocking=True).flatten()
+        owners = None
+        if by_document is not None:
+            owners = val.documents[start : start + windows].to(device).flatten()
         with autocast(device, precision):
             hidden = model.hidden_states(inputs).flatten(0, 1)  # (windows * T, d)
-            sums += target_sums(hidden, targets, lambda h: model.logits(h).float(), rows)
+            sums += target_sums(
+                hidden, targets, lambda h: model.logits(h).float(), rows, owners, by_document
+            )
     model.train(was_training)
     nll, correct, top5, confidence, entropy = (sums / val.n_targets).tolist()
     total_nats = float(sums[0])
+    extra: dict[str, Any] = {}
+    if by_document is not None:
+        counts = torch.bincount(val.documents[val.documents >= 0], minlength=val.n_documents)
+        extra["documents"] = [
+            [int(n), nats] for n, nats in zip(counts.tolist(), by_document.tolist(), strict=True)
+        ]
     return {
         "val_loss": nll,
         "val_ppl": math.exp(min(nll, 700.0)),
@@ -72,6 +91,7 @@ def evaluate(
         "val_top5_accuracy": top5,
         "val_confidence": confidence,
         "val_entropy": entropy,
+        **extra,
     }
 
 
@@ -80,19 +100,28 @@ def target_sums(
     targets: torch.Tensor,
     to_logits: Callable[[torch.Tensor], torch.Tensor],
     rows: int,
+    owners: torch.Tensor | None = None,
+    by_owner: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The metric sums over (N, ...) features and their (N,) targets, ``rows`` at a time;
     ``to_logits`` turns a block of features into (rows, V) float logits (the LM head, or
-    nothing when the features are logits already)."""
+    nothing when the features are logits already). With ``owners`` (N,) (-1: unscored), each
+    scored target's nll is also added into ``by_owner`` at its owner's index."""
     sums = torch.zeros(5, dtype=torch.float64, device=features.device)
     for start in range(0, len(targets), rows):
         logits = to_logits(features[start : start + rows])
-        sums += _block_sums(logits, targets[start : start + rows])
+        block, nll = _block_sums(logits, targets[start : start + rows])
+        sums += block
+        if by_owner is not None and owners is not None:
+            block_owners = owners[start : start + rows]
+            scored = block_owners >= 0
+            by_owner.index_add_(0, block_owners[scored], nll[scored].double())
     return sums
 
 
-def _block_sums(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Sums over scored targets of (nll, top-1 hit, top-5 hit, max prob, entropy)."""
+def _block_sums(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sums over scored targets of (nll, top-1 hit, top-5 hit, max prob, entropy), and each
+    target's nll."""
     scored = targets != IGNORE_INDEX
     targets = targets.clamp(min=0)[:, None]  # unscored rows are computed, then zeroed
     log_probs = F.log_softmax(logits, dim=-1)
@@ -104,7 +133,7 @@ def _block_sums(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     stats = torch.stack(
         [nll, hits[:, 0].float(), hits.any(-1).float(), max_prob, entropy]
     )  # (5, N)
-    return (stats.double() * scored).sum(-1)
+    return (stats.double() * scored).sum(-1), nll
 
 
 def mfu(flops_per_s: float | None, peak: float | None) -> float | None:

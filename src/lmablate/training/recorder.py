@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from lmablate.analysis.rundata import DOCUMENTS_FILE
 from lmablate.config.run import RunConfig
 from lmablate.data import PreparedData, ValidationSet, validation_set
 from lmablate.data.cache import digest
@@ -58,6 +59,7 @@ class Recorder:
         self.model, self.optimizer, self.scaler = model, optimizer, scaler
         self.device, self.precision = device, precision
         self.val, self.vocab_size = val, vocab_size
+        self.documents: tuple[int, list[list[float]]] = (-1, [])  # the last evaluation's
         self.loop = loop
         self.t_start, self.elapsed_before = t_start, loop["elapsed_s"]
         self.tokens_per_step = tc.batch_size * tc.seq_len
@@ -86,11 +88,16 @@ class Recorder:
         return self.elapsed_before + time.perf_counter() - self.t_start
 
     def evaluate(self, step: int) -> dict[str, Any]:
+        scores = evaluate(
+            self.model, self.val, self.vocab_size, self.device, self.precision, per_document=True
+        )
+        # the per-document losses of the final evaluation go to eval_documents.json, not the log
+        self.documents = (step, scores.pop("documents"))
         record = {
             "kind": "eval",
             "step": step,
             "tokens_seen": step * self.tokens_per_step,
-            **evaluate(self.model, self.val, self.vocab_size, self.device, self.precision),
+            **scores,
             "elapsed": self.elapsed(),
         }
         self.metrics.write(record)
@@ -120,8 +127,9 @@ class Recorder:
         if self.data.test_tokens is None:
             return None
         tc = self.cfg.train
+        tokenizer = self.data.tokenizer
         test = validation_set(
-            self.data.test_tokens, tc.seq_len, tc.eval_tokens, self.data.tokenizer.decode
+            self.data.test_tokens, tc.seq_len, tc.eval_tokens, tokenizer.decode, tokenizer.eos_id
         )
         scores = evaluate(self.model, test, self.vocab_size, self.device, self.precision)
         self.log(f"test_loss {scores['val_loss']:.4f} on {test.n_targets:,} test targets")
@@ -194,6 +202,16 @@ class Recorder:
             test=test,
             processes=self.world.size,
         )
+        if status == "complete" and self.documents[0] == step:
+            write_json_atomic(
+                run_dir / DOCUMENTS_FILE,
+                {
+                    "step": step,
+                    "targets_digest": summary["eval"]["targets_digest"],
+                    "columns": ["targets", "nats"],
+                    "documents": self.documents[1],
+                },
+            )
         write_json_atomic(run_dir / "summary.json", summary)
         if status == "complete":  # only the final checkpoint is worth its disk space now
             for old in checkpoints(run_dir)[:-1]:

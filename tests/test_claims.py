@@ -1,0 +1,345 @@
+"""The rules that turn numbers into claims, on synthetic run directories with known answers:
+efficiency against a target every configuration reaches, the edge of a one-factor series, the
+late slope that replaced a 1% "converged" threshold, and the package's data files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lmablate.analysis.findings import analyze
+from lmablate.analysis.rundata import load_study_dir
+from lmablate.analysis.stats import late_slope
+from lmablate.config.run import RunConfig
+from lmablate.report.package import REFERENCE_COLUMNS, build_report
+
+Curve = list[tuple[int, float]]  # (tokens seen, loss)
+
+
+def write_run(
+    root: Path, variant: str, seed: int, evals: Curve, train: dict | None = None, **fields
+) -> None:
+    """One complete run: validation loss at ``evals``, training loss at ``train`` (default: the
+    validation curve plus 0.01), 100 tokens per step, 1,000 FLOPs per token."""
+    run = root / "runs" / variant / f"seed-{seed}"
+    run.mkdir(parents=True)
+    train_curve = train if train is not None else {t: loss + 0.01 for t, loss in evals if t}
+    records = [
+        {"kind": "train", "step": t // 100, "loss": loss, "step_time": 0.1, "tokens_seen": t}
+        for t, loss in sorted(train_curve.items())
+    ]
+    records += [
+        {
+            "kind": "eval",
+            "step": t // 100,
+            "val_loss": loss,
+            "val_bpb": loss / 3,
+            "val_accuracy": 0.1,
+            "val_ppl": math.exp(loss),
+            "tokens_seen": t,
+        }
+        for t, loss in evals
+    ]
+    records.sort(key=lambda r: (r["step"], r["kind"] == "train"))
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    tokens = evals[-1][0]
+    train_section = {"max_steps": tokens // 100, "data_seed": seed, **fields}
+    (run / "config.json").write_text(json.dumps({"model": {}, "train": train_section}))
+    final = evals[-1][1]
+    (run / "summary.json").write_text(
+        json.dumps(
+            {
+                "status": "complete",
+                "step": tokens // 100,
+                "final_val_loss": final,
+                "final_val_bpb": final / 3,
+                "final_val_accuracy": 0.1,
+                "final_train_loss": final + 0.01,
+                "tokens_seen": tokens,
+                "flops_per_token": 1000,
+                "total_flops": tokens * 1000,
+                "epochs": 1.0,
+                "params": {"total": 10, "non_embedding": 5},
+            }
+        )
+    )
+
+
+def write_study(root: Path, variants: dict[str, dict], seeds: int = 1) -> Path:
+    """A resolved study.yaml (defaults everywhere) with these variants' changes."""
+    resolved = RunConfig().model_dump(mode="json")
+    (root / "study.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "claims",
+                "seeds": list(range(seeds)),
+                "data": resolved["data"],
+                "baseline": {"model": resolved["model"], "train": resolved["train"]},
+                "variants": variants,
+            }
+        )
+    )
+    return root
+
+
+def line(start: float, end: float, tokens: int, points: int = 11) -> Curve:
+    """A validation curve falling linearly from ``start`` to ``end`` over ``tokens``."""
+    return [
+        (round(tokens * i / (points - 1)), start + (end - start) * i / (points - 1))
+        for i in range(points)
+    ]
+
+
+# ------------------------------------------------------------------------------ efficiency
+
+
+def test_a_short_run_better_at_every_budget_is_more_efficient(tmp_path):
+    """A run half as long that is below the baseline at every budget they share never reaches
+    the baseline's final loss; against the common target it ranks first, as it should."""
+    write_study(tmp_path, {"short": {"max_steps": 10}})
+    write_run(tmp_path, "baseline", 0, line(8.0, 3.0, 2000))
+    write_run(tmp_path, "short", 0, line(8.0, 4.0, 1000), max_steps=10)
+    analysis = analyze(load_study_dir(tmp_path))
+
+    assert analysis.target_loss == pytest.approx(4.0)  # the higher of the two lowest losses
+    assert [v for v, _ in analysis.efficiency_ranking] == ["short", "baseline"]
+    # baseline: 8 - 5t/2000 = 4 at t = 1600 tokens; short reaches 4.0 at its end, 1000 tokens
+    assert analysis.per_variant["baseline"]["flops_to_target"] == pytest.approx(1600 * 1000)
+    assert analysis.per_variant["short"]["flops_to_target"] == pytest.approx(1000 * 1000)
+    assert analysis.findings["most_efficient_config"] == "short"
+    assert analysis.findings["not_reaching_target"] == []
+    # the better-trained baseline still ranks first on final loss: the two claims differ
+    assert analysis.ranking[0][0] == "baseline"
+
+
+def test_every_ranked_configuration_is_placed_on_efficiency(tmp_path):
+    finals = {"baseline": 3.0, "a": 3.4, "b": 2.8, "c": 3.9}
+    write_study(tmp_path, {v: {"learning_rate": 0.001 * (i + 2)} for i, v in enumerate("abc")})
+    for variant, final in finals.items():
+        write_run(tmp_path, variant, 0, line(8.0, final, 2000))
+    analysis = analyze(load_study_dir(tmp_path))
+    assert analysis.target_loss == pytest.approx(3.9)
+    flops = dict(analysis.efficiency_ranking)
+    assert set(flops) == set(finals) and None not in flops.values()
+    assert list(flops) == ["b", "baseline", "a", "c"]  # steeper lines reach 3.9 sooner
+
+
+# ------------------------------------------------------------------------- edge of a sweep
+
+
+def _series(tmp_path, losses: dict[str, tuple[float, float]], extra: dict | None = None):
+    """baseline + variants, each changing the learning rate alone: {variant: (lr, final)}."""
+    extra = extra or {}
+    write_study(
+        tmp_path,
+        {
+            v: {"learning_rate": lr, **extra.get(v, {})}
+            for v, (lr, _) in losses.items()
+            if v != "baseline"
+        },
+    )
+    for variant, (lr, final) in losses.items():
+        write_run(tmp_path, variant, 0, line(8.0, final, 2000), learning_rate=lr)
+    return analyze(load_study_dir(tmp_path))
+
+
+def test_a_monotone_learning_rate_trio_is_flagged_at_its_edge(tmp_path):
+    analysis = _series(
+        tmp_path,
+        {"baseline": (3e-4, 3.2), "low_lr": (1e-4, 3.5), "high_lr": (1e-3, 3.0)},
+    )
+    [edge] = analysis.sweep_edges
+    assert edge["field"] == "learning_rate"
+    assert (edge["best"], edge["edge"], edge["baseline_value"]) == ("high_lr", "highest", 3e-4)
+    assert [p["variant"] for p in edge["points"]] == ["low_lr", "baseline", "high_lr"]
+
+    from lmablate.report.results import key_findings
+
+    text = "\n".join(key_findings(analysis, 1))
+    assert "Edge of a sweep (learning_rate)" in text
+    assert "baseline's learning_rate (0.0003) is likely under-tuned" in text
+    assert "inherits" in text
+
+
+def test_a_series_with_its_best_inside_is_not_flagged(tmp_path):
+    analysis = _series(
+        tmp_path,
+        {"baseline": (3e-4, 3.0), "low_lr": (1e-4, 3.5), "high_lr": (1e-3, 3.2)},
+    )
+    assert analysis.sweep_edges == []
+
+
+def test_a_variant_changing_two_fields_is_not_part_of_a_series(tmp_path):
+    analysis = _series(
+        tmp_path,
+        {"baseline": (3e-4, 3.2), "low_lr": (1e-4, 3.5), "high_lr": (1e-3, 3.0)},
+        extra={"high_lr": {"batch_size": 32}},
+    )
+    assert analysis.sweep_edges == []  # two points left: no series
+
+
+def test_the_baseline_at_the_edge_is_named_as_such(tmp_path):
+    analysis = _series(
+        tmp_path,
+        {"baseline": (1e-3, 3.0), "mid_lr": (3e-4, 3.2), "low_lr": (1e-4, 3.5)},
+    )
+    [edge] = analysis.sweep_edges
+    assert edge["best"] == "baseline" and edge["edge"] == "highest"
+
+
+# ----------------------------------------------------------------------------- late slope
+
+
+def test_late_slope_of_a_known_line_with_noise():
+    rng = random.Random(0)
+    # steep early descent (ignored), then 0.5 nats per million tokens over the last fifth
+    points = [(t, 9.0 - 4e-6 * t) for t in range(0, 800_000, 20_000)]
+    points += [
+        (t, 5.8 - 0.5e-6 * (t - 800_000) + rng.gauss(0, 0.002))
+        for t in range(800_000, 1_000_001, 5_000)
+    ]
+    slope = late_slope(points)
+    assert slope.n_points == 41 and slope.tokens == 200_000
+    assert slope.ci_low < -0.5 < slope.ci_high
+    assert slope.slope == pytest.approx(-0.5, abs=0.05)
+    assert slope.reading == "still falling"
+    assert slope.drop == pytest.approx(0.1, abs=0.01)  # 0.5 per M over 0.2 M tokens
+
+
+def test_late_slope_reads_a_flat_noisy_tail_as_flat():
+    rng = random.Random(1)
+    points = [(t, 3.0 + rng.gauss(0, 0.05)) for t in range(0, 1_000_001, 10_000)]
+    slope = late_slope(points)
+    assert slope.reading == "flat within noise"
+    assert slope.ci_low < 0 < slope.ci_high
+
+
+def test_late_slope_reads_a_rising_tail_and_exact_lines():
+    rising = late_slope([(t, 2.0 + 1e-6 * t) for t in range(0, 1_000_001, 50_000)])
+    assert rising.reading == "rising" and rising.slope == pytest.approx(1.0)
+    assert late_slope([(0, 3.0), (100, 2.0)]).reading == "too few points"
+    assert late_slope([(0, 3.0)]) is None
+
+
+def test_converged_follows_the_late_slope_not_a_threshold(tmp_path):
+    """Both runs fall ~1% over their last fifth; the old rule called one converged. Both are
+    still falling, and the report says so."""
+    write_study(tmp_path, {"b": {"learning_rate": 0.002}})
+    for variant, late_drop in (("baseline", 0.0085), ("b", 0.0115)):
+        train = {t: 3.0 * (1 - late_drop * t / 2000) for t in range(100, 2001, 100)}
+        write_run(tmp_path, variant, 0, line(8.0, 3.0, 2000), train=train)
+    table = analyze(load_study_dir(tmp_path)).per_variant
+    for variant in ("baseline", "b"):
+        assert table[variant]["late_slope"]["reading"] == "still falling"
+        assert table[variant]["converged"] is False
+
+
+# ------------------------------------------------------------------------------ data files
+
+
+def test_data_files_one_row_per_configuration_and_numeric_seeds(tmp_path):
+    write_study(tmp_path, {"b": {"learning_rate": 0.002}}, seeds=2)
+    for variant, finals in (("baseline", (3.0, 3.1)), ("b", (2.9, 3.05))):
+        for seed, final in enumerate(finals):
+            write_run(tmp_path, variant, seed, line(8.0, final, 2000))
+    report = build_report(tmp_path)
+
+    with (report / "performance_metrics.csv").open() as f:
+        reader = csv.DictReader(f)
+        configs = list(reader)
+    assert reader.fieldnames[: len(REFERENCE_COLUMNS)] == REFERENCE_COLUMNS
+    assert [r["configuration"] for r in configs] == ["baseline", "b"]
+    assert float(configs[0]["eval_loss"]) == pytest.approx(3.05)
+    with (report / "run_metrics.csv").open() as f:
+        runs = list(csv.DictReader(f))
+    assert len(runs) == 4
+    assert [int(r["seed"]) for r in runs] == [0, 1, 0, 1]  # every seed parses as a number
+    assert {r["configuration"] for r in runs} == {"baseline", "b"}
+    with zipfile.ZipFile(report / "research_package.zip") as zf:
+        assert "study.yaml" in zf.namelist()
+        assert "run_metrics.csv" in zf.namelist()
+
+
+# ------------------------------------------------------------- bootstrap over documents
+
+
+def test_document_bootstrap_covers_a_known_difference_at_its_stated_rate():
+    """Documents of random length drawn from a population whose per-target difference is
+    known: the 95% interval covers it in about 95% of simulated studies."""
+    import numpy as np
+
+    from lmablate.analysis.stats import document_bootstrap
+
+    rng = np.random.default_rng(1)
+    true_difference, covered, trials = -0.05, 0, 400
+    for trial in range(trials):
+        targets = rng.integers(20, 400, size=150)
+        baseline = targets * 3.0 + rng.normal(0, 1.0, 150) * np.sqrt(targets) * 2
+        # a document-level effect (some documents gain more) plus per-target noise
+        effect = true_difference + rng.normal(0, 0.08, 150)
+        variant = baseline + targets * effect + rng.normal(0, 0.5, 150) * np.sqrt(targets)
+        interval = document_bootstrap(
+            variant.tolist(), baseline.tolist(), targets.tolist(), resamples=1000, rng_seed=trial
+        )
+        covered += interval.ci_low <= true_difference <= interval.ci_high
+    # 400 trials: the rate's standard error is 0.011, so this is 0.95 within ±2.7 of them
+    assert 0.92 <= covered / trials <= 0.98
+
+
+def test_document_bootstrap_by_hand():
+    from lmablate.analysis.stats import document_bootstrap
+
+    interval = document_bootstrap([12.0, 5.0, 9.0], [10.0, 6.0, 9.0], [4, 2, 4])
+    assert interval.difference == pytest.approx(1.0 / 10)  # (2 - 1 + 0) / 10 targets
+    assert interval.ci_low <= interval.difference <= interval.ci_high
+    assert (interval.documents, interval.targets) == (3, 10)
+    assert document_bootstrap([1.0], [2.0], [3]) is None  # one document: nothing to resample
+
+
+def _with_documents(root: Path, variant: str, seed: int, nats: list[float], digest="abc"):
+    (root / "runs" / variant / f"seed-{seed}" / "eval_documents.json").write_text(
+        json.dumps(
+            {
+                "step": 20,
+                "targets_digest": digest,
+                "columns": ["targets", "nats"],
+                "documents": [[10, x] for x in nats],
+            }
+        )
+    )
+
+
+def test_one_seed_study_reports_document_intervals(tmp_path):
+    write_study(tmp_path, {"better": {"learning_rate": 0.002}, "other": {"batch_size": 4}})
+    rng = random.Random(0)
+    base = [30.0 + rng.gauss(0, 3) for _ in range(40)]
+    for variant, shift in (("baseline", 0.0), ("better", -2.0), ("other", 0.0)):
+        write_run(tmp_path, variant, 0, line(8.0, 3.0 + shift / 10, 2000))
+        noise = [rng.gauss(0, 0.3) for _ in base] if variant != "baseline" else [0.0] * 40
+        _with_documents(
+            tmp_path,
+            variant,
+            0,
+            [b + shift + e for b, e in zip(base, noise, strict=True)],
+            digest="other" if variant == "other" else "abc",
+        )
+    analysis = analyze(load_study_dir(tmp_path))
+    better = analysis.document_intervals["better"]
+    assert better["difference"] == pytest.approx(-0.2, abs=0.02)  # -2 nats over 10 targets
+    assert better["ci_high"] < 0 and better["seeds"] == 1
+    assert "different targets" in analysis.document_intervals["other"]["note"]
+
+    from lmablate.report.sections import statistics_section
+
+    text = "\n".join(statistics_section(analysis, 1))
+    assert "paired bootstrap interval over documents" in text
+    assert "not seed variance" in text
+    assert "| better |" in text and "lower" in text
+    assert "n/a | n/a" not in text  # no rows of empty test columns with one seed
