@@ -50,8 +50,17 @@ def write_run(
     records.sort(key=lambda r: (r["step"], r["kind"] == "train"))
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     tokens = evals[-1][0]
-    train_section = {"max_steps": tokens // 100, "data_seed": seed, **fields}
-    (run / "config.json").write_text(json.dumps({"model": {}, "train": train_section}))
+    resolved = RunConfig().model_dump(mode="json")
+    train_section = {
+        **resolved["train"],
+        "max_steps": tokens // 100,
+        "warmup_steps": 2,
+        "data_seed": seed,
+        **fields,
+    }
+    (run / "config.json").write_text(
+        json.dumps({"model": resolved["model"], "train": train_section})
+    )
     final = evals[-1][1]
     (run / "summary.json").write_text(
         json.dumps(
@@ -343,3 +352,62 @@ def test_one_seed_study_reports_document_intervals(tmp_path):
     assert "not seed variance" in text
     assert "| better |" in text and "lower" in text
     assert "n/a | n/a" not in text  # no rows of empty test columns with one seed
+
+
+# ---------------------------------------------------------------------------------- figures
+
+
+def _pdf_size_and_fonts(path: Path) -> tuple[tuple[float, float], set[float]]:
+    """The page size in inches and every font size (points) that the PDF's text uses."""
+    import re
+    import zlib
+
+    data = path.read_bytes()
+    box = re.search(rb"/MediaBox \[\s*([\d.]+) ([\d.]+) ([\d.]+) ([\d.]+)\s*\]", data)
+    width, height = (float(box.group(3)) / 72, float(box.group(4)) / 72)
+    sizes = set()
+    for stream in re.finditer(rb"stream\r?\n(.*?)\r?\nendstream", data, re.S):
+        try:
+            content = zlib.decompress(stream.group(1))
+        except zlib.error:
+            continue
+        sizes |= {float(x) for x in re.findall(rb"/F\d+ ([\d.]+) Tf", content)}
+    return (width, height), sizes
+
+
+def test_every_figure_is_paper_sized_readable_and_plots_each_series_once(tmp_path):
+    """Two seeds, a learning-rate sweep (so the sensitivity and schedule figures exist too) and
+    a configuration with twice the tokens per step."""
+    lrs = {"lr=0.001": 0.001, "lr=0.003": 0.003}
+    write_study(tmp_path, {**{n: {"learning_rate": lr} for n, lr in lrs.items()}}, seeds=2)
+    study = yaml.safe_load((tmp_path / "study.yaml").read_text())
+    study["sweeps"] = [
+        {"fields": {"learning_rate": [0.001, 0.003]}, "variants": {"baseline": list(lrs)}}
+    ]
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
+    finals = {"baseline": (3.0, 3.1), "lr=0.001": (2.9, 3.0), "lr=0.003": (3.3, 3.2)}
+    for variant, values in finals.items():
+        for seed, final in enumerate(values):
+            lr = lrs.get(variant, 3e-4)
+            write_run(tmp_path, variant, seed, line(8.0, final, 2000), learning_rate=lr)
+    report = build_report(tmp_path)
+    figures = json.loads((report / "research_data.json").read_text())["visualizations"]
+    assert {"lr_sensitivity.png", "learning_rate_schedules.png"} <= set(figures)
+
+    import matplotlib.image
+
+    seen: dict[tuple, str] = {}
+    for name, figure in figures.items():
+        (width, height), fonts = _pdf_size_and_fonts(report / "paper" / name.replace("png", "pdf"))
+        assert min(abs(width - 3.3), abs(width - 6.8)) < 0.01, (name, width)
+        assert (width, height) == pytest.approx(figure["size_in"], abs=0.01)
+        assert fonts and min(fonts) >= 7, (name, sorted(fonts))
+        pixels = matplotlib.image.imread(report / name).shape
+        assert pixels[1] == pytest.approx(width * 200, abs=1), name  # the PNG: same size
+        for panel in figure["panels"]:
+            for series in panel["series"]:
+                key = (panel["x"], panel["y"], series)
+                assert key not in seen, f"{key} drawn in {seen.get(key)} and {name}"
+                seen[key] = name
+            if "loss" in panel["y"] and "change" not in panel["y"] and "excess" not in panel["y"]:
+                assert panel["y_range"][0] > 0, (name, panel)  # loss axes need not start at 0

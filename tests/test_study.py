@@ -206,8 +206,8 @@ def test_tiny_study_builds_a_complete_package(finished_study):
         "final_performance_comparison.png",
         "efficiency_analysis.png",
         "convergence_analysis.png",
-        "val_loss_vs_tokens.png",
         "val_loss_vs_time.png",
+        "equal_budget_comparison.png",
     ):
         image = matplotlib.image.imread(report / name)
         assert image.shape[0] > 300 and image.shape[1] > 500, name

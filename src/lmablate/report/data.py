@@ -60,7 +60,7 @@ def _progression(study: StudyData, variant: str, kind: str, key: str) -> dict[st
     }
 
 
-def research_data(study: StudyData, analysis: Analysis, figures: dict[str, str]) -> dict:
+def research_data(study: StudyData, analysis: Analysis, figures: dict[str, dict[str, Any]]) -> dict:
     setup = study.study
     baseline = setup["baseline"]
     env = _environment(study)

@@ -1,7 +1,16 @@
-"""Figures of a study, drawn from the analysis tables with matplotlib's Agg backend. No torch.
+"""Figures of a study, drawn at paper size from the analysis tables. No torch.
 
-Every figure has a title, axis labels with units and a legend. Curves of a variant with
-several complete seeds are the mean over seeds, with the seeds' range shaded.
+Every figure is drawn for a two-column paper: one column (3.3 in) or the text width (6.8 in)
+wide, its text at least 7 pt at that size, and saved twice at exactly that size: PNG for the
+report, vector PDF (TrueType fonts) under ``paper/``. Each quantity is plotted once across the
+package: validation loss against tokens, FLOPs and time each have one panel. Colours are the
+Okabe-Ito palette (distinguishable with every common colour-vision deficiency) with a marker
+per configuration at its evaluation points, so a curve reads in grey too. Loss axes start near
+the data, never at 0; error bars appear only where several seeds give a spread (the seeds' 95%
+interval), and curves of several seeds are their mean with the seeds' range shaded.
+
+``draw_all`` returns, per figure, its description, its size and what each panel plots (read
+back from the drawn axes), which research_data.json records under ``visualizations``.
 """
 
 from __future__ import annotations
@@ -17,28 +26,57 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib import ticker
+from matplotlib.lines import Line2D
 from pydantic import ValidationError
 
 from lmablate.analysis.findings import Analysis
 from lmablate.analysis.rundata import RunData, StudyData, eval_curve
-from lmablate.analysis.validity import BUDGETS
 from lmablate.config.run import TrainConfig
 from lmablate.optim.schedules import lr_at
 
-LOSS = "loss (nats / token)"
-FIGURES = {
-    "training_loss_comparison.png": "Training and validation loss against tokens seen",
-    "final_performance_comparison.png": "Final validation loss, bits per byte, accuracy and "
-    "top-5 accuracy per configuration (training loss beside validation loss)",
-    "efficiency_analysis.png": "Validation loss against training compute, compute to reach the "
-    "target loss, and throughput",
-    "convergence_analysis.png": "Validation loss by step, and how fast it was still falling "
-    "(loss drop per million tokens between evaluations)",
-    "val_loss_vs_tokens.png": "Validation loss against tokens seen (equal-data view)",
-    "val_loss_vs_time.png": "Validation loss against training time (equal-time view)",
-    "equal_budget_comparison.png": "Validation loss against tokens, training FLOPs and "
-    "training time on shared axes, with the budget every variant reached marked",
+COLUMN, TEXT = 3.3, 6.8  # widths in inches: one column, the text width
+PANEL_HEIGHT = 2.3
+DPI = 200
+STYLE = {
+    "font.size": 7,
+    "axes.titlesize": 8,
+    "axes.labelsize": 7,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "legend.fontsize": 7,
+    "legend.title_fontsize": 7,
+    "figure.titlesize": 8,
+    "lines.linewidth": 1.2,
+    "lines.markersize": 3.5,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.5,
+    "axes.linewidth": 0.6,
+    "pdf.fonttype": 42,  # TrueType: text stays text in the PDF, as publishers ask
+    "savefig.dpi": DPI,
 }
+# Okabe & Ito (2008), "Color Universal Design": black first, for the baseline
+PALETTE = ["#000000", "#0072B2", "#D55E00", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#F0E442"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+LINESTYLES = ["-", "--", ":", "-."]
+VAL_LOSS = "validation loss (nats/token)"
+TRAIN_LOSS = "training loss (nats/token)"
+RATE = "loss change (nats/token per M tokens)"
+
+
+def _si(value: float, _position: Any = None) -> str:
+    """Tick labels in plain text (no superscripts, which would print below 7 pt)."""
+    for factor, suffix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def _plain_log(axis) -> None:
+    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(ticker.NullFormatter())
+
+
 SCHEDULE_FIGURE = "learning_rate_schedules.png"
 SCHEDULE_FIELDS = (
     "learning_rate",
@@ -69,53 +107,57 @@ SCALING_FIGURE = "compute_multipliers.png"
 SENSITIVITY_FIGURE = "lr_sensitivity.png"
 
 
-def draw_sensitivity(study: StudyData, analysis: Analysis, out: Path) -> dict[str, str]:
-    """Final loss against the learning rate (log x; seeds' 95% intervals as error bars) per
-    configuration, beside each configuration's sensitivity; nothing without a tuned or swept
-    learning rate."""
+def draw_sensitivity(analysis: Analysis, styles, out: Path) -> dict[str, dict[str, Any]]:
+    """Final loss against the learning rate (log x; seeds' 95% intervals where there is a
+    spread) per configuration, beside each configuration's sensitivity; nothing without a
+    tuned or swept learning rate."""
     curves = analysis.sensitivity
     if not curves:
         return {}
-    colors = _colors(study.variants)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), width_ratios=[2, 1])
+    fig, (left, right) = _figure(TEXT, 2, len(curves))
     for config, curve in curves.items():
-        x = [p["learning_rate"] for p in curve["points"]]
-        y = [p["val_loss"] for p in curve["points"]]
-        low = [
-            y_ - (p["ci_low"] if p["ci_low"] is not None else y_)
-            for p, y_ in zip(curve["points"], y, strict=True)
-        ]
-        high = [
-            (p["ci_high"] if p["ci_high"] is not None else y_) - y_
-            for p, y_ in zip(curve["points"], y, strict=True)
-        ]
+        points = curve["points"]
+        x = [p["learning_rate"] for p in points]
+        y = [p["val_loss"] for p in points]
+        spread = all(p["ci_low"] is not None for p in points)
+        style = styles[config]
         left.errorbar(
-            x, y, yerr=[low, high], marker="o", capsize=3, color=colors[config], label=config
+            x,
+            y,
+            yerr=[
+                [y_ - p["ci_low"] for p, y_ in zip(points, y, strict=True)],
+                [p["ci_high"] - y_ for p, y_ in zip(points, y, strict=True)],
+            ]
+            if spread
+            else None,
+            marker=style["marker"],
+            linestyle=style["linestyle"],
+            capsize=2 if spread else 0,
+            color=style["color"],
+            markersize=3.5,
+            label=config,
         )
     left.set_xscale("log")
-    left.set(
-        title="Final validation loss against learning rate",
-        xlabel="peak learning rate",
-        ylabel=LOSS,
-    )
-    left.legend(fontsize=8)
-    left.grid(alpha=0.3, which="both")
+    _plain_log(left.xaxis)
+    left.set(title="(a) Final loss by learning rate", xlabel="peak learning rate", ylabel=VAL_LOSS)
     names = list(curves)
-    right.bar(names, [curves[c]["sensitivity"] for c in names], color=[colors[c] for c in names])
+    _bars(right, names, [curves[c]["sensitivity"] for c in names], [None] * len(names), styles)
     right.set(
-        title="Learning-rate sensitivity",
-        ylabel="mean excess loss over the grid (nats)",
+        title="(b) Learning-rate sensitivity", ylabel="mean excess loss on the grid (nats/token)"
     )
-    right.tick_params(axis="x", rotation=30)
-    right.grid(alpha=0.3, axis="y")
-    _finish(fig, out / SENSITIVITY_FIGURE)
-    return {
-        SENSITIVITY_FIGURE: "Final validation loss against the learning rate per configuration "
-        "(seeds' 95% intervals), and each configuration's learning-rate sensitivity"
-    }
+    _legend_below(fig, [left])
+    return _finish(
+        fig,
+        out / SENSITIVITY_FIGURE,
+        "Final validation loss against the learning rate per configuration (seeds' 95% "
+        "intervals where several seeds give a spread), and each configuration's "
+        "learning-rate sensitivity",
+    )
 
 
-def draw_scaling(study: StudyData, analysis: Analysis, out: Path) -> dict[str, str]:
+def draw_scaling(
+    study: StudyData, analysis: Analysis, styles, out: Path
+) -> dict[str, dict[str, Any]]:
     """The budget ladder's runs, its power-law fit, and every configuration at its compute,
     with an arrow to the baseline compute that matches its loss; nothing without a fit."""
     scaling = analysis.scaling
@@ -124,14 +166,14 @@ def draw_scaling(study: StudyData, analysis: Analysis, out: Path) -> dict[str, s
         return {}
     c0 = fit["C0_flops"]
     rungs = {"baseline", *study.ladder}
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, (ax,) = _figure(TEXT, 1, len(scaling["multipliers"]) + 2)
     points = [
         (m["total_flops"] / c0, m["eval_loss"])
         for m in analysis.per_run
         if m["variant"] in rungs and m["status"] == "complete" and m["total_flops"]
     ]
     ax.scatter(
-        *zip(*points, strict=True), color="0.2", s=18, label="baseline budget ladder", zorder=3
+        *zip(*points, strict=True), color="0.35", s=10, label="baseline budget ladder", zorder=3
     )
     low, high = scaling["ladder_range"]
     needed = [r["baseline_compute_to_match"] for r in scaling["multipliers"].values()]
@@ -145,38 +187,46 @@ def draw_scaling(study: StudyData, analysis: Analysis, out: Path) -> dict[str, s
     ax.plot(
         grid,
         fit["E"] + fit["A"] * grid ** (-fit["alpha"]),
-        color="0.4",
+        color="0.45",
         linestyle="--",
         label=f"fit: {fit['E']:.3g} + {fit['A']:.3g}·C^-{fit['alpha']:.3g}",
     )
-    colors = _colors(study.variants)
     for variant, row in scaling["multipliers"].items():
         x, y = row["relative_compute"], row["val_loss"]
         text = "beyond fit" if row["multiplier"] is None else f"{row['multiplier']:.2g}x"
-        ax.scatter([x], [y], color=colors[variant], s=40, zorder=4, label=f"{variant} ({text})")
+        style = styles[variant]
+        ax.plot(
+            [x],
+            [y],
+            linestyle="none",
+            marker=style["marker"],
+            color=style["color"],
+            markersize=5,
+            zorder=4,
+            label=f"{variant} ({text})",
+        )
         if row["baseline_compute_to_match"]:
             ax.annotate(
                 "",
                 xy=(row["baseline_compute_to_match"], y),
                 xytext=(x, y),
-                arrowprops={"arrowstyle": "->", "color": colors[variant], "alpha": 0.6},
+                arrowprops={"arrowstyle": "->", "color": style["color"], "alpha": 0.6},
             )
     ax.set_xscale("log", base=2)  # ladders double
-    ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
-    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    _plain_log(ax.xaxis)
     ax.set(
         title="Compute multipliers against the baseline's budget ladder",
         xlabel="training compute (multiples of the baseline's)",
-        ylabel=LOSS,
+        ylabel="final validation loss (nats/token)",
     )
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3, which="both")
-    _finish(fig, out / SCALING_FIGURE)
-    return {
-        SCALING_FIGURE: "Final validation loss against training compute: the baseline's budget "
-        "ladder, its power-law fit, and each configuration with an arrow to the baseline compute "
-        "that matches its loss"
-    }
+    _legend_below(fig, [ax])
+    return _finish(
+        fig,
+        out / SCALING_FIGURE,
+        "Final validation loss against training compute: the baseline's budget ladder, its "
+        "power-law fit, and each configuration with an arrow to the baseline compute that "
+        "matches its loss",
+    )
 
 
 def _schedule_label(cfg: TrainConfig) -> str:
@@ -188,7 +238,7 @@ def _schedule_label(cfg: TrainConfig) -> str:
     return f"{cfg.schedule} {floor}"
 
 
-def draw_schedules(study: StudyData, out: Path) -> dict[str, str]:
+def draw_schedules(study: StudyData, styles, out: Path) -> dict[str, dict[str, Any]]:
     """The learning rate of every update, from the schedule function the runs trained with,
     for every variant whose schedule differs from another's; nothing when all are the same."""
     configs = _schedules(study)
@@ -198,38 +248,73 @@ def draw_schedules(study: StudyData, out: Path) -> dict[str, str]:
         groups.setdefault(tuple(getattr(cfg, f) for f in SCHEDULE_FIELDS), []).append(variant)
     if len(groups) < 2:
         return {}
-    colors = _colors(study.variants)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, (ax,) = _figure(TEXT, 1, 0)
     for same in groups.values():
         variant, cfg = same[0], configs[same[0]]
         steps = np.arange(cfg.max_steps)
+        style = styles[variant]
         ax.plot(
             steps + 1,
             [lr_at(int(s), cfg) for s in steps],
-            color=colors[variant],
+            color=style["color"],
+            linestyle=style["linestyle"],
             label=", ".join(same) + f" ({_schedule_label(cfg)})",
-            linewidth=1.5,
         )
     peaks = [c.learning_rate for c in configs.values()]
     if max(peaks) / min(peaks) > 5:
         ax.set_yscale("log")
-    ax.set(
-        title="Learning-rate schedules",
-        xlabel="optimizer step",
-        ylabel="learning rate",
+        _plain_log(ax.yaxis)
+    ax.set(title="Learning-rate schedules", xlabel="optimizer step", ylabel="learning rate")
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    return _finish(
+        fig,
+        out / SCHEDULE_FIGURE,
+        "Learning rate at every optimizer step for each distinct schedule (the function the "
+        "runs trained with; each parameter group scales it by its multiplier)",
     )
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    _finish(fig, out / SCHEDULE_FIGURE)
+
+
+# ------------------------------------------------------------------------------- helpers
+
+
+def _styles(variants: list[str]) -> dict[str, dict[str, Any]]:
+    """Colour, marker and line style per configuration; past eight, the line style changes."""
     return {
-        SCHEDULE_FIGURE: "Learning rate at every optimizer step for each distinct schedule "
-        "(the function the runs trained with; each parameter group scales it by its multiplier)"
+        v: {
+            "color": PALETTE[i % len(PALETTE)],
+            "marker": MARKERS[i % len(MARKERS)],
+            "linestyle": LINESTYLES[(i // len(PALETTE)) % len(LINESTYLES)],
+        }
+        for i, v in enumerate(variants)
     }
 
 
-def _colors(variants: list[str]) -> dict[str, Any]:
-    cmap = plt.get_cmap("tab10")
-    return {v: cmap(i % 10) for i, v in enumerate(variants)}
+def _legend_columns(width: float) -> int:
+    return 4 if width >= TEXT else 2
+
+
+def _figure(width: float, panels: int, legend_entries: int = 0, rows: int = 1):
+    """A constrained-layout figure ``width`` inches wide, with room below for a legend of
+    ``legend_entries``."""
+    legend_rows = -(-legend_entries // _legend_columns(width)) if legend_entries else 0
+    height = PANEL_HEIGHT * rows + 0.16 * legend_rows + (0.1 if legend_rows else 0)
+    fig, axes = plt.subplots(
+        rows, panels // rows, figsize=(width, height), layout="constrained", squeeze=False
+    )
+    return fig, list(axes.flat)
+
+
+def _legend_below(fig, axes: list) -> None:
+    handles, labels = {}, {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if label not in labels:
+                handles[label], labels[label] = handle, label
+    if handles:
+        fig.legend(
+            list(handles.values()), list(handles), loc="outside lower center",
+            ncols=_legend_columns(fig.get_size_inches()[0]), frameon=False,
+        )  # fmt: skip
 
 
 def _mean_series(
@@ -248,30 +333,36 @@ def _mean_series(
     low, high = max(min(s) for s in series), min(max(s) for s in series)
     if high <= low:
         return None
-    grid = np.linspace(low, high, 64)
+    grid = np.linspace(low, high, 32)
     ys = np.array([np.interp(grid, sorted(s), [s[x] for x in sorted(s)]) for s in series])
     return grid, ys.mean(0), ys.min(0), ys.max(0)
 
 
-def _plot_curves(ax, study: StudyData, colors, points, complete_only: bool = False) -> None:
-    for variant in study.variants:
-        runs = [
-            r
-            for r in study.runs_of(variant)
-            if r.records and (r.status == "complete" or not complete_only)
-        ]
+def _plot_curves(ax, study: StudyData, styles, points, markers: bool = True) -> None:
+    """Each compared configuration's curve (seed mean; seeds' range shaded when several)."""
+    for variant in study.compared:
+        runs = [r for r in study.runs_of(variant) if r.records]
         line = _mean_series(runs, points)
         if line is None:
             continue
         x, mean, low, high = line
-        ax.plot(x, mean, color=colors[variant], label=variant, linewidth=1.6)
-        if len(runs) > 1:
-            ax.fill_between(x, low, high, color=colors[variant], alpha=0.15, linewidth=0)
+        style = styles[variant]
+        ax.plot(
+            x,
+            mean,
+            color=style["color"],
+            linestyle=style["linestyle"],
+            marker=style["marker"] if markers else None,
+            markersize=3,
+            label=variant,
+        )
+        if len(runs) > 1 and np.any(high > low):
+            ax.fill_between(x, low, high, color=style["color"], alpha=0.15, linewidth=0)
 
 
-def _eval_points(key: str, budget: str) -> Callable[[RunData], list[tuple[float, float]]]:
+def _eval_points(budget: str) -> Callable[[RunData], list[tuple[float, float]]]:
     def points(run: RunData) -> list[tuple[float, float]]:
-        return [(p[budget], p[key]) for p in eval_curve(run) if p[budget] is not None]
+        return [(p[budget], p["val_loss"]) for p in eval_curve(run) if p[budget] is not None]
 
     return points
 
@@ -280,207 +371,337 @@ def _train_points(run: RunData) -> list[tuple[float, float]]:
     return [(r["tokens_seen"], r["loss"]) for r in run.train_records]
 
 
-def _finish(fig, path: Path) -> None:
-    """PNG for the report, and the same figure as vector PDF under paper/ for a manuscript."""
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    (path.parent / "paper").mkdir(exist_ok=True)
-    fig.savefig(path.parent / "paper" / path.with_suffix(".pdf").name)
-    plt.close(fig)
+def _rate_points(run: RunData) -> list[tuple[float, float]]:
+    """Change of validation loss per million tokens between consecutive evaluations."""
+    return [
+        (
+            after["tokens_seen"],
+            (after["val_loss"] - before["val_loss"])
+            / (after["tokens_seen"] - before["tokens_seen"])
+            * 1e6,
+        )
+        for before, after in itertools.pairwise(run.eval_records)
+        if after["tokens_seen"] > before["tokens_seen"]
+    ]
+
+
+def _matched_line(ax, analysis: Analysis, budget: str) -> None:
+    matched = analysis.equal_budgets.get(budget, {}).get("matched_budget")
+    if matched is not None:
+        ax.axvline(
+            matched,
+            color="0.45",
+            linestyle=":",
+            linewidth=0.9,
+            label="budget every run reached",
+        )
 
 
 def _target_line(ax, analysis: Analysis) -> None:
     if analysis.target_loss is not None:
         ax.axhline(
             analysis.target_loss,
-            color="0.3",
+            color="0.45",
             linestyle="--",
-            linewidth=1,
-            label=f"target {analysis.target_loss:.3f}",
+            linewidth=0.9,
+            label="common target loss",
         )
 
 
-def _bars(
+def _dots(
     ax,
     names: list[str],
     values: list[float | None],
-    errors: list[float | None],
-    colors,
-    title: str,
-    ylabel: str,
-    missing: str = "n/a",
+    intervals: list[dict[str, Any] | None],
+    styles,
+    hollow: bool = False,
+    offset: float = 0.0,
 ) -> None:
-    shown = [v if v is not None else 0.0 for v in values]
-    yerr = [e or 0.0 for e in errors]
-    ax.bar(
-        names, shown, color=[colors[n] for n in names], yerr=yerr if any(yerr) else None, capsize=3
-    )
-    for i, value in enumerate(values):
+    """A dot per configuration (no bar: a loss axis need not start at 0), with the seeds' 95%
+    interval as an error bar only where there is one."""
+    for i, (name, value, interval) in enumerate(zip(names, values, intervals, strict=True)):
         if value is None:
-            ax.text(
-                i,
-                0.02,
-                missing,
-                ha="center",
-                va="bottom",
-                fontsize=8,
-                rotation=90,
-                transform=ax.get_xaxis_transform(),
-            )
-    ax.set_title(title)
-    ax.set_ylabel(ylabel)
-    ax.tick_params(axis="x", rotation=30)
+            continue
+        style = styles[name]
+        spread = interval and interval.get("ci_low") is not None
+        ax.errorbar(
+            [i + offset],
+            [value],
+            yerr=[[value - interval["ci_low"]], [interval["ci_high"] - value]] if spread else None,
+            color=style["color"],
+            marker=style["marker"],
+            markersize=4,
+            markerfacecolor="white" if hollow else style["color"],
+            capsize=2 if spread else 0,
+            linestyle="none",
+        )
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_xlim(-0.6, len(names) - 0.4)
 
 
-def draw_all(study: StudyData, analysis: Analysis, out: Path) -> dict[str, str]:
-    """Write every figure into ``out``; returns {file name: description}."""
-    out.mkdir(parents=True, exist_ok=True)
-    colors = _colors(study.variants)
-    variants = [v for v, _ in analysis.ranking] or study.variants
-    table = analysis.per_variant
+def _bars(ax, names: list[str], values: list[float | None], stds: list[float | None], styles):
+    """Bars from 0 for ratio-scale quantities (FLOPs, tokens per second); a missing value is
+    drawn as what it is, a hatched outline to the top labelled "not reached", never a 0 bar."""
+    shown = [v for v in values if v is not None]
+    top = max(shown) * 1.15 if shown else 1.0
+    for i, (name, value, std) in enumerate(zip(names, values, stds, strict=True)):
+        color = styles[name]["color"]
+        if value is None:
+            ax.bar(i, top, color="none", edgecolor="0.5", hatch="///", linewidth=0.6)
+            ax.text(i, top / 2, "not reached", rotation=90, ha="center", va="center")
+            continue
+        ax.bar(i, value, color=color, yerr=std if std else None, capsize=2)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_ylim(0, top)
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(_si))
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    _plot_curves(left, study, colors, _train_points)
-    left.set(title="Training loss (mean over logged steps)", xlabel="tokens seen", ylabel=LOSS)
-    _plot_curves(right, study, colors, _eval_points("val_loss", "tokens"))
-    right.set(title="Validation loss (held-out documents)", xlabel="tokens seen", ylabel=LOSS)
-    for ax in (left, right):
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-    _finish(fig, out / "training_loss_comparison.png")
 
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
-    ax = axes[0, 0]
-    x = np.arange(len(variants))
-    val = [table[v]["eval_loss"] or 0.0 for v in variants]
-    train = [table[v]["train_loss"] or 0.0 for v in variants]
-    ax.bar(
-        x - 0.2,
-        val,
-        0.4,
-        color=[colors[v] for v in variants],
-        label="validation",
-        yerr=[table[v]["eval_loss_std"] or 0.0 for v in variants],
-        capsize=3,
+def _panels(fig) -> list[dict[str, Any]]:
+    """What each drawn panel plots: its axis labels and the labels of its data series."""
+    out = []
+    for ax in fig.axes:
+        series = [
+            artist.get_label()
+            for artist in [*ax.lines, *ax.collections, *ax.containers]
+            if not str(artist.get_label()).startswith("_")
+        ]
+        out.append(
+            {
+                "x": ax.get_xlabel(),
+                "y": ax.get_ylabel(),
+                "y_range": [float(v) for v in ax.get_ylim()],
+                "series": sorted(set(series)),
+            }
+        )
+    return out
+
+
+def _finish(fig, path: Path, description: str) -> dict[str, dict[str, Any]]:
+    """PNG for the report and vector PDF under paper/, both at the figure's own size."""
+    width, height = fig.get_size_inches()
+    fig.savefig(path)
+    (path.parent / "paper").mkdir(exist_ok=True)
+    fig.savefig(path.parent / "paper" / path.with_suffix(".pdf").name)
+    entry = {
+        "description": description,
+        "size_in": [round(float(width), 2), round(float(height), 2)],
+        "panels": _panels(fig),
+    }
+    plt.close(fig)
+    return {path.name: entry}
+
+
+# ------------------------------------------------------------------------- the main figures
+
+
+def _loss_curves(study: StudyData, analysis: Analysis, styles, out: Path):
+    fig, (train_ax, val_ax) = _figure(TEXT, 2, len(study.compared) + 1)
+    _plot_curves(train_ax, study, styles, _train_points, markers=False)
+    train_ax.set(title="(a) Training loss (logged means)", xlabel="tokens seen", ylabel=TRAIN_LOSS)
+    _plot_curves(val_ax, study, styles, _eval_points("tokens"))
+    _matched_line(val_ax, analysis, "tokens")
+    val_ax.set(
+        title="(b) Validation loss, held-out documents", xlabel="tokens seen", ylabel=VAL_LOSS
     )
-    ax.bar(
-        x + 0.2,
-        train,
-        0.4,
-        color=[colors[v] for v in variants],
-        alpha=0.45,
-        hatch="//",
-        label="training (last 10% of steps)",
+    for ax in (train_ax, val_ax):
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(_si))
+    _legend_below(fig, [train_ax, val_ax])
+    return _finish(
+        fig,
+        out / "training_loss_comparison.png",
+        "Training loss and validation loss against tokens seen (markers: evaluations; the "
+        "dotted line: the token budget every configuration reached)",
     )
-    ax.set_xticks(x, variants, rotation=30)
-    ax.set(title="Final loss (ranked by validation loss)", ylabel=LOSS)
-    ax.legend(fontsize=8)
+
+
+def _final_performance(analysis: Analysis, variants: list[str], styles, out: Path):
+    table, intervals = analysis.per_variant, analysis.intervals
+    fig, axes = _figure(TEXT, 4, 0, rows=2)
+    loss_ax, bpb_ax, acc_ax, top5_ax = axes
+    _dots(
+        loss_ax,
+        variants,
+        [table[v]["eval_loss"] for v in variants],
+        [intervals[v]["eval_loss"] for v in variants],
+        styles,
+        offset=-0.12,
+    )
+    _dots(
+        loss_ax,
+        variants,
+        [table[v]["train_loss"] for v in variants],
+        [None] * len(variants),
+        styles,
+        hollow=True,
+        offset=0.12,
+    )
+    loss_ax.set(title="(a) Final loss, ranked by validation loss", ylabel="final loss (nats/token)")
+    loss_ax.legend(
+        handles=[
+            Line2D([], [], color="0.3", marker="o", linestyle="none", label="validation"),
+            Line2D(
+                [], [], color="0.3", marker="o", markerfacecolor="white", linestyle="none",
+                label="training (last 10% of steps)",
+            ),
+        ],
+        loc="best",
+        frameon=False,
+    )  # fmt: skip
     for ax, key, title, unit in (
-        (axes[0, 1], "val_bpb", "Validation bits per byte", "bits / byte"),
-        (axes[1, 0], "accuracy", "Validation next-token accuracy", "fraction of targets"),
-        (axes[1, 1], "top5_accuracy", "Validation top-5 accuracy", "fraction of targets"),
+        (bpb_ax, "val_bpb", "(b) Validation bits per byte", "bits/byte"),
+        (acc_ax, "accuracy", "(c) Next-token accuracy", "fraction of targets"),
+        (top5_ax, "top5_accuracy", "(d) Top-5 accuracy", "fraction of targets (top-5)"),
     ):
-        _bars(
+        _dots(
             ax,
             variants,
             [table[v][key] for v in variants],
-            [table[v][f"{key}_std"] for v in variants],
-            colors,
-            title,
-            unit,
+            [intervals[v].get(key) for v in variants],
+            styles,
         )
-    _finish(fig, out / "final_performance_comparison.png")
-
-    fig, (curve_ax, target_ax, speed_ax) = plt.subplots(1, 3, figsize=(16, 4.5))
-    _plot_curves(curve_ax, study, colors, _eval_points("val_loss", "flops"))
-    _target_line(curve_ax, analysis)
-    curve_ax.set(title="Validation loss against compute", xlabel="training FLOPs", ylabel=LOSS)
-    curve_ax.legend(fontsize=8)
-    curve_ax.grid(alpha=0.3)
-    ranked = [v for v, _ in analysis.efficiency_ranking]
-    flops = [table[v]["flops_to_target"] for v in ranked]
-    _bars(
-        target_ax,
-        ranked,
-        flops,
-        [None] * len(ranked),
-        colors,
-        "Compute to reach the target loss (lower is better)",
-        "training FLOPs",
-        missing="not reached",
+        ax.set(title=title, ylabel=unit)
+    return _finish(
+        fig,
+        out / "final_performance_comparison.png",
+        "Final validation loss (with training loss), bits per byte, accuracy and top-5 "
+        "accuracy per configuration; error bars are the seeds' 95% intervals where there are "
+        "several seeds",
     )
+
+
+def _efficiency(study: StudyData, analysis: Analysis, variants: list[str], styles, out: Path):
+    table = analysis.per_variant
+    fig, (curve_ax, target_ax, speed_ax) = _figure(TEXT, 3, len(study.compared) + 2)
+    _plot_curves(curve_ax, study, styles, _eval_points("flops"))
+    _target_line(curve_ax, analysis)
+    _matched_line(curve_ax, analysis, "flops")
+    curve_ax.set(title="(a) Validation loss by compute", xlabel="training FLOPs", ylabel=VAL_LOSS)
+    curve_ax.xaxis.set_major_formatter(ticker.FuncFormatter(_si))
+    ranked = [v for v in variants if v in dict(analysis.efficiency_ranking)]
+    ranked.sort(key=lambda v: table[v]["flops_to_target"] or float("inf"))
+    missed = [v for v in variants if v not in ranked]
+    names = ranked + missed
+    _bars(
+        target_ax, names, [table[v]["flops_to_target"] for v in names], [None] * len(names), styles
+    )
+    target_ax.set(title="(b) Compute to the common target", ylabel="training FLOPs to target")
     _bars(
         speed_ax,
         variants,
         [table[v]["tokens_per_s"] for v in variants],
         [table[v]["tokens_per_s_std"] for v in variants],
-        colors,
-        "Training throughput",
-        "tokens / second",
+        styles,
     )
-    _finish(fig, out / "efficiency_analysis.png")
+    speed_ax.set(title="(c) Training throughput", ylabel="tokens/s (device synchronized)")
+    _legend_below(fig, [curve_ax])
+    return _finish(
+        fig,
+        out / "efficiency_analysis.png",
+        "Validation loss against training compute (dashed: the common target loss that every "
+        "configuration reaches; dotted: the compute every configuration reached), the compute "
+        "each configuration needed to reach the common target, and training throughput",
+    )
 
-    fig, (step_ax, rate_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
-    _plot_curves(step_ax, study, colors, _eval_points("val_loss", "step"))
-    _target_line(step_ax, analysis)
-    step_ax.set(title="Validation loss by optimizer step", xlabel="step", ylabel=LOSS)
 
-    def rate_points(run: RunData) -> list[tuple[float, float]]:
-        evals = run.eval_records
-        return [
-            (
-                after["step"],
-                (before["val_loss"] - after["val_loss"])
-                / (after["tokens_seen"] - before["tokens_seen"])
-                * 1e6,
-            )
-            for before, after in itertools.pairwise(evals)
-        ]
-
-    _plot_curves(rate_ax, study, colors, rate_points)
-    rate_ax.axhline(0, color="0.5", linewidth=0.8)
+def _convergence(study: StudyData, analysis: Analysis, variants: list[str], styles, out: Path):
+    table = analysis.per_variant
+    fig, (rate_ax, slope_ax) = _figure(TEXT, 2, len(study.compared))
+    _plot_curves(rate_ax, study, styles, _rate_points)
+    rate_ax.axhline(0, color="0.5", linewidth=0.6)
     rate_ax.set(
-        title="Rate of improvement between evaluations",
-        xlabel="step",
-        ylabel="validation loss drop per million tokens (nats)",
+        title="(a) Validation loss change between evaluations",
+        xlabel="tokens seen",
+        ylabel=RATE,
     )
-    for ax in (step_ax, rate_ax):
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-    _finish(fig, out / "convergence_analysis.png")
+    rate_ax.xaxis.set_major_formatter(ticker.FuncFormatter(_si))
+    slopes = [table[v]["late_slope"] for v in variants]
+    _dots(
+        slope_ax,
+        variants,
+        [s["slope"] if s else None for s in slopes],
+        [s if s and s["ci_low"] is not None else None for s in slopes],
+        styles,
+    )
+    slope_ax.axhline(0, color="0.5", linewidth=0.6)
+    slope_ax.set(
+        title="(b) Late slope of training loss, last fifth",
+        ylabel="slope (nats/token per M tokens)",
+    )
+    _legend_below(fig, [rate_ax])
+    return _finish(
+        fig,
+        out / "convergence_analysis.png",
+        "How fast validation loss was still changing between evaluations, and the late slope "
+        "of the training loss over the last fifth of training with its 95% interval (below "
+        "zero: still falling)",
+    )
 
-    for name, budget, xlabel in (
-        ("val_loss_vs_tokens.png", "tokens", "tokens seen"),
-        ("val_loss_vs_time.png", "time_s", "training time (seconds, evaluation excluded)"),
-    ):
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        _plot_curves(ax, study, colors, _eval_points("val_loss", budget))
-        _target_line(ax, analysis)
-        ax.set(title=f"Validation loss against {xlabel.split(' (')[0]}", xlabel=xlabel, ylabel=LOSS)
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        _finish(fig, out / name)
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5), sharey=True)
-    for ax, (budget, label) in zip(axes, BUDGETS.items(), strict=True):
-        _plot_curves(ax, study, colors, _eval_points("val_loss", budget), complete_only=True)
-        matched = analysis.equal_budgets.get(budget, {}).get("matched_budget")
-        if matched is not None:
-            ax.axvline(
-                matched,
-                color="0.3",
-                linestyle=":",
-                linewidth=1,
-                label="budget every variant reached",
-            )
-        ax.set(title=f"Validation loss against {label.split(' (')[0]}", xlabel=label)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    axes[0].set_ylabel(LOSS)
-    _finish(fig, out / "equal_budget_comparison.png")
-    return {
-        **FIGURES,
-        **draw_schedules(study, out),
-        **draw_scaling(study, analysis, out),
-        **draw_sensitivity(study, analysis, out),
-    }
+def _time_curves(study: StudyData, analysis: Analysis, styles, out: Path):
+    fig, (ax,) = _figure(COLUMN, 1, len(study.compared) + 1)
+    _plot_curves(ax, study, styles, _eval_points("time_s"))
+    _matched_line(ax, analysis, "time_s")
+    ax.set(title="Validation loss by training time", xlabel="training seconds", ylabel=VAL_LOSS)
+    _legend_below(fig, [ax])
+    return _finish(
+        fig,
+        out / "val_loss_vs_time.png",
+        "Validation loss against training time (evaluation excluded; device synchronized)",
+    )
+
+
+def _equal_budgets(analysis: Analysis, styles, out: Path):
+    budgets = analysis.equal_budgets
+    names = [v for v, _ in analysis.ranking]
+    if not budgets or not names:
+        return {}
+    matched = analysis.budget.get("match")
+    fig, (ax,) = _figure(TEXT, 1, 0)
+    fig.set_size_inches(TEXT, 2.0)
+    kinds = [b for b in ("tokens", "flops", "time_s") if b in budgets]
+    titles = {"tokens": "equal tokens", "flops": "equal FLOPs", "time_s": "equal time"}
+    fills = {"tokens": "o", "flops": "s", "time_s": "^"}
+    units = {"tokens": "tokens", "flops": "FLOPs", "time_s": "s"}
+    for k, budget in enumerate(kinds):
+        losses = budgets[budget]["val_loss"]
+        end = (budget == "tokens" and matched == "tokens") or (budget == "flops" and matched)
+        ax.plot(
+            [i + (k - 1) * 0.15 for i in range(len(names))],
+            [losses.get(v) if losses.get(v) is not None else np.nan for v in names],
+            linestyle="none",
+            marker=fills[budget],
+            color=PALETTE[k + 1],
+            label=f"{titles[budget]} ({_si(budgets[budget]['matched_budget'])} "
+            f"{units[budget]}; {'end of schedule' if end else 'indicative'})",
+        )
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set(
+        title="Validation loss at the budget every configuration reached",
+        ylabel="val loss at equal budget (nats/token)",
+    )
+    ax.legend(loc="best", frameon=False)
+    return _finish(
+        fig,
+        out / "equal_budget_comparison.png",
+        "Each configuration's validation loss at the largest token, FLOP and time budget every "
+        "configuration reached; readings taken mid-schedule are indicative",
+    )
+
+
+def draw_all(study: StudyData, analysis: Analysis, out: Path) -> dict[str, dict[str, Any]]:
+    """Write every figure into ``out``; returns {file name: description, size, panels}."""
+    out.mkdir(parents=True, exist_ok=True)
+    styles = _styles(study.variants)
+    variants = [v for v, _ in analysis.ranking] or study.compared
+    figures: dict[str, dict[str, Any]] = {}
+    with plt.rc_context(STYLE):
+        figures |= _loss_curves(study, analysis, styles, out)
+        figures |= _final_performance(analysis, variants, styles, out)
+        figures |= _efficiency(study, analysis, variants, styles, out)
+        figures |= _convergence(study, analysis, variants, styles, out)
+        figures |= _time_curves(study, analysis, styles, out)
+        figures |= _equal_budgets(analysis, styles, out)
+        figures |= draw_schedules(study, styles, out)
+        figures |= draw_scaling(study, analysis, styles, out)
+        figures |= draw_sensitivity(analysis, styles, out)
+    return figures

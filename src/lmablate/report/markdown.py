@@ -193,8 +193,15 @@ def _package_and_citation(data: dict[str, Any]) -> list[str]:
         "The following visualizations are included in this research package:",
         "",
     ]
-    for i, (name, description) in enumerate(data["visualizations"].items(), 1):
-        out += [f"{i}. **{name}** - {description}", "", f"![{description}]({name})", ""]
+    for i, (name, figure) in enumerate(data["visualizations"].items(), 1):
+        description = figure["description"]
+        width, height = figure["size_in"]
+        out += [
+            f"{i}. **{name}** - {description} ({width:g} × {height:g} in; vector PDF in `paper/`)",
+            "",
+            f"![{description}]({name})",
+            "",
+        ]
     out += [
         "## Data Files",
         "",

@@ -172,6 +172,9 @@ def build_report(directory: str | Path) -> Path:
     analysis = analyze(study)
     out = study.directory / "report"
     out.mkdir(parents=True, exist_ok=True)
+    # what this version draws replaces what any version drew: no stale figure reaches the zip
+    for stale in [*out.glob("*.png"), *out.glob("paper/*.pdf")]:
+        stale.unlink()
     figures = draw_all(study, analysis, out)
     data = research_data(study, analysis, figures)
     (out / "research_data.json").write_text(json.dumps(data, indent=2))
