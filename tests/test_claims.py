@@ -76,6 +76,23 @@ def write_run(
                 "total_flops": tokens * 1000,
                 "epochs": 1.0,
                 "params": {"total": 10, "non_embedding": 5},
+                "vocab_size": 2048,
+                "precision": "bf16",
+                "device": "cuda:0",
+                "eval": {"targets": 4096, "bytes": 15000, "targets_digest": "abc"},
+                "data": {
+                    "documents": {"train": 900, "val": 100, "total": 1000},
+                    "tokens": {"train": 800_000, "val": 90_000},
+                },
+                "environment": {
+                    "device": "NVIDIA H100 80GB HBM3",
+                    "device_memory_bytes": 80 * 2**30,
+                    "cpu": "AMD EPYC 9654",
+                    "python": "3.11.7",
+                    "torch": "2.13.0",
+                    "cuda": "12.8",
+                    "lmablate_version": "0.1.0",
+                },
             }
         )
     )
@@ -274,6 +291,47 @@ def test_data_files_one_row_per_configuration_and_numeric_seeds(tmp_path):
     with zipfile.ZipFile(report / "research_package.zip") as zf:
         assert "study.yaml" in zf.namelist()
         assert "run_metrics.csv" in zf.namelist()
+
+    table = (report / "paper" / "results_table.tex").read_text()
+    header = next(line for line in table.splitlines() if line.startswith("Configuration"))
+    assert "Tokens" in header and "FLOPs" in header and "Verdict" in header
+    assert "over 2 seeds" in table and "one seed" not in table
+    rows = [line for line in table.splitlines() if line.endswith(r"\\")][1:]
+    assert len(rows) == 2
+    columns = list(zip(*(row.removesuffix(r" \\").split(" & ") for row in rows), strict=True))
+    assert all(set(column) != {"--"} for column in columns)  # no column of nothing
+
+    methods = (report / "paper" / "methods.tex").read_text()
+    for fact in (
+        "900 training documents (800,000 tokens)",
+        "100 validation documents (90,000 tokens)",
+        "2 seeds (0, 1)",
+        "NVIDIA H100 80GB HBM3 (80 GiB memory), host CPU AMD EPYC 9654",
+        "PyTorch 2.13.0 (CUDA 12.8)",
+        "bf16 precision",
+        "4,096 target tokens",
+        "6N + 12",
+    ):
+        assert fact in methods, fact
+    markdown = (report / "research_report.md").read_text()
+    assert "## Methods" in markdown and "### Per-configuration settings" in markdown
+    data = json.loads((report / "research_data.json").read_text())
+    assert "downstream_evaluation" not in data  # empty sections are left out
+    assert "tuned_comparison" not in data["statistical_analysis"]
+    resolved = data["experimental_setup"]["configurations"]["b"]["resolved"]
+    assert resolved["precision"] == "bf16" and resolved["vocab_size"] == 2048
+
+
+def test_one_seed_results_table_has_no_empty_test_columns(tmp_path):
+    write_study(tmp_path, {"b": {"learning_rate": 0.002}})
+    for variant, final in (("baseline", 3.0), ("b", 2.9)):
+        write_run(tmp_path, variant, 0, line(8.0, final, 2000))
+        _with_documents(tmp_path, variant, 0, [30.0 + (final - 3.0) * 10 + i for i in range(9)])
+    table = (build_report(tmp_path) / "paper" / "results_table.tex").read_text()
+    header = next(line for line in table.splitlines() if line.startswith("Configuration"))
+    assert "p_{" not in header and "Verdict" not in header  # no tests with one seed
+    assert "one seed" in table and "bootstrap interval over validation documents" in table
+    assert "-0.100 [-0.100, -0.100]" in table  # every document 1 nat lower over 10 targets
 
 
 # ------------------------------------------------------------- bootstrap over documents

@@ -153,6 +153,16 @@ def peak_flops(device: torch.device, precision: str) -> float | None:
     return None
 
 
+def memory_bytes(device: torch.device) -> int | None:
+    """The device's total memory: a GPU's own, else the machine's RAM."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not on every platform
+        return None
+
+
 def peak_memory_bytes(device: torch.device) -> int | None:
     return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
 
@@ -182,6 +192,8 @@ def environment(device: torch.device) -> dict[str, Any]:
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "device": device_name(device),
+        "device_memory_bytes": memory_bytes(device),
+        "cpu": cpu_model(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),

@@ -14,6 +14,7 @@ from scipy.stats import spearmanr
 from lmablate.analysis.findings import FLOPS_CONVENTION, Analysis
 from lmablate.analysis.rundata import StudyData
 from lmablate.analysis.stats import ALPHA, CONFIDENCE
+from lmablate.report.methods import resolved_settings
 from lmablate.version import __version__
 
 
@@ -60,6 +61,30 @@ def _progression(study: StudyData, variant: str, kind: str, key: str) -> dict[st
     }
 
 
+# analyses that apply to some studies only: left out of research_data.json when empty
+OPTIONAL = (
+    "study_threats",
+    "compute_multipliers",
+    "tuned_comparison",
+    "learning_rate_sensitivity",
+    "sweep_edges",
+    "downstream_evaluation",
+)
+
+
+def _without_empty(data: dict[str, Any]) -> dict[str, Any]:
+    """Drop the optional analyses that did not apply (an empty ``{}`` says nothing)."""
+    for section in (data, data["statistical_analysis"]):
+        for key in OPTIONAL:
+            if key in section and not section[key]:
+                del section[key]
+    significance = data["statistical_analysis"]["statistical_significance"]
+    if not significance.get("document_intervals"):
+        significance.pop("document_intervals", None)
+        significance.pop("document_interval_definition", None)
+    return data
+
+
 def research_data(study: StudyData, analysis: Analysis, figures: dict[str, dict[str, Any]]) -> dict:
     setup = study.study
     baseline = setup["baseline"]
@@ -75,7 +100,20 @@ def research_data(study: StudyData, analysis: Analysis, figures: dict[str, dict[
         }
     }
     configurations.update(setup.get("variants", {}))
-    return json_safe(
+    # what "auto" and null became on the machine that trained each configuration
+    for variant, resolved in resolved_settings(study).items():
+        if variant in configurations:
+            configurations[variant] = {
+                **(configurations[variant] or {}),
+                "resolved": {
+                    "device": resolved["device"],
+                    "precision": resolved["precision"],
+                    "vocab_size": resolved["vocab_size"],
+                    "tokens_per_step": resolved["tokens_per_step"],
+                    "steps": resolved["steps"],
+                },
+            }
+    package = json_safe(
         {
             "metadata": {
                 "collection_date": dt.datetime.now().isoformat(timespec="seconds"),
@@ -225,6 +263,7 @@ def research_data(study: StudyData, analysis: Analysis, figures: dict[str, dict[
             "runs": analysis.per_run,
         }
     )
+    return _without_empty(package)
 
 
 def correlations(analysis: Analysis) -> dict[str, Any]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmablate.analysis.findings import Analysis
+from lmablate.analysis.findings import FLOPS_CONVENTION, Analysis
 from lmablate.analysis.rundata import StudyData
+from lmablate.report.methods import methods_paragraph, settings_table
 from lmablate.report.results import (
     downstream_section,
     key_findings,
@@ -42,7 +43,16 @@ def markdown_report(study: StudyData, analysis: Analysis, data: dict[str, Any]) 
     n_seeds = len(study.study["seeds"])
     out = _overview_and_setup(study, data)
     out += ["## Key Findings", "", *key_findings(analysis, n_seeds)]
+    out += [
+        "## Methods",
+        "",
+        "Ready to paste (also in `paper/methods.tex`); every value is what the runs recorded.",
+        "",
+        methods_paragraph(study, analysis, data),
+        "",
+    ]
     out += _configuration_details(data["experimental_setup"])
+    out += settings_table(study)
     out += tuning_section(analysis)
     out += sensitivity_section(analysis)
     out += results_tables(analysis)
@@ -50,7 +60,7 @@ def markdown_report(study: StudyData, analysis: Analysis, data: dict[str, Any]) 
     out += equal_budget_section(analysis)
     out += scaling_section(analysis)
     out += validity_section(analysis)
-    out += downstream_section(data["downstream_evaluation"])
+    out += downstream_section(data.get("downstream_evaluation") or {})
     out += text_generation_section(study, analysis, data)
     out += _package_and_citation(data)
     return "\n".join(out)
@@ -162,7 +172,7 @@ def _configuration_details(setup: dict[str, Any]) -> list[str]:
             f"**Description:** {details.get('description') or '—'}",
             "",
         ]
-        shown = {k: v for k, v in details.items() if k != "description"}
+        shown = {k: v for k, v in details.items() if k not in ("description", "resolved")}
         if variant == "baseline":
             keys = (
                 "d_model",
@@ -206,8 +216,10 @@ def _package_and_citation(data: dict[str, Any]) -> list[str]:
         "## Data Files",
         "",
         "- **research_data.json** - Complete experimental data in JSON format",
-        "- **performance_metrics.csv** - Performance metrics in CSV format for statistical "
-        "analysis (one row per run, and one `mean` row per configuration)",
+        "- **performance_metrics.csv** - Performance metrics in CSV format, one row per "
+        "configuration (seed means, the reference columns first)",
+        "- **run_metrics.csv** - The same measures per run, with a numeric seed column",
+        "- **paper/** - `results_table.tex`, `methods.tex` and every figure as vector PDF",
         "- **text_samples/** - Generated text samples for each configuration",
         "- **research_package.zip** - Everything above in one archive",
         "",
@@ -221,8 +233,7 @@ def _package_and_citation(data: dict[str, Any]) -> list[str]:
         "exactly the same targets whatever its sequence length or batch size.",
         "- Bits per byte divide the total loss in bits by the UTF-8 bytes of the scored text, so "
         "they compare across tokenizers.",
-        "- Training FLOPs are 6N + 12·L·d·T per token (N: weights in matrix multiplies, L "
-        "layers, d width, T context), so runs compare at equal compute as well as equal tokens.",
+        f"- FLOPs: {FLOPS_CONVENTION}.",
         "- Throughput is measured with the device synchronized before each clock read; "
         "evaluation time is excluded.",
         "",

@@ -20,6 +20,7 @@ from lmablate.report.data import json_safe, research_data
 from lmablate.report.figures import draw_all
 from lmablate.report.latex import write_paper
 from lmablate.report.markdown import markdown_report
+from lmablate.report.methods import methods_paragraph
 
 # the reference file's columns first, in its order, so scripts written for it keep working
 REFERENCE_COLUMNS = [
@@ -180,7 +181,13 @@ def build_report(directory: str | Path) -> Path:
     (out / "research_data.json").write_text(json.dumps(data, indent=2))
     write_csvs(out, analysis)
     write_samples(study, out / "text_samples")
-    write_paper(out, analysis, study.study["name"], len(study.study["seeds"]))
+    write_paper(
+        out,
+        analysis,
+        study.study["name"],
+        len(study.study["seeds"]),
+        methods_paragraph(study, analysis, data),
+    )
     (out / "research_report.md").write_text(markdown_report(study, analysis, data))
     archive = out / "research_package.zip"
     with zipfile.ZipFile(archive.with_suffix(".zip.tmp"), "w", zipfile.ZIP_DEFLATED) as zf:

@@ -164,6 +164,7 @@ def build_summary(
         "mfu": mfu(achieved, peak),
         "peak_memory_bytes": peak_memory_bytes(device),
         "precision": precision,
+        "device": str(device),
         "eval": {
             "targets": val.n_targets,
             "bytes": val.n_bytes,

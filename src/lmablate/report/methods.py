@@ -1,0 +1,198 @@
+"""What a paper's methods section needs, from the resolved study: a paragraph ready to paste
+and a table of the per-configuration settings that differ. Formatting only. No torch.
+
+Every value is read from what the runs recorded (each configuration's first complete run's
+config.json and summary.json), so ``auto`` settings appear as what they resolved to.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lmablate.analysis.findings import FLOPS_CONVENTION, Analysis
+from lmablate.analysis.rundata import RunData, StudyData
+from lmablate.analysis.validity import NOT_FACTORS
+from lmablate.report.format import md_table
+
+# fields that never describe a configuration: bookkeeping, and the per-replicate seeds
+NOT_SETTINGS = {*NOT_FACTORS, "data_seed", "seed", "cache_dir"}
+
+
+def _count(value: float) -> str:
+    for factor, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def representative_run(study: StudyData, variant: str) -> RunData | None:
+    runs = study.runs_of(variant, complete_only=True) or [
+        r for r in study.runs_of(variant) if r.config and r.summary
+    ]
+    return next((r for r in runs if r.config and r.summary), None)
+
+
+def resolved_settings(study: StudyData) -> dict[str, dict[str, Any]]:
+    """Per compared configuration, what its runs trained with: budget numbers from
+    summary.json, every model and train field from config.json."""
+    out = {}
+    for variant in study.compared:
+        run = representative_run(study, variant)
+        if run is None:
+            continue
+        summary, config = run.summary or {}, run.config or {}
+        steps = summary.get("step") or 0
+        tokens = summary.get("tokens_seen")
+        out[variant] = {
+            "params": (summary.get("params") or {}).get("total"),
+            "tokens_per_step": tokens / steps if tokens and steps else None,
+            "steps": steps,
+            "tokens": tokens,
+            "flops_per_token": summary.get("flops_per_token"),
+            "total_flops": summary.get("total_flops"),
+            "precision": summary.get("precision"),
+            "device": (summary.get("environment") or {}).get("device"),
+            "vocab_size": summary.get("vocab_size"),
+            "fields": {
+                k: v
+                for section in ("model", "train")
+                for k, v in (config.get(section) or {}).items()
+                if k not in NOT_SETTINGS
+            },
+        }
+    return out
+
+
+def settings_table(study: StudyData) -> list[str]:
+    """Tokens per step, learning rate, steps, parameters, FLOPs per token and total FLOPs of
+    every configuration, and every other resolved field in which configurations differ."""
+    settings = resolved_settings(study)
+    if not settings:
+        return []
+    fields = sorted({k for s in settings.values() for k in s["fields"]})
+    differing = [
+        f
+        for f in fields
+        if f != "learning_rate" and len({repr(s["fields"].get(f)) for s in settings.values()}) > 1
+    ]
+    headers = [
+        "configuration",
+        "params",
+        "tokens/step",
+        "steps",
+        "learning rate",
+        "FLOPs/token",
+        "total FLOPs",
+        *differing,
+    ]
+    rows = []
+    for variant, s in settings.items():
+        rows.append(
+            [
+                variant,
+                _count(s["params"]) if s["params"] else "n/a",
+                f"{s['tokens_per_step']:,.0f}" if s["tokens_per_step"] else "n/a",
+                f"{s['steps']:,}",
+                f"{s['fields'].get('learning_rate', 'n/a'):g}"
+                if isinstance(s["fields"].get("learning_rate"), float | int)
+                else "n/a",
+                _count(s["flops_per_token"]) if s["flops_per_token"] else "n/a",
+                f"{s['total_flops']:.3g}" if s["total_flops"] else "n/a",
+                *[str(s["fields"].get(f, "—")) for f in differing],
+            ]
+        )
+    return [
+        "### Per-configuration settings",
+        "",
+        "As resolved by the runs (each configuration's first complete run); beyond the budget "
+        "columns, only the fields in which configurations differ.",
+        "",
+        *md_table(headers, rows),
+    ]
+
+
+def _architecture(fields: dict[str, Any]) -> str:
+    norm = {"rmsnorm": "RMSNorm", "layernorm": "LayerNorm"}.get(
+        str(fields.get("norm")), str(fields.get("norm"))
+    )
+    positions = {"rope": "rotary position embeddings", "learned": "learned positions"}.get(
+        str(fields.get("positions")), f"{fields.get('positions')} positions"
+    )
+    return (
+        f"{fields.get('n_layers')} layers, width {fields.get('d_model')}, "
+        f"{fields.get('n_heads')} attention heads, MLP width {fields.get('d_ff')} "
+        f"({fields.get('mlp')}), {norm} ({fields.get('norm_placement', 'pre')}-norm), "
+        f"{positions}, {'tied' if fields.get('tie_embeddings') else 'untied'} embeddings"
+    )
+
+
+def methods_paragraph(study: StudyData, analysis: Analysis, data: dict[str, Any]) -> str:
+    """The study's methods in prose, from research_data.json and the resolved runs."""
+    settings = resolved_settings(study)
+    base = settings.get("baseline")
+    run = representative_run(study, "baseline")
+    if base is None or run is None:
+        return "No baseline run completed, so the methods cannot be stated from the runs."
+    summary = run.summary or {}
+    setup, meta = data["experimental_setup"], data["metadata"]
+    fields = base["fields"]
+    meta_data = summary.get("data") or {}
+    docs, tokens = meta_data.get("documents") or {}, meta_data.get("tokens") or {}
+    split = (
+        f"{docs.get('train', 0):,} training documents ({tokens.get('train', 0):,} tokens) and "
+        f"{docs.get('val', 0):,} validation documents ({tokens.get('val', 0):,} tokens)"
+    )
+    if docs.get("test"):
+        split += f" and {docs['test']:,} test documents ({tokens.get('test', 0):,} tokens)"
+    targets = setup["dataset"].get("validation_targets") or {}
+    seeds = study.study["seeds"]
+    env = (summary.get("environment") or {}) | {"precision": summary.get("precision")}
+    memory = env.get("device_memory_bytes")
+    hardware = env.get("device") or "an unrecorded device"
+    if memory:
+        hardware += f" ({memory / 2**30:.0f} GiB memory)"
+    if env.get("cpu") and env.get("cpu") not in hardware:
+        hardware += f", host CPU {env['cpu']}"
+    others = [v for v in settings if v != "baseline"]
+    budget = (study.study.get("budget") or {}).get("match")
+    sentences = [
+        f"We train decoder-only Transformer language models on {setup['dataset']['name']}, "
+        f"split by document with a fixed seed into {split}, tokenized with "
+        f"{setup['dataset']['tokenizer']} (an embedding of {base['vocab_size']:,} rows).",
+        f"The baseline has {_count(base['params'])} parameters ({_architecture(fields)}).",
+        f"It trains for {base['steps']:,} steps of {base['tokens_per_step']:,.0f} tokens "
+        f"({fields.get('batch_size')} sequences of {fields.get('seq_len')} tokens; "
+        f"{base['tokens']:,} tokens, {base['total_flops']:.3g} training FLOPs) with "
+        f"{setup['training_setup']['optimizer']}, weight decay {fields.get('weight_decay')}, "
+        f"peak learning rate {fields.get('learning_rate'):g} with "
+        f"{setup['training_setup']['scheduler']}, gradient clipping at global norm "
+        f"{fields.get('grad_clip')}, in {base['precision']} precision.",
+    ]
+    if others:
+        sentences.append(
+            f"{len(others)} configuration{'s' if len(others) > 1 else ''} "
+            f"({', '.join(others)}) change{'s' if len(others) == 1 else ''} the baseline as "
+            "listed in the per-configuration table"
+            + (
+                f"; every schedule ends at the baseline's {budget} budget"
+                if budget
+                else "; each keeps its own steps, so budgets differ where tokens per step do"
+            )
+            + "."
+        )
+    sentences += [
+        f"Each configuration is trained with {len(seeds)} seed{'s' if len(seeds) > 1 else ''} "
+        f"({', '.join(map(str, seeds))}); replicate k of every configuration shares its "
+        "initialization seed and batch order.",
+        "Validation loss is the mean next-token cross-entropy in nats on the same "
+        f"{targets.get('targets', 0):,} target tokens ({targets.get('bytes', 0):,} bytes) of "
+        "held-out documents for every run, whatever its context length; bits per byte divide "
+        "the summed loss by the bytes of that text.",
+        f"We count {FLOPS_CONVENTION}.",
+        f"Experiments ran on {hardware} with lmablate {meta['software'].get('lmablate_version')}"
+        f", Python {env.get('python')} and PyTorch {env.get('torch')}"
+        + (f" (CUDA {env['cuda']})" if env.get("cuda") else "")
+        + f"; {analysis.findings['seeds_per_configuration']} complete seed(s) per configuration"
+        " enter the statistics.",
+    ]
+    return " ".join(sentences)
