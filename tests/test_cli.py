@@ -128,9 +128,12 @@ def test_a_study_whose_runs_all_fail_exits_non_zero(tmp_path, corpus, tokenizer_
 def test_prompts_that_say_nothing_are_errors(tmp_path, capsys):
     from lmablate.config.study import build_study
 
-    for prompts, message in (([""], r"samples.prompts\[0\] is empty"), ([], "at least 1 item")):
+    for samples, message in (
+        ({"prompts": [""]}, r"samples.prompts\[0\] is empty"),
+        ({"prompts": [], "documents": 0}, "nothing to sample"),
+    ):
         with pytest.raises(ConfigError, match=message):
-            build_study({"name": "s", "data": {}, "baseline": {}, "samples": {"prompts": prompts}})
+            build_study({"name": "s", "data": {}, "baseline": {}, "samples": samples})
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (tmp_path / "empty.txt").write_text("\n  \n")

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import matplotlib.image
+import numpy as np
 import pytest
 from helpers import run_cli, write_yaml
 
@@ -231,7 +232,8 @@ def test_tiny_study_builds_a_complete_package(finished_study):
         header = (REFERENCE / "original_performance_metrics.csv").read_text().splitlines()[0]
         assert header.split(",") == REFERENCE_COLUMNS
     assert data["metadata"]["hardware"] and "Colab" not in json.dumps(data["metadata"])
-    assert data["text_samples"]["high_lr"]["prompt_2"]["prompt"] == "A class"
+    assert data["text_samples"]["high_lr"]["prompt_5"]["prompt"] == "A class"
+    assert data["text_samples"]["high_lr"]["prompt_1"]["reference"]  # a held-out document
 
     with (report / "performance_metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
@@ -283,7 +285,14 @@ def test_samples_are_generated_per_run(finished_study):
     _, directory, _ = finished_study
     samples = json.loads((directory / "runs/high_lr/seed-0/samples.json").read_text())
     assert samples["settings"]["max_new_tokens"] == 6
-    assert [s["prompt"] for s in samples["samples"]] == ["The function", "A class"]
+    prompts = json.loads((directory / "sample_prompts.json").read_text())["prompts"]
+    assert len(prompts) == 3  # samples.documents defaults to 3 held-out documents
+    held_out, fixed = samples["samples"][:3], samples["samples"][3:]
+    assert [s["prompt"] for s in fixed] == ["The function", "A class"]
+    for sample, source in zip(held_out, prompts, strict=True):
+        assert sample["prompt_ids"] == source["prompt_ids"]  # the document's own tokens
+        assert sample["source"] == f"validation document {source['document']}"
+        assert sample["reference"] == source["reference"] and source["reference"]
     assert all(0 < s["new_tokens"] <= 6 for s in samples["samples"])
     assert all(s["generated"].startswith(s["prompt"]) for s in samples["samples"])
     assert samples["yardstick"]["run"] == "runs/baseline/seed-0"
@@ -294,6 +303,15 @@ def test_samples_are_generated_per_run(finished_study):
     assert "| configuration | distinct-1 | distinct-2 | distinct-3 | repetition |" in markdown
     data = json.loads((directory / "report" / "research_data.json").read_text())
     assert data["results_summary"]["text_generation_quality"]["high_lr"]["distinct_2"] > 0
+    assert "same sampler seed (0) for every configuration" in markdown
+    assert "text_samples/appendix.md" in markdown
+    appendix = (directory / "report" / "text_samples" / "appendix.md").read_text()
+    assert appendix.count("The document's own continuation:") == 3
+    assert appendix.count("```text") == 3 * 2 + 2 + 5 * 4  # prompts, truths, 4 configs each
+    # plain text: no repr escapes, no character cut mid-byte
+    for path in (directory / "report" / "text_samples").glob("*.md"):
+        text = path.read_text()
+        assert "\\n" not in text and "\\'" not in text and "\ufffd" not in text, path.name
 
 
 def test_rerun_skips_finished_runs_and_report_rebuilds_without_torch(finished_study):
@@ -511,3 +529,35 @@ def test_a_study_never_takes_over_another_studys_directory(tmp_path):
     with pytest.raises(LmablateError, match=r"holds the study 'first', not 'second'"):
         run_study(load_study(second), tmp_path / "out", progress=False, log=lambda _: None)
     assert (tmp_path / "out" / "study.yaml").read_text() == "name: first\nseeds: [0]\n"
+
+
+def test_held_out_prompts_are_document_openings_with_their_true_continuation(tokenizer_dir):
+    from lmablate.config.study import SamplesConfig
+    from lmablate.data.tokenizers import load_tokenizer
+    from lmablate.generation import continuation_text
+    from lmablate.study.samples import document_prompts
+
+    tokenizer = load_tokenizer(str(tokenizer_dir))
+    eos = tokenizer.eos_id
+    texts = ["Short.", "A longer document about functions and classes in Python.", "Café au lait"]
+    docs = [tokenizer.encode(t) for t in texts]
+    stream = np.array([t for d in docs for t in [*d, eos]], dtype=np.int64)
+    settings = SamplesConfig(documents=2, prompt_tokens=3, max_new_tokens=4)
+    prompts = document_prompts(stream, tokenizer, settings, context=64)
+    short = document_prompts(stream, tokenizer, settings, context=6)[0]  # 6 - 4 new tokens
+    assert short["prompt_ids"] == docs[short["document"]][:2]
+
+    long_enough = [i for i, d in enumerate(docs) if len(d) > 3]
+    assert [p["document"] for p in prompts] == long_enough[:2]
+    for p in prompts:
+        document = docs[p["document"]]
+        cut = len(p["prompt_ids"])
+        assert p["prompt_ids"] == document[:cut] and 1 <= cut <= 3
+        assert p["reference_ids"] == document[cut : cut + 4]
+        assert "\ufffd" not in p["prompt"] + p["reference"]
+    # a character split across prompt and continuation decodes whole, on the continuation side
+    ids = tokenizer.encode("é")
+    if len(ids) > 1:  # byte-level pieces of one character
+        assert continuation_text(tokenizer, ids[:1], ids[1:]) == "é"
+    assert continuation_text(tokenizer, tokenizer.encode("Caf"), tokenizer.encode("é")) == "é"
+    assert SamplesConfig(prompts="reference").prompts[0] == "The future of artificial intelligence"

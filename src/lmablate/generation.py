@@ -84,8 +84,26 @@ class Sampling:
             raise LmablateError("invalid sampling settings: " + "; ".join(problems))
 
 
+def _prompt_ids(tokenizer: Tokenizer, prompt: str | list[int]) -> list[int]:
+    """A prompt given as text is encoded; one given as token ids (a document's opening) is
+    used as it is, so it is exactly the tokens the document starts with."""
+    if isinstance(prompt, str):
+        return tokenizer.encode(prompt) or [tokenizer.eos_id]
+    return list(prompt) or [tokenizer.eos_id]
+
+
+def continuation_text(tokenizer: Tokenizer, prompt_ids: list[int], new_ids: list[int]) -> str:
+    """The text the new tokens add after the prompt: decoded together with the prompt, so a
+    character split across the boundary is whole, without a trailing character cut short by
+    the token limit (byte-level tokens can end mid-character)."""
+    head = tokenizer.decode(prompt_ids).rstrip("\ufffd")  # a prompt ending mid-character
+    full = tokenizer.decode(prompt_ids + new_ids)
+    text = full[len(head) :] if full.startswith(head) else tokenizer.decode(new_ids)
+    return text.rstrip("\ufffd")
+
+
 def _prepare_prompts(
-    tokenizer: Tokenizer, prompts: list[str], context: int, max_new_tokens: int
+    tokenizer: Tokenizer, prompts: list[str | list[int]], context: int, max_new_tokens: int
 ) -> list[list[int]]:
     keep = max(1, context - max_new_tokens)  # room for the continuation inside the context
     if max_new_tokens >= context:
@@ -96,7 +114,7 @@ def _prepare_prompts(
         )
     encoded = []
     for prompt in prompts:
-        ids = tokenizer.encode(prompt) or [tokenizer.eos_id]
+        ids = _prompt_ids(tokenizer, prompt)
         if len(ids) > keep:
             warnings.warn(
                 f"prompt of {len(ids)} tokens truncated from the left to {keep} so that it and "
@@ -204,7 +222,7 @@ def _decode_layout(model: nn.Module, rows: int, precision: str) -> Iterator[None
 def generate(
     model: LM,
     tokenizer: Tokenizer,
-    prompts: list[str],
+    prompts: list[str | list[int]],
     settings: Sampling,
     *,
     context: int,
@@ -275,11 +293,13 @@ def generate(
     samples = []
     for row, ids in enumerate(encoded):
         new_ids = tokens[row, width : width + int(lengths[row])].tolist()
+        prompt = prompts[row]
         samples.append(
             {
-                "prompt": prompts[row],
-                "generated": tokenizer.decode(ids + new_ids),
-                "generated_only": tokenizer.decode(new_ids),
+                "prompt": prompt if isinstance(prompt, str) else tokenizer.decode(ids),
+                **({} if isinstance(prompt, str) else {"prompt_ids": ids}),
+                "generated": tokenizer.decode(ids + new_ids).rstrip("\ufffd"),
+                "generated_only": continuation_text(tokenizer, ids, new_ids),
                 "new_tokens": len(new_ids),
                 "new_token_ids": new_ids,
                 "stopped": "eos"
@@ -313,12 +333,16 @@ def repetition_rate(continuations: list[list[int]], n: int = 4) -> float | None:
 
 @torch.inference_mode()
 def continuation_perplexity(
-    model: LM, tokenizer: Tokenizer, prompt: str, continuation_ids: list[int], context: int
+    model: LM,
+    tokenizer: Tokenizer,
+    prompt: str | list[int],
+    continuation_ids: list[int],
+    context: int,
 ) -> float | None:
     """exp(mean NLL of the continuation's tokens given the prompt) under ``model``."""
     if not continuation_ids:
         return None
-    prompt_ids = tokenizer.encode(prompt) or [tokenizer.eos_id]
+    prompt_ids = _prompt_ids(tokenizer, prompt)
     ids = (prompt_ids + continuation_ids)[-context:]
     n = min(len(continuation_ids), len(ids) - 1)
     device = next(model.parameters()).device

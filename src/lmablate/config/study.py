@@ -70,15 +70,31 @@ PER_REPLICATE = ("seed", "data_seed")  # set by the study's seeds, never by a va
 
 
 class SamplesConfig(BaseModel):
-    """Text that every finished run generates from the same prompts, for the report."""
+    """Text that every finished run generates from the same prompts, for the report: by
+    default the openings of held-out validation documents, shown beside each document's true
+    continuation; ``prompts`` adds fixed prompts (``prompts: reference`` gives the reference
+    report's five)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    prompts: list[str] = Field(
-        default_factory=lambda: list(REFERENCE_PROMPTS),
-        min_length=1,
-        description="Prompts continued by every run (default: the five reference prompts).",
+    documents: Annotated[int, Field(ge=0, le=64, strict=True)] = Field(
+        3,
+        description="Held-out validation documents whose first prompt_tokens tokens every run "
+        "continues; the report shows each document's true continuation beside them (0: none).",
     )
+    prompt_tokens: Annotated[int, Field(ge=1, le=1024, strict=True)] = Field(
+        32, description="Tokens of each held-out document given as its prompt."
+    )
+    prompts: list[str] = Field(
+        default_factory=list,
+        description="Fixed prompts continued by every run as well ('reference': the reference "
+        "report's five prompts).",
+    )
+
+    @field_validator("prompts", mode="before")
+    @classmethod
+    def _reference(cls, value: Any) -> Any:
+        return list(REFERENCE_PROMPTS) if value == "reference" else value
 
     @field_validator("prompts")
     @classmethod
@@ -87,6 +103,15 @@ class SamplesConfig(BaseModel):
         if empty:
             raise ValueError(f"samples.prompts[{empty[0]}] is empty; give text to continue")
         return value
+
+    @model_validator(mode="after")
+    def _something_to_sample(self) -> SamplesConfig:
+        if not self.documents and not self.prompts:
+            raise ValueError(
+                "samples.documents is 0 and samples.prompts is empty, so there is nothing to "
+                "sample; give samples.documents (held-out document openings) or samples.prompts"
+            )
+        return self
 
     max_new_tokens: Annotated[int, Field(ge=1, le=4096, strict=True)] = Field(
         40, description="Tokens generated after each prompt."

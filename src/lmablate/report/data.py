@@ -432,7 +432,11 @@ def _samples_by_prompt(study: StudyData, variant: str) -> dict[str, Any]:
     if run is None:
         return {}
     return {
-        f"prompt_{i + 1}": {k: s[k] for k in ("prompt", "generated", "generated_only")}
+        f"prompt_{i + 1}": {
+            k: s[k]
+            for k in ("prompt", "generated", "generated_only", "source", "reference")
+            if k in s
+        }
         for i, s in enumerate(run.samples["samples"])
     }
 

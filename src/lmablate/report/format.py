@@ -4,6 +4,7 @@ A missing or non-finite number is "n/a", never "nan"."""
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 
@@ -41,3 +42,18 @@ def ci(interval: dict[str, Any] | None, spec: str = ".4f") -> str:
         f"{fmt(interval['mean'], spec)} [{fmt(interval['ci_low'], spec)}, "
         f"{fmt(interval['ci_high'], spec)}]"
     )
+
+
+INVALID_BYTES = "<?>"
+
+
+def code_block(text: str) -> list[str]:
+    """Text as a Markdown code block, shown as it is (newlines, quotes and all) except that
+    bytes which do not decode as UTF-8 (an undertrained byte-level model emits such runs; the
+    decoder made each a U+FFFD) show as ``<?>``; the fence is longer than any run of backticks
+    inside it."""
+    text = text.replace("\ufffd", INVALID_BYTES)
+
+    longest = max((len(run) for run in re.findall("`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [fence + "text", text, fence, ""]

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from lmablate.analysis.findings import AGGREGATED, Analysis, analyze
-from lmablate.analysis.rundata import StudyData, load_study_dir
+from lmablate.analysis.rundata import RunData, StudyData, load_study_dir
 from lmablate.report.data import json_safe, research_data
 from lmablate.report.figures import draw_all
+from lmablate.report.format import INVALID_BYTES, code_block
 from lmablate.report.latex import write_paper
 from lmablate.report.markdown import markdown_report
 from lmablate.report.methods import methods_paragraph
@@ -140,12 +141,24 @@ def write_csvs(out: Path, analysis: Analysis) -> None:
     _write_rows(out / "performance_metrics.csv", CONFIG_COLUMNS, rows)
 
 
+def _sample_lines(sample: dict[str, Any]) -> list[str]:
+    out = ["Prompt:", *code_block(sample["prompt"])]
+    if sample.get("reference") is not None:
+        out += ["The document's own continuation:", *code_block(sample["reference"])]
+    return out
+
+
 def write_samples(study: StudyData, out: Path) -> None:
+    """text_samples/VARIANT.json (everything) and .md (each run's continuations as plain
+    text), and appendix.md: per prompt, the true continuation of a held-out document beside
+    every configuration's continuation (its first seed's)."""
     out.mkdir(parents=True, exist_ok=True)
+    first: dict[str, RunData] = {}
     for variant in study.variants:
         runs = [r for r in study.runs_of(variant) if r.samples]
         if not runs:
             continue
+        first[variant] = runs[0]
         (out / f"{variant}.json").write_text(
             json.dumps(
                 {"variant": variant, "runs": {str(r.seed): r.samples for r in runs}}, indent=2
@@ -153,18 +166,40 @@ def write_samples(study: StudyData, out: Path) -> None:
         )
         lines = [f"# Text samples: {variant}", ""]
         for run in runs:
-            settings = run.samples["settings"]
-            lines += [
-                f"## seed {run.seed}",
-                "",
-                f"{settings['max_new_tokens']} new tokens, temperature "
-                f"{settings['temperature']}, top-k {settings['top_k']}, sampler seed "
-                f"{settings['seed']}; weights of step {run.samples['step']}.",
-                "",
-            ]
+            lines += [f"## seed {run.seed}", "", _settings_line(run.samples), ""]
             for sample in run.samples["samples"]:
-                lines += [f"**{sample['prompt']}** → {sample['generated_only']!r}", ""]
+                lines += _sample_lines(sample)
+                lines += [f"{variant}:", *code_block(sample["generated_only"])]
         (out / f"{variant}.md").write_text("\n".join(lines))
+    if not first:
+        return
+    reference = next(iter(first.values())).samples
+    lines = [
+        "# Appendix: text samples",
+        "",
+        _settings_line(reference),
+        "Every configuration samples with the same sampler seed, from its first seed's final "
+        "weights. Prompts from held-out validation documents are shown with the document's "
+        f"own continuation. Bytes that do not decode as UTF-8 show as {INVALID_BYTES}.",
+        "",
+    ]
+    for i, sample in enumerate(reference["samples"]):
+        source = sample.get("source", "fixed prompt")
+        lines += [f"## Prompt {i + 1} ({source})", "", *_sample_lines(sample)]
+        for variant, run in first.items():
+            samples = run.samples["samples"]
+            text = samples[i]["generated_only"] if i < len(samples) else "(missing)"
+            lines += [f"{variant}:", *code_block(text)]
+    (out / "appendix.md").write_text("\n".join(lines))
+
+
+def _settings_line(samples: dict[str, Any]) -> str:
+    settings = samples["settings"]
+    return (
+        f"{settings['max_new_tokens']} new tokens, temperature {settings['temperature']}, "
+        f"top-k {settings['top_k']}, sampler seed {settings['seed']}; weights of step "
+        f"{samples['step']}."
+    )
 
 
 def build_report(directory: str | Path) -> Path:

@@ -9,7 +9,7 @@ from typing import Any
 
 from lmablate.analysis.findings import Analysis
 from lmablate.analysis.rundata import StudyData
-from lmablate.report.format import ci, fmt, md_table, pm, sci
+from lmablate.report.format import ci, code_block, fmt, md_table, pm, sci
 
 
 def _budget_caveat(best: str, table: dict[str, dict[str, Any]]) -> list[str]:
@@ -320,42 +320,42 @@ def downstream_section(results: dict[str, Any]) -> list[str]:
 def text_generation_section(
     study: StudyData, analysis: Analysis, data: dict[str, Any]
 ) -> list[str]:
-    """One continuation per prompt and configuration, with their quality measures."""
-    out: list[str] = []
-    out += ["## Text Generation", ""]
+    """The continuations' quality measures, one example, and where the rest are."""
+    out: list[str] = ["## Text Generation", ""]
     samples = data["text_samples"]
     prompts = next((s for s in samples.values() if s), {})
-    if prompts:
-        quality = next(
-            q
-            for q in data["results_summary"]["text_generation_quality"].values()
-            if q["generation_success"]
+    if not prompts:
+        return [*out, "No text samples (no run completed, or samples were switched off).", ""]
+    quality = next(
+        q
+        for q in data["results_summary"]["text_generation_quality"].values()
+        if q["generation_success"]
+    )
+    settings = quality["settings"]
+    held_out = sum("reference" in p for p in prompts.values())
+    out += [
+        f"Every configuration continued {len(prompts)} prompt(s)"
+        + (
+            f", {held_out} of them the opening {settings.get('prompt_tokens')} tokens of "
+            "held-out validation documents (whose own continuation is shown beside them)"
+            if held_out
+            else ""
         )
-        settings = quality["settings"]
-        out += [
-            f"One continuation per prompt and configuration: {settings['max_new_tokens']} new "
-            f"tokens, temperature {settings['temperature']}, sampler seed {settings['seed']} "
-            "(the same for every configuration). Full samples: `text_samples/`.",
-            "",
-        ]
-        out += _quality_table(data, analysis)
-        for key, first in prompts.items():
-            out += [f"**Prompt:** *{first['prompt']}*", ""]
-            out += md_table(
-                ["configuration", "continuation"],
-                [
-                    [
-                        v,
-                        repr(samples[v][key]["generated_only"])
-                        if key in samples.get(v, {})
-                        else "—",
-                    ]
-                    for v in study.variants
-                ],
-            )
-    else:
-        out += ["No text samples (no run completed).", ""]
-
+        + f": {settings['max_new_tokens']} new tokens, temperature {settings['temperature']}, "
+        f"with the same sampler seed ({settings['seed']}) for every configuration, from its "
+        "first seed's final weights. All continuations, side by side: "
+        "[`text_samples/appendix.md`](text_samples/appendix.md).",
+        "",
+    ]
+    out += _quality_table(data, analysis)
+    key, example = next(iter(prompts.items()))
+    out += [f"**Example** ({example.get('source', 'fixed prompt')}). Prompt:", ""]
+    out += code_block(example["prompt"])
+    if "reference" in example:
+        out += ["The document's own continuation:", "", *code_block(example["reference"])]
+    for variant in study.compared:
+        if key in samples.get(variant, {}):
+            out += [f"{variant}:", "", *code_block(samples[variant][key]["generated_only"])]
     return out
 
 

@@ -29,7 +29,13 @@ from lmablate.model.counts import resolve_vocab_size
 from lmablate.report.package import build_report
 from lmablate.study.budgets import match_budgets
 from lmablate.study.estimate import run_flops
-from lmablate.study.samples import SampleWriter, deferred_interrupts, sample_run, score_samples
+from lmablate.study.samples import (
+    SampleWriter,
+    deferred_interrupts,
+    sample_run,
+    score_samples,
+    write_prompts,
+)
 from lmablate.study.status import duration
 from lmablate.training.loop import train
 from lmablate.training.summary import FINISHED, OBSERVATION_ONLY, read_summary
@@ -216,6 +222,7 @@ def _run_study(
     staging = directory / f".study.yaml.{os.getpid()}"
     staging.write_text(resolved)
     os.replace(staging, directory / "study.yaml")
+    write_prompts(directory, study, data.val_tokens, data.tokenizer)
     vocab = {r.path: resolve_vocab_size(r.config.model, data.tokenizer.vocab_size) for r in runs}
     tracker = _Progress(runs, {r.path: run_flops(r.config, vocab[r.path]) for r in runs})
     device = str(resolve_device(study.baseline.train.device))

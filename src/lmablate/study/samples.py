@@ -2,6 +2,12 @@
 (``samples.json``), then every continuation is scored under the baseline's model (a common
 yardstick) and measured for repetition and diversity.
 
+The prompts are, by default, the openings of held-out validation documents (the first
+``samples.prompt_tokens`` tokens of the first ``samples.documents`` documents long enough to
+have a continuation), chosen once per study from the validation tokens and written to
+``DIR/sample_prompts.json`` with each document's true continuation; fixed ``samples.prompts``
+follow them. Every run samples with the same sampler seed.
+
 A sample that fails never fails its run: the run stands, and the report says what is missing.
 """
 
@@ -14,32 +20,111 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch import device as torch_device
 
-from lmablate.config.study import Study, StudyRun
-from lmablate.generation import Sampling, continuation_perplexity, generate, quality
+from lmablate.config.study import SamplesConfig, Study, StudyRun
+from lmablate.data.tokenizers import Tokenizer
+from lmablate.generation import (
+    Sampling,
+    continuation_perplexity,
+    continuation_text,
+    generate,
+    quality,
+)
 from lmablate.hardware import resolve_precision
 from lmablate.training.checkpoint import load_run
 from lmablate.training.summary import read_summary, write_json_atomic
 
+PROMPTS_FILE = "sample_prompts.json"  # in the study directory, beside study.yaml
+
+
+def document_prompts(
+    val_tokens: np.ndarray, tokenizer: Tokenizer, settings: SamplesConfig, context: int
+) -> list[dict[str, Any]]:
+    """The openings of the first ``settings.documents`` validation documents with at least one
+    token after their prompt: prompt ids and text, and the document's true continuation (up to
+    ``max_new_tokens`` tokens, ending at its EOS). A prompt is at most ``prompt_tokens`` long
+    and leaves room for the continuation in ``context`` (the study's shortest), so every
+    configuration sees all of it; one that would end inside a character is shortened by up to
+    three tokens so that it decodes whole."""
+    length = max(1, min(settings.prompt_tokens, context - settings.max_new_tokens))
+    ends = np.flatnonzero(val_tokens == tokenizer.eos_id)
+    starts = np.concatenate([[0], ends[:-1] + 1]) if len(ends) else np.array([], dtype=np.int64)
+    out: list[dict[str, Any]] = []
+    for index, (start, end) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+        if len(out) == settings.documents:
+            break
+        document = val_tokens[start:end].tolist()
+        cut = length
+        while cut > max(1, length - 3) and tokenizer.decode(document[:cut]).endswith("\ufffd"):
+            cut -= 1
+        if len(document) <= cut:
+            continue  # no continuation to compare with
+        prompt, truth = document[:cut], document[cut : cut + settings.max_new_tokens]
+        out.append(
+            {
+                "document": index,
+                "prompt_ids": prompt,
+                "prompt": tokenizer.decode(prompt),
+                "reference_ids": truth,
+                "reference": continuation_text(tokenizer, prompt, truth),
+            }
+        )
+    return out
+
+
+def write_prompts(
+    directory: Path, study: Study, val_tokens: np.ndarray, tokenizer: Tokenizer
+) -> None:
+    """DIR/sample_prompts.json, from the study's validation tokens (rewritten when they or the
+    sample settings change)."""
+    settings = study.config.samples
+    context = min(run.config.train.seq_len for run in study.runs)
+    record = {
+        "settings": settings.model_dump(mode="json", include={"documents", "prompt_tokens"})
+        | {"max_new_tokens": settings.max_new_tokens},
+        "prompts": document_prompts(val_tokens, tokenizer, settings, context),
+    }
+    path = directory / PROMPTS_FILE
+    if not path.is_file() or json.loads(path.read_text()) != record:
+        write_json_atomic(path, record)
+
+
+def _held_out(run_dir: Path) -> list[dict[str, Any]]:
+    """The study's held-out prompts for a run at DIR/runs/VARIANT/seed-K."""
+    path = run_dir.parents[2] / PROMPTS_FILE
+    return json.loads(path.read_text())["prompts"] if path.is_file() else []
+
 
 def write_samples(run_dir: Path, study: Study, device: str) -> None:
     """samples.json for a finished run, unless it already holds these settings' samples."""
-    settings = study.config.samples.model_dump(mode="json")
+    held_out = _held_out(run_dir) if study.config.samples.documents else []
+    settings = {
+        **study.config.samples.model_dump(mode="json"),
+        "held_out": [[p["document"], p["prompt_ids"]] for p in held_out],
+    }
     path = run_dir / "samples.json"
     if path.is_file() and json.loads(path.read_text()).get("settings") == settings:
         return
+    prompts: list[str | list[int]] = [p["prompt_ids"] for p in held_out]
+    prompts += settings["prompts"]
+    if not prompts:
+        return
     model, tokenizer, cfg, step = load_run(run_dir, device)
-    sampling = Sampling(**{k: v for k, v in settings.items() if k != "prompts"})
+    sampling = Sampling(**{k: v for k, v in settings.items() if k in Sampling.__dataclass_fields__})
     precision = resolve_precision(cfg.train.precision, torch_device(device))
     samples = generate(
         model,
         tokenizer,
-        list(settings["prompts"]),
+        prompts,
         sampling,
         context=cfg.train.seq_len,
         precision=precision,
     )
+    for sample, source in zip(samples, held_out, strict=False):
+        sample["source"] = f"validation document {source['document']}"
+        sample["reference"] = source["reference"]
     write_json_atomic(path, {"settings": settings, "step": step, "samples": samples})
 
 
@@ -69,7 +154,11 @@ def score_samples(
         for sample in record["samples"]:
             sample["baseline_ppl"] = (
                 continuation_perplexity(
-                    model, tokenizer, sample["prompt"], sample["new_token_ids"], cfg.train.seq_len
+                    model,
+                    tokenizer,
+                    sample.get("prompt_ids") or sample["prompt"],
+                    sample["new_token_ids"],
+                    cfg.train.seq_len,
                 )
                 if yardstick
                 else None
