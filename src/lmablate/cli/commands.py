@@ -233,7 +233,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     print(
         f"best (lowest validation loss): {findings['best_performing_config']}; "
-        f"most efficient (FLOPs to target loss): {findings['most_efficient_config']}"
+        f"most efficient (FLOPs to the common target loss): "
+        f"{findings['most_efficient_config']}"
     )
     print(f"report: {outcome.report / 'research_report.md'}")
     if outcome.statuses and len(failed) == len(outcome.statuses):

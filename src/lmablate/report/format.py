@@ -16,6 +16,14 @@ def fmt(value: Any, spec: str = ".4f") -> str:
     return format(value, spec)
 
 
+def without_empty_columns(
+    header: list[str], rows: list[list[str]], empty: str = "n/a"
+) -> tuple[list[str], list[list[str]]]:
+    """Leave out the columns whose every row is ``empty`` (MFU on a device of unknown peak)."""
+    keep = [i for i in range(len(header)) if not rows or any(r[i] != empty for r in rows)]
+    return [header[i] for i in keep], [[r[i] for i in keep] for r in rows]
+
+
 def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += [

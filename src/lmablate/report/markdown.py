@@ -42,7 +42,7 @@ def markdown_report(study: StudyData, analysis: Analysis, data: dict[str, Any]) 
     """The whole report, section by section in the reference report's order."""
     n_seeds = len(study.study["seeds"])
     out = _overview_and_setup(study, data)
-    out += ["## Key Findings", "", *key_findings(analysis, n_seeds)]
+    out += ["## Key Findings", "", *key_findings(analysis, n_seeds), ""]
     out += [
         "## Methods",
         "",

@@ -9,7 +9,15 @@ from typing import Any
 
 from lmablate.analysis.findings import Analysis
 from lmablate.analysis.rundata import StudyData
-from lmablate.report.format import ci, code_block, fmt, md_table, pm, sci
+from lmablate.report.format import (
+    ci,
+    code_block,
+    fmt,
+    md_table,
+    pm,
+    sci,
+    without_empty_columns,
+)
 
 
 def _budget_caveat(best: str, table: dict[str, dict[str, Any]]) -> list[str]:
@@ -209,18 +217,20 @@ def results_tables(analysis: Analysis) -> list[str]:
             ]
         )
     out += md_table(
-        [
-            "configuration",
-            "FLOPs to target",
-            "train s to target",
-            "val loss at equal FLOPs",
-            "total FLOPs",
-            "tokens/s",
-            "MFU",
-            "wall s",
-            "steps/s",
-        ],
-        rows,
+        *without_empty_columns(
+            [
+                "configuration",
+                "FLOPs to target",
+                "train s to target",
+                "val loss at equal FLOPs",
+                "total FLOPs",
+                "tokens/s",
+                "MFU",
+                "wall s",
+                "steps/s",
+            ],
+            rows,
+        )
     )
 
     out += [
