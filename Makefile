@@ -7,19 +7,26 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install test demo lint format clean
+.PHONY: install install-dev test demo lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# the demo needs the package alone; lint and tests add the dev extras (Ray, trackers, lm-eval)
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
 install: $(VENV)/.installed
 
-lint: install
+install-dev: $(VENV)/.installed-dev
+
+lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-cache
@@ -30,7 +37,7 @@ test: lint
 demo: install
 	$(BIN)/lmablate run studies/quickstart.yaml
 
-format: install
+format: install-dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 

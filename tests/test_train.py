@@ -418,11 +418,44 @@ def test_a_run_follows_its_schedule(tmp_path, corpus, tokenizer_dir):
 
 
 def test_a_run_that_failed_to_start_can_be_retried_with_another_config(
-    tmp_path, corpus, tokenizer_dir
+    tmp_path, corpus, tokenizer_dir, monkeypatch
 ):
     bad = tiny_config(corpus, tokenizer_dir, device="cuda:99", max_steps=10)
     with pytest.raises(LmablateError, match="cuda:99"):
         quiet_train(bad, tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before the run directory was written
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the model could not be built")
+
+    with monkeypatch.context() as patch:  # a failure after config.json was written
+        patch.setattr("lmablate.training.loop.LM", broken)
+        with pytest.raises(RuntimeError):
+            quiet_train(tiny_config(corpus, tokenizer_dir, max_steps=8), tmp_path / "run")
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
     fixed = tiny_config(corpus, tokenizer_dir, device="cpu", max_steps=10)
     assert quiet_train(fixed, tmp_path / "run").status == "complete"
+
+
+def test_a_run_that_cannot_fit_is_refused_before_anything_is_written(
+    tmp_path, corpus, tokenizer_dir, monkeypatch
+):
+    """The memory floor (weights, gradients, AdamW moments and one micro-batch's matmul inputs)
+    by hand, and a run above the device's memory refused with the documented advice."""
+    from lmablate.model.counts import count_parameters, training_memory_floor
+
+    cfg = tiny_config(corpus, tokenizer_dir)
+    floor = training_memory_floor(cfg, 512, "fp32")
+    params = count_parameters(cfg.model, 512)["total"]
+    tc, m = cfg.train, cfg.model
+    micro = tc.batch_size // tc.grad_accum_steps
+    assert floor["weights"] == params * 16  # fp32 weights + grads + two AdamW moments
+    assert (
+        floor["activations"] == micro * tc.seq_len * m.n_layers * (6 * m.d_model + 2 * m.d_ff) * 4
+    )
+    assert training_memory_floor(cfg, 512, "bf16")["activations"] == floor["activations"] // 2
+
+    monkeypatch.setattr("lmablate.training.loop.memory_bytes", lambda device: 1024)
+    with pytest.raises(LmablateError, match=r"lower train\.batch_size"):
+        train(cfg, tmp_path / "run", progress=False, log=lambda _: None)
+    assert not (tmp_path / "run").exists()

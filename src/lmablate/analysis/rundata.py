@@ -32,6 +32,7 @@ class RunData:
     samples: dict[str, Any] | None = None
     downstream: dict[str, Any] | None = None  # eval/lm_eval.json, from lmablate eval
     documents: dict[str, Any] | None = None  # eval_documents.json: the final per-document loss
+    damaged: list[str] = field(default_factory=list)  # files read as missing, and why
 
     @property
     def status(self) -> str:
@@ -137,24 +138,45 @@ def load_study_dir(directory: str | Path) -> StudyData:
             f"{study_file} is damaged (no study with seeds in it); rerun the study with "
             "lmablate run STUDY.yaml --out this directory to rewrite it"
         )
-    runs = []
-    for variant in ["baseline", *study.get("variants", {})]:
-        for seed in study["seeds"]:
-            path = directory / "runs" / variant / f"seed-{seed}"
-            runs.append(
-                RunData(
-                    variant=variant,
-                    seed=seed,
-                    path=path,
-                    config=read_json_object(path / "config.json"),
-                    summary=read_json_object(path / "summary.json"),
-                    records=read_jsonl(path / "metrics.jsonl"),
-                    samples=read_json_object(path / "samples.json"),
-                    downstream=read_json_object(path / "eval" / "lm_eval.json"),
-                    documents=read_json_object(path / DOCUMENTS_FILE),
-                )
-            )
+    runs = [
+        read_run(directory / "runs" / variant / f"seed-{seed}", variant, seed)
+        for variant in ["baseline", *study.get("variants", {})]
+        for seed in study["seeds"]
+    ]
     return StudyData(directory, study, runs)
+
+
+def read_run(path: Path, variant: str, seed: int) -> RunData:
+    """A run directory's files; each damaged one is read as missing, and named in
+    ``damaged`` (the warning says so too)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = RunData(
+            variant=variant,
+            seed=seed,
+            path=path,
+            config=read_json_object(path / "config.json"),
+            summary=read_json_object(path / "summary.json"),
+            records=read_jsonl(path / "metrics.jsonl"),
+            samples=read_json_object(path / "samples.json"),
+            downstream=read_json_object(path / "eval" / "lm_eval.json"),
+            documents=read_json_object(path / DOCUMENTS_FILE),
+        )
+    for warning in caught:
+        run.damaged.append(str(warning.message))
+        warnings.warn(str(warning.message), stacklevel=2)
+    return run
+
+
+def scan_runs(directory: Path) -> list[RunData]:
+    """The run directories under ``DIR/runs/VARIANT/seed-K``, found without study.yaml (what a
+    damaged study directory still holds)."""
+    runs = []
+    for path in sorted((directory / "runs").glob("*/seed-*")):
+        seed = path.name.removeprefix("seed-")
+        if path.is_dir() and seed.lstrip("-").isdigit():
+            runs.append(read_run(path, path.parent.name, int(seed)))
+    return runs
 
 
 def cumulative_train_time(run: RunData) -> dict[int, float]:

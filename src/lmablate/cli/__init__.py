@@ -11,12 +11,18 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Sequence
 
 from lmablate.cli.parser import build_parser
 from lmablate.errors import LmablateError
 
 __all__ = ["build_parser", "main"]
+
+
+def _plain_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as a user reads it: its message, not the source line that raised it."""
+    print(f"warning: {message}", file=file or sys.stderr)
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -28,7 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _plain_warning
+            return args.func(args)
     except LmablateError as exc:
         rank = os.environ.get("RANK", "0")  # under torchrun every process may say it
         print(f"error{'' if rank == '0' else f' (rank {rank})'}: {exc}", file=sys.stderr)

@@ -259,7 +259,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     from lmablate.study.status import print_status, study_status
 
-    print_status(study_status(Path(args.directory)))
+    rows, problem = study_status(Path(args.directory))
+    print_status(rows)
+    if problem is not None:  # the runs above were found without it
+        raise LmablateError(problem)
     return 0
 
 

@@ -182,7 +182,54 @@ _SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist = 2, 4, 4
 _SHORT.maxstring = _SHORT.maxother = 60
 
 
-def format_validation_error(exc: ValidationError, where: str = "") -> str:
+MAX_PROBLEMS = 3  # lines of one error message; the rest are counted
+
+
+def join_problems(lines: list[str]) -> str:
+    """One line per problem, the first few of them: a message stays a few lines long however
+    many keys a file gets wrong."""
+    lines = list(dict.fromkeys(lines))
+    if len(lines) <= MAX_PROBLEMS:
+        return "\n".join(lines)
+    rest = len(lines) - MAX_PROBLEMS
+    return "\n".join([*lines[:MAX_PROBLEMS], f"(and {rest} more problem{'s' * (rest > 1)})"])
+
+
+def _model_at(cls: type[BaseModel] | None, loc: tuple[str, ...]) -> type[BaseModel] | None:
+    """The pydantic model that holds the last key of ``loc`` (list indices and dict keys of
+    ``dict[str, Model]`` fields are stepped over), or None when ``loc`` leaves the models."""
+    current: Any = cls
+    for part in loc:
+        if current is None:
+            return None
+        field = current.model_fields.get(part) if isinstance(current, type) else None
+        if field is None:
+            continue  # a list index or a mapping key: the same model's items
+        current = _nested_model(field.annotation) or _item_model(field.annotation)
+    return current if isinstance(current, type) else None
+
+
+def _item_model(annotation: Any) -> type[BaseModel] | None:
+    """The model inside ``list[Model]`` or ``dict[str, Model]`` (through unions)."""
+    for arg in typing.get_args(annotation):
+        found = _nested_model(arg) or _item_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _unknown_key(cls: type[BaseModel] | None, loc: tuple[str, ...]) -> str:
+    """The message for a key pydantic found extra: the valid keys, and the nearest of them."""
+    holder = _model_at(cls, loc[:-1]) if cls is not None else None
+    if holder is None:
+        return f"{'.'.join(loc)}: unknown key"
+    hint = suggest(loc[-1], list(holder.model_fields))
+    return f"{'.'.join(loc)}: unknown key{hint} (valid keys: {', '.join(holder.model_fields)})"
+
+
+def format_validation_error(
+    exc: ValidationError, where: str = "", model: type[BaseModel] | None = None
+) -> str:
     # pydantic names the union member it tried inside the location, e.g.
     # ('data', 'tokenizer', 'str'); drop those tags, then drop an error whose location is a
     # strict prefix of another's: that is the union member the user did not mean.
@@ -197,6 +244,8 @@ def format_validation_error(exc: ValidationError, where: str = "") -> str:
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "value_error" or not loc:
             lines.append(f"{where}{message}")
+        elif err["type"] == "extra_forbidden":
+            lines.append(f"{where}{_unknown_key(model, loc)}")
         elif err["type"] == "missing":
             lines.append(f"{where}{'.'.join(loc)}: required, but missing")
         else:
@@ -204,12 +253,14 @@ def format_validation_error(exc: ValidationError, where: str = "") -> str:
             reason = LIMITS.get(loc[-1]) if err["type"] == "less_than_equal" else None
             why = f"; {reason[1]}" if reason else ""
             lines.append(f"{where}{'.'.join(loc)}: {message} (got {got}){why}")
-    return "\n".join(dict.fromkeys(lines))
+    return join_problems(lines)
 
 
 def _is_union_tag(part: Any) -> bool:
+    """A union member's name in a location ('str', 'Spaced', 'list[any]',
+    'function-after[...]'): not a key the user wrote."""
     return part in ("str", "int", "float", "bool", "none") or (
-        isinstance(part, str) and part[:1].isupper()
+        isinstance(part, str) and (part[:1].isupper() or "[" in part or part.startswith("function"))
     )
 
 
@@ -218,11 +269,11 @@ def validate_run_config(raw: Mapping[str, Any], where: str = "") -> RunConfig:
     nested = nest_flat_keys(raw, where)
     errors = unknown_key_errors(RunConfig, nested)
     if errors:
-        raise ConfigError("\n".join(f"{where}{e}" for e in errors))
+        raise ConfigError(join_problems([f"{where}{e}" for e in errors]))
     try:
         return RunConfig.model_validate(nested)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, where)) from None
+        raise ConfigError(format_validation_error(exc, where, RunConfig)) from None
 
 
 # ---------------------------------------------------------------------------------- overrides
@@ -289,7 +340,16 @@ def load_run_config(path: str | Path, overrides: Iterable[str] = ()) -> RunConfi
             f"{path} is a study file (it has baseline:/variants:), not a run config; run it "
             f"with: lmablate run {path}"
         )
-    return validate_run_config(apply_overrides(raw, overrides), where=f"{path}: ")
+    overrides = list(overrides)
+    try:
+        return validate_run_config(apply_overrides(raw, overrides), where=f"{path}: ")
+    except ConfigError:
+        if not overrides:
+            raise
+        validate_run_config(raw, where=f"{path}: ")  # the file's own mistake is named as such
+        # the file is valid: the --set values made it invalid, so name them
+        where = f"--set {' '.join(overrides)}: "
+        return validate_run_config(apply_overrides(raw, overrides), where=where)
 
 
 def with_defaults(recorded: Mapping[str, Any]) -> dict[str, Any]:

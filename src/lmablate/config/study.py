@@ -43,6 +43,7 @@ from pydantic import (
 
 from lmablate.config.keys import (
     format_validation_error,
+    join_problems,
     nest_flat_keys,
     parse_override,
     read_yaml_mapping,
@@ -394,7 +395,7 @@ def _run_overrides(raw: Any, where: str) -> dict[str, Any]:
         )
     errors = unknown_key_errors(RunConfig, nested)
     if errors:
-        raise ConfigError("\n".join(f"{where}.{e}" for e in errors))
+        raise ConfigError(join_problems([f"{where}.{e}" for e in errors]))
     return nested
 
 
@@ -413,11 +414,11 @@ def build_study(
                 f"{where}{key}: unknown study key{hint} "
                 f"(valid keys: {', '.join(StudyConfig.model_fields)})"
             )
-        raise ConfigError("\n".join(lines))
+        raise ConfigError(join_problems(lines))
     try:
         study = StudyConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, where)) from None
+        raise ConfigError(format_validation_error(exc, where, StudyConfig)) from None
 
     data = validate_run_config({"data": study.data}, where).data
     baseline = _run_overrides(study.baseline, f"{where}baseline")
@@ -633,4 +634,12 @@ def load_study(path: str | Path, overrides: Iterable[str] = (), seeds: int | Non
                 "once more)"
             )
         study["seeds"] = list(range(seeds))
-    return build_study(study, f"{path}: ", forced)
+    overrides = list(overrides)
+    try:
+        return build_study(study, f"{path}: ", forced)
+    except ConfigError:
+        if not overrides:
+            raise
+        build_study(raw, f"{path}: ")  # the file's own mistake is named as such
+        # the file is valid: the --set values made it invalid, so name them
+        return build_study(study, f"--set {' '.join(overrides)}: ", forced)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lmablate.config.components import ATTENTION, MLPS, NORMS, POSITIONS
-from lmablate.config.run import ModelConfig
+from lmablate.config.run import ModelConfig, RunConfig
 from lmablate.errors import ConfigError
 
 GATED_MLPS = ("swiglu", "geglu")  # gate, up and down matrices; the other built-ins: up, down
@@ -108,3 +108,22 @@ def resolve_vocab_size(cfg: ModelConfig, tokenizer_vocab: int) -> int:
             "or to null to size it from the tokenizer"
         )
     return cfg.vocab_size
+
+
+def training_memory_floor(cfg: RunConfig, vocab_size: int, precision: str) -> dict[str, int]:
+    """A lower bound, in bytes, on the memory one training process needs: fp32 weights and
+    gradients (8 bytes a parameter) and the optimizer's state (AdamW two moments, Muon, Lion
+    and SGD with momentum one), and the activations one micro-batch keeps for the backward
+    pass, counting only the inputs of each layer's matrix multiplies (6d + 2·d_ff values a
+    token) at the precision's width. Real use is higher (attention, the loss, the allocator),
+    so a run above the floor may still not fit, but one whose floor exceeds the device's
+    memory cannot."""
+    tc, model = cfg.train, cfg.model
+    params = count_parameters(model, vocab_size)["total"]
+    state = {"adamw": 8, "muon": 4, "lion": 4, "sgd": 4 if tc.sgd_momentum else 0}
+    weights = params * (8 + state[tc.optimizer])
+    micro_batch = tc.batch_size // tc.grad_accum_steps
+    width = 4 if precision == "fp32" else 2
+    per_token = model.n_layers * (6 * model.d_model + 2 * model.d_ff)
+    activations = micro_batch * tc.seq_len * per_token * width
+    return {"weights": weights, "activations": activations, "total": weights + activations}

@@ -38,7 +38,12 @@ from lmablate.study.samples import (
 )
 from lmablate.study.status import duration
 from lmablate.training.loop import train
-from lmablate.training.summary import FINISHED, OBSERVATION_ONLY, read_summary
+from lmablate.training.summary import (
+    FINISHED,
+    OBSERVATION_ONLY,
+    read_summary,
+    write_json_atomic,
+)
 
 
 @dataclass
@@ -271,7 +276,13 @@ def _train_in_turn(
             result = train(run.config, run_dir, progress=progress, log=log)
         except Exception as exc:  # one failed run never takes the study down
             statuses[run.path] = "failed"
-            log(f"run {run.path} failed: {type(exc).__name__}: {exc}; the study goes on")
+            message = str(exc) if isinstance(exc, LmablateError) else f"{type(exc).__name__}: {exc}"
+            if read_summary(run_dir) is None:  # refused before it started: the report says why
+                run_dir.mkdir(parents=True, exist_ok=True)
+                write_json_atomic(
+                    run_dir / "summary.json", {"status": "failed", "message": message}
+                )
+            log(f"run {run.path} failed: {message}; the study goes on")
             tracker.ended(run, trained=False)
             continue
         if result.status == "interrupted":

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lmablate.analysis.rundata import load_study_dir
+from lmablate.analysis.rundata import load_study_dir, scan_runs
+from lmablate.errors import LmablateError
 
 
 def duration(seconds: float) -> str:
@@ -19,11 +20,18 @@ def duration(seconds: float) -> str:
     )
 
 
-def study_status(directory: Path) -> list[dict[str, Any]]:
-    """One row per run of a study directory: its state and headline numbers."""
-    study = load_study_dir(directory)
+def study_status(directory: Path) -> tuple[list[dict[str, Any]], str | None]:
+    """One row per run of a study directory, its state and headline numbers; and, when
+    study.yaml is damaged, what is wrong with it (the rows are then the run directories
+    found under runs/)."""
+    try:
+        runs, problem = load_study_dir(directory).runs, None
+    except LmablateError as exc:
+        if not (directory / "study.yaml").is_file() or not (directory / "runs").is_dir():
+            raise
+        runs, problem = scan_runs(directory), str(exc)
     rows = []
-    for run in study.runs:
+    for run in runs:
         summary = run.summary or {}
         last = run.records[-1]["step"] if run.records else 0
         max_steps = (run.config or {}).get("train", {}).get("max_steps")
@@ -31,18 +39,19 @@ def study_status(directory: Path) -> list[dict[str, Any]]:
             {
                 "variant": run.variant,
                 "seed": run.seed,
-                "status": run.status,
+                "status": "damaged" if run.damaged else run.status,
                 "step": summary.get("step", last),
                 "max_steps": max_steps,
                 "final_val_loss": summary.get("final_val_loss"),
                 "wall_time_s": summary.get("wall_time_s"),
-                "message": summary.get("message"),
+                "message": "; ".join(run.damaged) or summary.get("message"),
             }
         )
-    return rows
+    return rows, problem
 
 
-def print_status(rows: list[dict[str, Any]], file: Any = sys.stdout) -> None:
+def print_status(rows: list[dict[str, Any]], file: Any = None) -> None:
+    file = file or sys.stdout  # read now: a caller may have redirected it
     header = f"{'variant':<16} {'seed':>4}  {'status':<12} {'step':>13}  {'val loss':>8}  wall"
     print(header, file=file)
     for row in rows:

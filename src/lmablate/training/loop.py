@@ -46,13 +46,14 @@ from lmablate.data.tokenizers import Tokenizer
 from lmablate.errors import LmablateError
 from lmablate.hardware import (
     autocast,
+    memory_bytes,
     resolve_device,
     resolve_precision,
     synchronize,
     tune_allocator,
 )
 from lmablate.locks import exclusive
-from lmablate.model.counts import resolve_vocab_size
+from lmablate.model.counts import resolve_vocab_size, training_memory_floor
 from lmablate.model.transformer import LM
 from lmablate.optim.optimizers import Optimizers, build_optimizer, set_learning_rate
 from lmablate.optim.schedules import lr_at
@@ -64,6 +65,7 @@ from lmablate.training.recorder import Recorder
 from lmablate.training.summary import (
     FINISHED,
     RunResult,
+    check_config,
     read_summary,
     write_json_atomic,
     write_or_check_config,
@@ -89,6 +91,7 @@ def train(
         progress, log = False, _silent
     existing = read_summary(run_dir)
     if existing is not None and existing["status"] in FINISHED:
+        check_config(run_dir, cfg)  # a finished run of another config is not this one
         log(f"{run_dir} is already finished ({existing['status']}); nothing to do")
         return RunResult(existing["status"], existing["step"], run_dir, existing)
     if not world.is_main:
@@ -96,11 +99,20 @@ def train(
             return _train(cfg, run_dir, world, progress=progress, stop_at=stop_at, log=log)
         finally:
             world.leave()
+    data = None
+    if world.size == 1:  # what can be checked is checked before the run directory is written
+        check_config(run_dir, cfg)
+        check_available(cfg.train.logger)
+        device = resolve_device(cfg.train.device)
+        data = prepare(cfg.data, progress=progress, log=log)
+        check_memory(cfg, resolve_vocab_size(cfg.model, data.tokenizer.vocab_size), device)
     with exclusive(run_dir, "training"):
         write_or_check_config(run_dir, cfg)
         (run_dir / "summary.json").unlink(missing_ok=True)  # a failed run is being retried
         try:
-            return _train(cfg, run_dir, world, progress=progress, stop_at=stop_at, log=log)
+            return _train(
+                cfg, run_dir, world, progress=progress, stop_at=stop_at, log=log, data=data
+            )
         except Exception as exc:
             message = f"{type(exc).__name__}: {exc}"
             if isinstance(exc, torch.OutOfMemoryError):
@@ -117,6 +129,23 @@ def train(
             world.leave()
 
 
+def check_memory(cfg: RunConfig, vocab_size: int, device: torch.device) -> None:
+    """Refuse, before anything is allocated, a run whose memory floor exceeds the device's
+    memory (on this machine the kernel would kill the process first, with no message)."""
+    available = memory_bytes(device)
+    floor = training_memory_floor(cfg, vocab_size, resolve_precision(cfg.train.precision, device))
+    if available is None or floor["total"] <= available:
+        return
+    gib = 2**30
+    raise LmablateError(
+        f"failed before training: needs at least {floor['total'] / gib:.1f} GiB (weights, "
+        f"gradients and optimizer state {floor['weights'] / gib:.1f} GiB, activations of one "
+        f"micro-batch {floor['activations'] / gib:.1f} GiB) but {device} has "
+        f"{available / gib:.1f} GiB; lower train.batch_size (raise train.grad_accum_steps to "
+        "keep the batch), shorten train.seq_len or shrink the model"
+    )
+
+
 def _train(
     cfg: RunConfig,
     run_dir: Path,
@@ -125,6 +154,7 @@ def _train(
     progress: bool,
     stop_at: int | None,
     log: Callable[[str], None],
+    data: PreparedData | None = None,
 ) -> RunResult:
     t_start = time.perf_counter()
     tc = cfg.train
@@ -133,7 +163,8 @@ def _train(
     precision = resolve_precision(tc.precision, device)
     if device.type == "cpu":
         tune_allocator()
-    data = _prepare_in_turn(cfg, world, progress, log)
+    if data is None:  # prepared here under torchrun, rank 0 first
+        data = _prepare_in_turn(cfg, world, progress, log)
     vocab_size = resolve_vocab_size(cfg.model, data.tokenizer.vocab_size)
     batches = TrainBatches(data.train_tokens, tc.batch_size, tc.seq_len, tc.data_seed)
     val = validation_set(

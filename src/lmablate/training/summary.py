@@ -74,6 +74,12 @@ def _only_a_failed_start(run_dir: Path) -> bool:
 
 def write_or_check_config(run_dir: Path, cfg: RunConfig) -> None:
     """Write ``config.json``, or refuse if the directory holds a run of another config."""
+    check_config(run_dir, cfg)
+    write_json_atomic(run_dir / "config.json", cfg.model_dump(mode="json"))
+
+
+def check_config(run_dir: Path, cfg: RunConfig) -> None:
+    """Refuse if the directory holds a run (finished or not) of another config."""
     resolved = cfg.model_dump(mode="json")
     path = run_dir / "config.json"
     if path.is_file() and not _only_a_failed_start(run_dir):
@@ -90,7 +96,6 @@ def write_or_check_config(run_dir: Path, cfg: RunConfig) -> None:
                 f"{run_dir} holds a run with a different config ({details}); resume it with "
                 "its own config, or train into a new --out directory"
             )
-    write_json_atomic(path, resolved)
 
 
 def build_summary(

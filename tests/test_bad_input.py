@@ -1,0 +1,761 @@
+"""Bad input, as a new user types it, through every subcommand: each case must exit with the
+documented code (2 for a mistake in the input), print no traceback, say in a few lines what is
+wrong naming the field or file, finish well within a time limit, and leave every file that was
+there before exactly as it was. The study loader is also fuzzed with random YAML-able values:
+nothing but a ConfigError may come out of it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import write_yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lmablate.cli import main
+from lmablate.config.study import build_study
+from lmablate.errors import ConfigError
+
+HANG_GUARD_S = 60  # a case that takes this long is hanging, not slow
+MAX_LINES = 4
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+    config: Path  # a valid tiny run config
+    study: Path  # a valid tiny study
+    run: Path  # a finished run of config
+    study_dir: Path  # a finished run of study (one run)
+    corpus: Path
+    tokenizer: Path
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory, documents, tokenizer_dir) -> Workspace:
+    root = tmp_path_factory.mktemp("bad_input")
+    corpus = root / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in documents))
+    data = f"{{source: local, path: {corpus}, tokenizer: {tokenizer_dir}, num_documents: null}}"
+    model = "{d_model: 32, n_heads: 2, n_layers: 1, d_ff: 64}"
+    train = (
+        "{batch_size: 4, seq_len: 16, max_steps: 4, warmup_steps: 1, eval_every: 2, "
+        "eval_tokens: 128, log_every: 2}"
+    )
+    config = write_yaml(root / "good.yaml", f"model: {model}\ntrain: {train}\ndata: {data}\n")
+    study = write_yaml(
+        root / "study.yaml",
+        f"name: tiny\ndata: {data}\nbaseline: {{model: {model}, train: {train}}}\n"
+        "samples: {documents: 1, max_new_tokens: 2}\n",
+    )
+    assert main(["train", str(config), "--out", str(root / "run"), "--quiet"]) == 0
+    assert main(["run", str(study), "--out", str(root / "study_dir"), "--quiet"]) == 0
+    return Workspace(
+        root, config, study, root / "run", root / "study_dir", corpus, Path(tokenizer_dir)
+    )
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file under ``root`` and a digest of its bytes."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def bad_yaml(ws: Workspace, name: str, text: str | bytes) -> Path:
+    path = ws.root / "cases" / name
+    path.parent.mkdir(exist_ok=True)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+def good_with(ws: Workspace, name: str, section: str, fields: str) -> Path:
+    """The good run config with ``fields`` (YAML flow-mapping content) added to a section."""
+    config = yaml.safe_load(ws.config.read_text())
+    config[section] = {**config[section], **yaml.safe_load("{" + fields + "}")}
+    return bad_yaml(ws, name, yaml.safe_dump(config))
+
+
+def with_corpus(ws: Workspace, name: str, corpus: str, content: str | bytes) -> Path:
+    """The good run config reading the corpus file ``corpus`` holding ``content``."""
+    return good_with(ws, name, "data", f"path: {bad_yaml(ws, corpus, content)}")
+
+
+def study_with(ws: Workspace, file: str, **top) -> Path:
+    study = yaml.safe_load(ws.study.read_text())
+    study.update(top)
+    return bad_yaml(ws, file, yaml.safe_dump(study))
+
+
+def damaged_copy(ws: Workspace, name: str, study_yaml: str | None = None) -> Path:
+    """A copy of the finished study directory, its study.yaml replaced by ``study_yaml``."""
+    import shutil
+
+    copy = ws.root / "cases" / name
+    if not copy.exists():
+        shutil.copytree(ws.study_dir, copy)
+    if study_yaml is not None:
+        (copy / "study.yaml").write_text(study_yaml)
+    return copy
+
+
+def bomb() -> str:
+    """A billion laughs: 9^12 strings if expanded, from 108 alias references."""
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(1, 13):
+        prev = chr(ord("a") + i - 1)
+        cur = chr(ord("a") + i)
+        lines.append(f"{cur}: &{cur} [" + ",".join([f"*{prev}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+Case = tuple[str, Callable[[Workspace], list[str]], int, str]
+
+
+def _run(w: Workspace) -> list[str]:
+    """lmablate run of the good study into a fresh directory (nothing may appear there)."""
+    return ["run", str(w.study), "--out", str(w.root / "fresh")]
+
+
+CASES: list[Case] = [
+    # ---- config files: paths, bytes, syntax
+    ("config: missing file", lambda w: ["config", str(w.root / "nope.yaml")], 2, "nope.yaml"),
+    ("config: a directory", lambda w: ["config", str(w.root)], 2, "is a directory"),
+    ("config: /dev/null", lambda w: ["config", "/dev/null"], 2, "/dev/null"),
+    (
+        "config: not UTF-8",
+        lambda w: ["config", str(bad_yaml(w, "latin.yaml", b"train: {seq_len: 1\xe9}\n"))],
+        2,
+        "byte",
+    ),
+    (
+        "config: binary",
+        lambda w: ["config", str(bad_yaml(w, "bin.yaml", b"\x00\x01\x02\xff" * 10))],
+        2,
+        "bin.yaml",
+    ),
+    (
+        "config: YAML syntax",
+        lambda w: ["config", str(bad_yaml(w, "syntax.yaml", "train: {seq_len: 16\n"))],
+        2,
+        "syntax.yaml:2:1: invalid YAML",
+    ),
+    (
+        "config: a list, not a mapping",
+        lambda w: ["config", str(bad_yaml(w, "list.yaml", "- 1\n- 2\n"))],
+        2,
+        "list.yaml",
+    ),
+    (
+        "config: deep nesting",
+        lambda w: ["config", str(bad_yaml(w, "deep.yaml", "a: " + "[" * 5000 + "]" * 5000))],
+        2,
+        "deep.yaml",
+    ),
+    (
+        "config: alias bomb",
+        lambda w: ["config", str(bad_yaml(w, "bomb.yaml", bomb()))],
+        2,
+        "alias",
+    ),
+    (
+        "config: a study file",
+        lambda w: ["config", str(w.study)],
+        2,
+        "lmablate run",
+    ),
+    # ---- config fields
+    (
+        "config: unknown top-level key",
+        lambda w: ["config", str(bad_yaml(w, "top.yaml", "trian: {}\n"))],
+        2,
+        "did you mean 'train'",
+    ),
+    (
+        "config: unknown model key",
+        lambda w: ["config", str(good_with(w, "mk.yaml", "model", "n_layer: 2"))],
+        2,
+        "did you mean 'n_layers'",
+    ),
+    (
+        "config: unknown train key",
+        lambda w: ["config", str(good_with(w, "tk.yaml", "train", "learning_rat: 0.1"))],
+        2,
+        "did you mean 'learning_rate'",
+    ),
+    (
+        "config: unknown data key",
+        lambda w: ["config", str(good_with(w, "dk.yaml", "data", "val_fractoin: 0.1"))],
+        2,
+        "did you mean 'val_fraction'",
+    ),
+    (
+        "config: wrong type",
+        lambda w: ["config", str(good_with(w, "type.yaml", "train", "learning_rate: fast"))],
+        2,
+        "learning_rate",
+    ),
+    (
+        "config: infinite learning rate",
+        lambda w: ["config", str(good_with(w, "inf.yaml", "train", "learning_rate: .inf"))],
+        2,
+        "learning_rate",
+    ),
+    (
+        "config: NaN learning rate",
+        lambda w: ["config", str(good_with(w, "nan.yaml", "train", "learning_rate: .nan"))],
+        2,
+        "learning_rate",
+    ),
+    (
+        "config: absurd depth",
+        lambda w: ["config", str(good_with(w, "deepm.yaml", "model", "n_layers: 1000000000000"))],
+        2,
+        "n_layers",
+    ),
+    (
+        "config: absurd width",
+        lambda w: ["config", str(good_with(w, "wide.yaml", "model", "d_model: 99999999"))],
+        2,
+        "d_model",
+    ),
+    (
+        "config: heads do not divide width",
+        lambda w: ["config", str(good_with(w, "heads.yaml", "model", "n_heads: 5"))],
+        2,
+        "divisible",
+    ),
+    (
+        "config: zero seq_len",
+        lambda w: ["config", str(good_with(w, "seq0.yaml", "train", "seq_len: 0"))],
+        2,
+        "seq_len",
+    ),
+    (
+        "config: negative batch",
+        lambda w: ["config", str(good_with(w, "batch.yaml", "train", "batch_size: -1"))],
+        2,
+        "batch_size",
+    ),
+    (
+        "config: huge batch",
+        lambda w: ["config", str(good_with(w, "hb.yaml", "train", "batch_size: 10000000000"))],
+        2,
+        "batch_size",
+    ),
+    (
+        "config: seed past 2^63",
+        lambda w: ["config", str(good_with(w, "seed.yaml", "train", "seed: 99999999999999999999"))],
+        2,
+        "seed",
+    ),
+    (
+        "config: huge vocabulary",
+        lambda w: ["config", str(good_with(w, "vocab.yaml", "model", "vocab_size: 10000000000"))],
+        2,
+        "vocab_size",
+    ),
+    (
+        "config: --set unknown key",
+        lambda w: ["config", str(w.config), "--set", "lerning_rate=1"],
+        2,
+        "learning_rate",
+    ),
+    (
+        "config: --set a whole section",
+        lambda w: ["config", str(w.config), "--set", "data=null"],
+        2,
+        "--set",
+    ),
+    (
+        "config: --set wrong type",
+        lambda w: ["config", str(w.config), "--set", "seq_len=long"],
+        2,
+        "--set",
+    ),
+    (
+        "config: --set without =",
+        lambda w: ["config", str(w.config), "--set", "seq_len"],
+        2,
+        "KEY=VALUE",
+    ),
+    # ---- train
+    ("train: a study file", lambda w: ["train", str(w.study), "--out", "x"], 2, "lmablate run"),
+    (
+        "train: --out is a file",
+        lambda w: ["train", str(w.config), "--out", str(w.corpus)],
+        2,
+        "corpus.jsonl",
+    ),
+    (
+        "train: unknown device",
+        lambda w: ["train", str(w.config), "--out", str(w.root / "dev"), "--set", "device=tpu"],
+        2,
+        "device",
+    ),
+    (
+        "train: missing corpus",
+        lambda w: [
+            "train",
+            str(good_with(w, "nocorpus.yaml", "data", f"path: {w.root / 'none.jsonl'}")),
+            "--out",
+            str(w.root / "nocorpus"),
+        ],
+        2,
+        "none.jsonl",
+    ),
+    (
+        "train: empty corpus",
+        lambda w: [
+            "train",
+            str(with_corpus(w, "empty.yaml", "empty.jsonl", "")),
+            "--out",
+            str(w.root / "emptyrun"),
+        ],
+        2,
+        "empty.jsonl",
+    ),
+    (
+        "train: corpus with a number as text",
+        lambda w: [
+            "train",
+            str(with_corpus(w, "num.yaml", "num.jsonl", '{"text": 5}\n')),
+            "--out",
+            str(w.root / "numrun"),
+        ],
+        2,
+        "num.jsonl",
+    ),
+    (
+        "train: another config into a finished run",
+        lambda w: [
+            "train",
+            str(good_with(w, "other.yaml", "train", "learning_rate: 0.01")),
+            "--out",
+            str(w.run),
+        ],
+        2,
+        "learning_rate",
+    ),
+    (
+        "train: seq_len past learned positions",
+        lambda w: [
+            "train",
+            str(good_with(w, "pos.yaml", "model", "positions: learned, max_positions: 8")),
+            "--out",
+            str(w.root / "posrun"),
+        ],
+        2,
+        "max_positions",
+    ),
+    (
+        "train: a batch no memory holds",
+        lambda w: [
+            "train",
+            str(good_with(w, "oom.yaml", "train", "batch_size: 1048576, seq_len: 4096")),
+            "--out",
+            str(w.root / "oomrun"),
+        ],
+        2,
+        "lower train.batch_size",
+    ),
+    # ---- run
+    ("run: missing study", lambda w: ["run", str(w.root / "no.yaml")], 2, "no.yaml"),
+    (
+        "run: unknown variant key",
+        lambda w: [
+            "run",
+            str(study_with(w, "vk.yaml", variants={"a": {"learning_rat": 0.1}})),
+            "--dry-run",
+        ],
+        2,
+        "did you mean 'learning_rate'",
+    ),
+    (
+        "run: unknown study key",
+        lambda w: ["run", str(study_with(w, "sk.yaml", seedz=[1])), "--dry-run"],
+        2,
+        "did you mean 'seeds'",
+    ),
+    (
+        "run: a variant name no file system holds",
+        lambda w: [
+            "run",
+            str(study_with(w, "long.yaml", variants={"v" * 300: {"learning_rate": 0.1}})),
+            "--dry-run",
+        ],
+        2,
+        "variant",
+    ),
+    (
+        "run: --only an unknown variant",
+        lambda w: ["run", str(w.study), "--only", "nope", "--out", str(w.study_dir)],
+        2,
+        "nope",
+    ),
+    (
+        "run: --dry-run --only an unknown variant",
+        lambda w: ["run", str(w.study), "--only", "nope", "--dry-run"],
+        2,
+        "nope",
+    ),
+    ("run: --parallel 0", lambda w: [*_run(w), "--parallel", "0"], 2, "--parallel"),
+    ("run: --seeds 0", lambda w: [*_run(w), "--seeds", "0"], 2, "--seeds"),
+    ("run: --seeds huge", lambda w: [*_run(w), "--seeds", "1000000000"], 2, "--seeds"),
+    (
+        "run: --out is a file",
+        lambda w: ["run", str(w.study), "--out", str(w.corpus)],
+        2,
+        "corpus.jsonl",
+    ),
+    (
+        "run: into another study's directory",
+        lambda w: [
+            "run",
+            str(study_with(w, "other_study.yaml", name="other")),
+            "--out",
+            str(w.study_dir),
+        ],
+        2,
+        "tiny",
+    ),
+    ("run: --set seed", lambda w: [*_run(w), "--set", "seed=3"], 2, "seed"),
+    (
+        "run: an empty prompt",
+        lambda w: [
+            "run",
+            str(study_with(w, "prompt.yaml", samples={"prompts": [""]})),
+            "--dry-run",
+        ],
+        2,
+        "samples.prompts[0]",
+    ),
+    (
+        "run: nothing to sample",
+        lambda w: [
+            "run",
+            str(study_with(w, "nosample.yaml", samples={"documents": 0})),
+            "--dry-run",
+        ],
+        2,
+        "nothing to sample",
+    ),
+    (
+        "run: no seeds",
+        lambda w: ["run", str(study_with(w, "noseeds.yaml", seeds=[])), "--dry-run"],
+        2,
+        "seeds",
+    ),
+    (
+        "run: duplicate variant",
+        lambda w: [
+            "run",
+            str(
+                bad_yaml(
+                    w,
+                    "dup.yaml",
+                    w.study.read_text() + "variants:\n  a: {seq_len: 8}\n  a: {seq_len: 12}\n",
+                )
+            ),
+            "--dry-run",
+        ],
+        2,
+        "duplicate",
+    ),
+    # ---- report and status
+    ("report: not a study", lambda w: ["report", str(w.run)], 2, "study.yaml"),
+    ("report: missing directory", lambda w: ["report", str(w.root / "gone")], 2, "gone"),
+    (
+        "report: damaged study.yaml",
+        lambda w: ["report", str(damaged_copy(w, "broken_yaml", "name: [\n"))],
+        2,
+        "study.yaml is damaged",
+    ),
+    (
+        "report: empty study.yaml",
+        lambda w: ["report", str(damaged_copy(w, "empty_yaml", ""))],
+        2,
+        "study.yaml is damaged",
+    ),
+    (
+        "status: damaged study.yaml",
+        lambda w: ["status", str(damaged_copy(w, "broken_status", "seeds: {\n"))],
+        2,
+        "study.yaml is damaged",
+    ),
+    ("status: missing directory", lambda w: ["status", str(w.root / "gone")], 2, "gone"),
+    ("status: a file", lambda w: ["status", str(w.corpus)], 2, "corpus.jsonl"),
+    # ---- generate
+    ("generate: missing run", lambda w: ["generate", str(w.root / "gone")], 2, "gone"),
+    ("generate: empty prompt", lambda w: ["generate", str(w.run), "--prompt", ""], 2, "empty"),
+    (
+        "generate: missing prompts file",
+        lambda w: ["generate", str(w.run), "--prompts-file", str(w.root / "p.txt")],
+        2,
+        "p.txt",
+    ),
+    (
+        "generate: empty prompts file",
+        lambda w: ["generate", str(w.run), "--prompts-file", str(bad_yaml(w, "empty.txt", ""))],
+        2,
+        "empty.txt",
+    ),
+    (
+        "generate: prompts file is a directory",
+        lambda w: ["generate", str(w.run), "--prompts-file", str(w.root)],
+        2,
+        "directory",
+    ),
+    (
+        "generate: infinite temperature",
+        lambda w: ["generate", str(w.run), "--temperature", "inf"],
+        2,
+        "temperature",
+    ),
+    (
+        "generate: zero new tokens",
+        lambda w: ["generate", str(w.run), "--max-new-tokens", "0"],
+        2,
+        "max_new_tokens",
+    ),
+    (
+        "generate: too many new tokens",
+        lambda w: ["generate", str(w.run), "--max-new-tokens", "100000000"],
+        2,
+        "max_new_tokens",
+    ),
+    ("generate: top-p above 1", lambda w: ["generate", str(w.run), "--top-p", "2"], 2, "top_p"),
+    (
+        "generate: a directory without a run",
+        lambda w: ["generate", str(w.root / "cases")],
+        2,
+        "cases",
+    ),
+    # ---- export
+    (
+        "export: into the run itself",
+        lambda w: ["export", str(w.run), str(w.run)],
+        2,
+        "run",
+    ),
+    (
+        "export: into a folder with files",
+        lambda w: ["export", str(w.run), str(w.root / "cases")],
+        2,
+        "--overwrite",
+    ),
+    (
+        "export: into a study directory",
+        lambda w: ["export", str(w.run), str(w.study_dir)],
+        2,
+        "study",
+    ),
+    ("export: missing run", lambda w: ["export", str(w.root / "gone"), "x"], 2, "gone"),
+    (
+        "export: out is a file",
+        lambda w: ["export", str(w.run), str(w.corpus)],
+        2,
+        "corpus.jsonl",
+    ),
+    # ---- eval
+    (
+        "eval: zero batch size",
+        lambda w: ["eval", str(w.run), "--tasks", "x", "--batch-size", "0"],
+        2,
+        "--batch-size",
+    ),
+    (
+        "eval: negative limit",
+        lambda w: ["eval", str(w.run), "--tasks", "x", "--limit", "-1"],
+        2,
+        "--limit",
+    ),
+    (
+        "eval: unknown device",
+        lambda w: ["eval", str(w.run), "--tasks", "x", "--device", "gpu9"],
+        2,
+        "--device",
+    ),
+    (
+        "eval: missing include path",
+        lambda w: ["eval", str(w.run), "--tasks", "x", "--include-path", str(w.root / "no")],
+        2,
+        "--include-path",
+    ),
+    # ---- data
+    (
+        "data inspect: missing config",
+        lambda w: ["data", "inspect", str(w.root / "none.yaml")],
+        2,
+        "none.yaml",
+    ),
+    (
+        "data inspect: binary corpus",
+        lambda w: [
+            "data",
+            "inspect",
+            str(with_corpus(w, "bincorpus.yaml", "bin.txt", b"\0" * 64)),
+        ],
+        2,
+        "bin.txt",
+    ),
+    # ---- the command line itself
+    ("no command", lambda w: [], 2, "COMMAND"),
+    ("unknown command", lambda w: ["trian"], 2, "invalid choice"),
+    ("unknown option", lambda w: [*_run(w), "--sedes", "3"], 2, "--sedes"),
+]
+
+
+class _Hang(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise _Hang
+
+
+@pytest.mark.parametrize(("name", "argv", "code", "fragment"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input(ws, capsys, name, argv, code, fragment):
+    args = argv(ws)
+    capsys.readouterr()
+    before = snapshot(ws.root)
+    previous = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(HANG_GUARD_S)
+    try:
+        try:
+            result = main(args)
+        except SystemExit as exc:  # argparse's own errors
+            result = exc.code
+        except _Hang:
+            pytest.fail(f"{name}: still running after {HANG_GUARD_S} s")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    err = capsys.readouterr().err
+    assert result == code, f"{name}: exit {result}, expected {code}\n{err[-1500:]}"
+    assert "Traceback" not in err
+    message = [line for line in err.splitlines() if line.strip()]
+    assert 0 < len(message) <= MAX_LINES, f"{name}: {len(message)} lines\n{err[-1500:]}"
+    assert fragment in err, f"{name}: {fragment!r} not in\n{err}"
+    after = snapshot(ws.root)
+    changed = {p for p in before if before[p] != after.get(p)}
+    assert not changed, f"{name}: changed {sorted(changed)}"
+    created = set(after) - set(before)
+    assert not created, f"{name}: created {sorted(created)}"
+
+
+def test_the_table_covers_every_subcommand():
+    assert len(CASES) >= 60
+    covered = {
+        word
+        for case in CASES
+        for word in ("config", "train", "run", "report", "status", "generate", "export", "eval")
+        if case[0].startswith(word)
+    }
+    covered |= {"data"} if any(c[0].startswith("data") for c in CASES) else set()
+    assert covered == {
+        "config",
+        "train",
+        "run",
+        "report",
+        "status",
+        "generate",
+        "export",
+        "eval",
+        "data",
+    }
+
+
+# -------------------------------------------------------------------- fuzzing the study loader
+
+YAML_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+SECTIONS = st.sampled_from(["model", "train", "data", "samples", "budget", "tune", "sweeps"])
+FIELDS = st.sampled_from(
+    [
+        "d_model",
+        "n_heads",
+        "n_layers",
+        "learning_rate",
+        "seq_len",
+        "batch_size",
+        "max_steps",
+        "optimizer",
+        "schedule",
+        "prompts",
+        "documents",
+        "match",
+        "ladder",
+        "val_fraction",
+        "source",
+        "tokenizer",
+    ]
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    top=st.dictionaries(
+        st.sampled_from(["name", "seeds", "baseline", "variants", "samples", "data", "extra"]),
+        YAML_VALUES,
+        max_size=4,
+    ),
+    section=SECTIONS,
+    field=FIELDS,
+    value=YAML_VALUES,
+    variant=YAML_VALUES,
+)
+def test_the_study_loader_only_ever_raises_config_errors(top, section, field, value, variant):
+    raw = {
+        "name": "fuzz",
+        "baseline": {"model": {"d_model": 32, "n_heads": 2}, "train": {}},
+        **top,
+    }
+    if isinstance(raw.get("baseline"), dict) and section in ("model", "train"):
+        raw["baseline"] = {**raw["baseline"], section: {field: value}}
+    elif section not in ("model", "train"):
+        raw[section] = {field: value} if section != "sweeps" else [{field: value}]
+    raw.setdefault("variants", {"v": variant})
+    try:
+        build_study(raw)
+    except ConfigError as exc:
+        message = str(exc)
+        assert len(message) < 5000  # a short message, never an expanded value
+        assert len(message.splitlines()) <= 4  # three problems, then a count
+        # pydantic's own wording and its union tags never reach the user
+        for raw_text in ("Extra inputs are not permitted", "function-after", "list[any]"):
+            assert raw_text not in message, message
+
+
+def test_status_names_each_damaged_file_and_shows_the_rest(ws, capsys):
+    copy = damaged_copy(ws, "damaged_summary")
+    (copy / "runs/baseline/seed-0/summary.json").write_text("{not json")
+    assert main(["status", str(copy)]) == 0
+    out = capsys.readouterr().out
+    assert "damaged" in out and "summary.json: damaged, read as missing" in out
+    (copy / "study.yaml").write_text("name: [\n")
+    assert main(["status", str(copy)]) == 2
+    captured = capsys.readouterr()
+    assert "baseline" in captured.out  # the runs found under runs/, without study.yaml
+    assert "study.yaml is damaged" in captured.err and "Traceback" not in captured.err
