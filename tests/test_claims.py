@@ -8,6 +8,7 @@ import csv
 import json
 import math
 import random
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -448,7 +449,9 @@ def test_every_figure_is_paper_sized_readable_and_plots_each_series_once(tmp_pat
         for seed, final in enumerate(values):
             lr = lrs.get(variant, 3e-4)
             write_run(tmp_path, variant, seed, line(8.0, final, 2000), learning_rate=lr)
-    report = build_report(tmp_path)
+    with warnings.catch_warnings():  # no "No artists with labels", no layout warnings
+        warnings.simplefilter("error")
+        report = build_report(tmp_path)
     figures = json.loads((report / "research_data.json").read_text())["visualizations"]
     assert {"lr_sensitivity.png", "learning_rate_schedules.png"} <= set(figures)
 

@@ -402,3 +402,27 @@ def test_a_record_whose_text_is_not_a_string_is_a_data_error(tmp_path, record, m
 def test_validation_targets_that_decode_to_nothing_are_a_data_error():
     with pytest.raises(DataError, match="decode to no text"):
         validation_set(np.array([5, 6, 7], dtype=np.uint16), 8, 100, lambda ids: "")
+
+
+def test_hub_libraries_log_lines_are_held_back_while_they_work_for_us():
+    """An unreachable Hub makes huggingface_hub log every retry; lmablate's own message is
+    the one a user should read."""
+    import io
+    import logging
+
+    from lmablate.data.tokenizers import HUB_LOGGERS, hub_quiet
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    parent = logging.getLogger("huggingface_hub")
+    parent.addHandler(handler)
+    try:
+        retry = logging.getLogger("huggingface_hub.utils._http")
+        with hub_quiet():
+            retry.warning("Retrying in 8s [Retry 5/5].")
+            logging.getLogger("datasets.load").warning("a datasets note")
+        retry.warning("outside")
+    finally:
+        parent.removeHandler(handler)
+    assert stream.getvalue() == "outside\n"
+    assert "datasets" in HUB_LOGGERS

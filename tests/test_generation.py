@@ -282,7 +282,29 @@ def test_cli_generate_without_a_run_or_checkpoint(tmp_path, trained_run):
 
     shutil.copytree(trained_run / "tokenizer", bare / "tokenizer")
     result = run_cli("generate", str(bare))
-    assert result.returncode == 2 and "has no valid checkpoint" in result.stderr
+    assert result.returncode == 2 and "has no checkpoint yet: train it first" in result.stderr
+
+
+def test_why_a_run_has_no_weights(tmp_path, trained_run):
+    """A checkpoint that fails its checksum, and a run that diverged before its first
+    checkpoint, each say so."""
+    import shutil
+
+    from lmablate.training.checkpoint import checkpoints, load_run
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(trained_run, damaged)
+    for path in checkpoints(damaged):
+        weights = path / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(LmablateError, match="every checkpoint fails its checks"):
+        load_run(damaged)
+
+    diverged = tmp_path / "diverged"
+    shutil.copytree(trained_run, diverged, ignore=shutil.ignore_patterns("checkpoint"))
+    (diverged / "summary.json").write_text(json.dumps({"status": "diverged", "step": 3}))
+    with pytest.raises(LmablateError, match="diverged at step 3, before its first checkpoint"):
+        load_run(diverged)
 
 
 def test_repetition_penalty_ignores_left_padding(tokenizer):

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmablate.config.run import DataConfig
+from lmablate.data.tokenizers import hub_quiet
 from lmablate.errors import DataError
 
 RECORD_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
@@ -181,10 +182,11 @@ def _hub_documents(cfg: DataConfig, progress: bool) -> list[str]:
     import datasets
 
     try:
-        stream = datasets.load_dataset(
-            cfg.dataset, name=cfg.subset, split=cfg.split, streaming=True
-        )
-        return list(_texts(stream, cfg, describe_source(cfg), progress))
+        with hub_quiet():
+            stream = datasets.load_dataset(
+                cfg.dataset, name=cfg.subset, split=cfg.split, streaming=True
+            )
+            return list(_texts(stream, cfg, describe_source(cfg), progress))
     except DataError:
         raise
     except Exception as exc:  # connection, not-found, auth, bad config name: all user-fixable

@@ -7,8 +7,11 @@ are encoded without special tokens; the data pipeline puts the EOS token between
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +19,24 @@ from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from lmablate.errors import DataError
+
+HUB_LOGGERS = ("huggingface_hub", "datasets", "transformers", "fsspec")
+
+
+@contextlib.contextmanager
+def hub_quiet() -> Iterator[None]:
+    """The Hub libraries' own log lines (each retry of an unreachable host, progress notes)
+    held back while they work for us: a failure then reads as lmablate's one message."""
+    loggers = [logging.getLogger(name) for name in HUB_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR + 1)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
 
 EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>", "<|eos|>", "[SEP]")
 TRAINED_EOS = "<|endoftext|>"
@@ -95,7 +116,8 @@ def load_tokenizer(spec: str) -> Tokenizer:
     from transformers import AutoTokenizer
 
     try:
-        hf = AutoTokenizer.from_pretrained(spec, trust_remote_code=False)  # never run hub code
+        with hub_quiet():
+            hf = AutoTokenizer.from_pretrained(spec, trust_remote_code=False)  # no hub code
     except Exception as exc:  # hub errors (offline, not found, gated) are all user-fixable
         where = f"directory {path}" if path.is_dir() else f"{spec!r} from the Hugging Face Hub"
         raise DataError(

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
 
+from lmablate.analysis.rundata import read_json_object
 from lmablate.config.keys import read_run_config
 from lmablate.config.run import RunConfig
 from lmablate.data.tokenizers import Tokenizer, load_tokenizer
@@ -176,10 +177,33 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[LM, Tokenizer, R
     return model.to(device).eval(), tokenizer, cfg, step
 
 
+def _no_weights(run_dir: Path) -> str:
+    """Why a run has no weights to load, in the terms of what its directory holds."""
+    saved = checkpoints(run_dir)
+    if saved:
+        problems = "; ".join(f"{p.name}: {verify(p)}" for p in saved)
+        return (
+            f"{run_dir}: every checkpoint fails its checks ({problems}); the weights are "
+            "damaged, so retrain the run"
+        )
+    summary = read_json_object(run_dir / "summary.json") or {}
+    if summary.get("status") == "diverged":
+        return (
+            f"{run_dir} diverged at step {summary.get('step')}, before its first checkpoint, "
+            "so it has no weights; lower the learning rate and retrain, or checkpoint earlier "
+            "(train.checkpoint_every)"
+        )
+    if summary.get("status") == "failed":
+        return f"{run_dir} failed before its first checkpoint ({summary.get('message')})"
+    if not (run_dir / "config.json").is_file():
+        return f"{run_dir} is not a run directory (no config.json); give a run's --out directory"
+    return f"{run_dir} has no checkpoint yet: train it first (lmablate train ... --out {run_dir})"
+
+
 def load_weights(model: torch.nn.Module, run_dir: Path, device: str = "cpu") -> int:
     """Load the newest valid weights of a run into ``model``; returns their step."""
     path = latest_valid(run_dir)
     if path is None:
-        raise LmablateError(f"{run_dir} has no valid checkpoint (was the run started?)")
+        raise LmablateError(_no_weights(run_dir))
     load_model(model, path / "model.safetensors", strict=True, device=device)
     return json.loads((path / "meta.json").read_text())["step"]
