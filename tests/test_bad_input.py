@@ -536,6 +536,13 @@ CASES: list[Case] = [
         2,
         "max_new_tokens",
     ),
+    (
+        "generate: seed past 2^63",
+        lambda w: ["generate", str(w.run), "--seed", "99999999999999999999999"],
+        2,
+        "seed",
+    ),
+    ("generate: negative seed", lambda w: ["generate", str(w.run), "--seed", "-1"], 2, "seed"),
     ("generate: top-p above 1", lambda w: ["generate", str(w.run), "--top-p", "2"], 2, "top_p"),
     (
         "generate: a directory without a run",

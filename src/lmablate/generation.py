@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmablate.config.run import SEED_MAX
 from lmablate.data.tokenizers import Tokenizer
 from lmablate.errors import LmablateError
 from lmablate.hardware import autocast
@@ -77,6 +78,7 @@ class Sampling:
                     math.isfinite(self.repetition_penalty) and self.repetition_penalty > 0,
                     "finite, > 0; 1 is off",
                 ),
+                ("seed", self.seed, 0 <= self.seed <= SEED_MAX, f"0 to {SEED_MAX} (2^63 - 1)"),
             )
             if not ok
         ]
