@@ -143,7 +143,7 @@ def unknown_key_errors(
             valid = ", ".join(cls.model_fields)
             if top_level:
                 valid += ", or any field of those sections as a flat key"
-            errors.append(f"{prefix}{key}: unknown key{hint} (valid keys: {valid})")
+            errors.append(f"{prefix}{show_key(key)}: unknown key{hint} (valid keys: {valid})")
             continue
         sub = _nested_model(field.annotation)
         if sub is not None and isinstance(value, Mapping):
@@ -185,10 +185,21 @@ _SHORT.maxstring = _SHORT.maxother = 60
 MAX_PROBLEMS = 3  # lines of one error message; the rest are counted
 
 
+def show_key(key: Any) -> str:
+    """A key as a message quotes it: as written when it is a plain name, else its repr (an
+    empty key, one with spaces at its ends or with control characters)."""
+    text = str(key)
+    return text if text and text.isprintable() and text.strip() == text else repr(key)
+
+
+def _one_line(text: str) -> str:
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def join_problems(lines: list[str]) -> str:
     """One line per problem, the first few of them: a message stays a few lines long however
     many keys a file gets wrong."""
-    lines = list(dict.fromkeys(lines))
+    lines = list(dict.fromkeys(_one_line(line) for line in lines))
     if len(lines) <= MAX_PROBLEMS:
         return "\n".join(lines)
     rest = len(lines) - MAX_PROBLEMS
@@ -222,9 +233,10 @@ def _unknown_key(cls: type[BaseModel] | None, loc: tuple[str, ...]) -> str:
     """The message for a key pydantic found extra: the valid keys, and the nearest of them."""
     holder = _model_at(cls, loc[:-1]) if cls is not None else None
     if holder is None:
-        return f"{'.'.join(loc)}: unknown key"
+        return f"{'.'.join(map(show_key, loc))}: unknown key"
     hint = suggest(loc[-1], list(holder.model_fields))
-    return f"{'.'.join(loc)}: unknown key{hint} (valid keys: {', '.join(holder.model_fields)})"
+    valid = ", ".join(holder.model_fields)
+    return f"{'.'.join(map(show_key, loc))}: unknown key{hint} (valid keys: {valid})"
 
 
 def format_validation_error(

@@ -49,6 +49,7 @@ from lmablate.config.keys import (
     read_yaml_mapping,
     resolve_key,
     set_path,
+    show_key,
     suggest,
     unknown_key_errors,
     validate_run_config,
@@ -411,7 +412,7 @@ def build_study(
             if not hint and key in (*FLAT_KEYS, "model", "train"):
                 hint = "; run settings go under baseline: (or a variant)"
             lines.append(
-                f"{where}{key}: unknown study key{hint} "
+                f"{where}{show_key(key)}: unknown study key{hint} "
                 f"(valid keys: {', '.join(StudyConfig.model_fields)})"
             )
         raise ConfigError(join_problems(lines))
