@@ -472,3 +472,39 @@ def test_every_figure_is_paper_sized_readable_and_plots_each_series_once(tmp_pat
                 seen[key] = name
             if "loss" in panel["y"] and "change" not in panel["y"] and "excess" not in panel["y"]:
                 assert panel["y_range"][0] > 0, (name, panel)  # loss axes need not start at 0
+
+
+def test_a_study_whose_baseline_failed_still_gets_its_package(tmp_path):
+    """A failed run's summary holds no numbers: the methods say what they can, nothing
+    crashes, and a malformed eval_documents.json is left out rather than read."""
+    write_study(tmp_path, {"b": {"learning_rate": 0.002}, "c": {"learning_rate": 0.003}})
+    failed = tmp_path / "runs" / "baseline" / "seed-0"
+    failed.mkdir(parents=True)
+    (failed / "config.json").write_text(json.dumps(RunConfig().model_dump(mode="json")))
+    (failed / "summary.json").write_text(json.dumps({"status": "failed", "message": "OOM"}))
+    write_run(tmp_path, "b", 0, line(8.0, 3.0, 2000))
+    write_run(tmp_path, "c", 0, line(8.0, 3.2, 2000))
+    (tmp_path / "runs/c/seed-0/eval_documents.json").write_text(json.dumps({"step": 5}))
+    report = build_report(tmp_path)
+    markdown = (report / "research_report.md").read_text()
+    assert "No baseline run completed" in markdown
+    assert "| baseline | 0 | failed | OOM |" in markdown
+    assert "No baseline run completed" in (report / "paper" / "methods.tex").read_text()
+
+
+def test_a_refused_launched_run_keeps_its_own_reason(tmp_path):
+    """A training process refused at start-up (exit 2) under --parallel or Ray: its summary
+    quotes the refusal from train.log, not a guess about the OOM killer."""
+    from lmablate.study.pools import ended
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "train.log").write_text(
+        "reusing token cache /x\nerror: failed before training: needs at least 9.0 GiB\n"
+    )
+    end = ended("run", run, 2)
+    assert (end.status, end.message) == ("failed", "failed before training: needs at least 9.0 GiB")
+    assert json.loads((run / "summary.json").read_text())["message"] == end.message
+    other = tmp_path / "other"
+    other.mkdir()
+    assert "killed, or out of host memory" in ended("other", other, 1).message

@@ -236,6 +236,17 @@ TARGET_SOURCE = (
 )
 
 
+def _usable(record: dict[str, Any] | None) -> bool:
+    """An eval_documents.json record of the expected shape: [[targets, nats], ...]."""
+    documents = (record or {}).get("documents")
+    return isinstance(documents, list) and all(
+        isinstance(d, list)
+        and len(d) == 2
+        and all(isinstance(x, int | float) and not isinstance(x, bool) for x in d)
+        for d in documents
+    )
+
+
 def _mean_nats(records: list[dict[str, Any]]) -> list[float]:
     """Per document, the summed nats averaged over the runs' eval_documents.json records."""
     columns = zip(*([d[1] for d in r["documents"]] for r in records), strict=True)
@@ -246,10 +257,10 @@ def document_intervals(study: StudyData) -> dict[str, dict[str, Any]]:
     """Each compared configuration's difference from the baseline with its paired bootstrap
     interval over validation documents, on the seeds both completed (their per-document losses
     averaged); a note instead where the runs did not score the same targets."""
-    base = {r.seed: r.documents for r in study.runs_of("baseline", True) if r.documents}
+    base = {r.seed: r.documents for r in study.runs_of("baseline", True) if _usable(r.documents)}
     out: dict[str, dict[str, Any]] = {}
     for variant in study.compared:
-        mine = {r.seed: r.documents for r in study.runs_of(variant, True) if r.documents}
+        mine = {r.seed: r.documents for r in study.runs_of(variant, True) if _usable(r.documents)}
         shared = sorted(set(base) & set(mine))
         if variant == "baseline" or not shared:
             continue

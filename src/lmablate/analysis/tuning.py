@@ -219,6 +219,7 @@ def sweep_edges(
                     "best_value": best["value"],
                     "edge": "highest" if falling else "lowest",
                     "baseline_value": baseline_value,
+                    "noise_floor": floor,  # None with one seed: the order is untested
                 }
             )
     return out

@@ -75,7 +75,7 @@ def results_table(analysis: Analysis, study_name: str, n_seeds: int) -> str:
         delta, p, verdict = "--", "--", "--"
         if c is not None and c.ci_low is not None:
             delta = f"{c.difference:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}]"
-        elif "ci_low" in documents:
+        elif "ci_low" in documents and n_seeds == 1:  # the caption says which interval
             delta = (
                 f"{documents['difference']:+.3f} "
                 f"[{documents['ci_low']:+.3f}, {documents['ci_high']:+.3f}]"

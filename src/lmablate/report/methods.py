@@ -26,9 +26,9 @@ def _count(value: float) -> str:
 
 
 def representative_run(study: StudyData, variant: str) -> RunData | None:
-    runs = study.runs_of(variant, complete_only=True) or [
-        r for r in study.runs_of(variant) if r.config and r.summary
-    ]
+    """The configuration's first complete run: what its settings resolved to. A failed run's
+    summary holds no numbers, so it never stands in."""
+    runs = study.runs_of(variant, complete_only=True)
     return next((r for r in runs if r.config and r.summary), None)
 
 

@@ -187,8 +187,9 @@ def write_samples(study: StudyData, out: Path) -> None:
         source = sample.get("source", "fixed prompt")
         lines += [f"## Prompt {i + 1} ({source})", "", *_sample_lines(sample)]
         for variant, run in first.items():
-            samples = run.samples["samples"]
-            text = samples[i]["generated_only"] if i < len(samples) else "(missing)"
+            # matched by prompt, not position: a stale samples.json may hold other prompts
+            same = [s for s in run.samples["samples"] if s["prompt"] == sample["prompt"]]
+            text = same[0]["generated_only"] if same else "(no continuation of this prompt)"
             lines += [f"{variant}:", *code_block(text)]
     (out / "appendix.md").write_text("\n".join(lines))
 

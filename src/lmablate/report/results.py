@@ -55,6 +55,12 @@ def _edge_finding(edge: dict[str, Any]) -> str:
         f"({order}), best at the {edge['edge']} value tried ({edge['best']}, "
         f"{edge['best_value']:g}); the best {field} may lie beyond it: {consequence}. Extend "
         f"the values, or tune it for every configuration (tune: {{{field}: [...]}})."
+        + (
+            " With one seed this order is not tested against seed-to-seed variation; rerun "
+            "with --seeds 3 before acting on it."
+            if edge.get("noise_floor") is None
+            else ""
+        )
     )
 
 
@@ -95,11 +101,14 @@ def key_findings(analysis: Analysis, n_seeds: int) -> list[str]:
         f"- **Worst Performing Configuration:** {worst} (validation loss "
         f"{pm(table[worst]['eval_loss'], table[worst]['eval_loss_std'])}); gap "
         f"{fmt(findings['performance_gap'])} nats per token",
-        f"- **Most Efficient Configuration:** {most} ({sci(table[most]['flops_to_target'])} "
-        f"training FLOPs to reach the common target loss {fmt(analysis.target_loss)}, which "
-        "every configuration reaches)",
-        f"- **Least Efficient Configuration:** {findings['least_efficient_config']}",
     ]
+    if most is not None:
+        out += [
+            f"- **Most Efficient Configuration:** {most} ({sci(table[most]['flops_to_target'])} "
+            f"training FLOPs to reach the common target loss {fmt(analysis.target_loss)}, which "
+            "every configuration reaches)",
+            f"- **Least Efficient Configuration:** {findings['least_efficient_config']}",
+        ]
     if findings["not_reaching_target"]:
         out.append(
             "- **Not placed on efficiency:** "
@@ -346,8 +355,10 @@ def text_generation_section(
     out += [
         f"Every configuration continued {len(prompts)} prompt(s)"
         + (
-            f", {held_out} of them the opening {settings.get('prompt_tokens')} tokens of "
-            "held-out validation documents (whose own continuation is shown beside them)"
+            f", {held_out} of them the opening tokens of held-out validation documents (up to "
+            f"{settings.get('prompt_tokens')}, fewer where the study's shortest context needs "
+            "the room for the continuation; the documents' own continuations are shown beside "
+            "them)"
             if held_out
             else ""
         )
@@ -358,14 +369,15 @@ def text_generation_section(
         "",
     ]
     out += _quality_table(data, analysis)
-    key, example = next(iter(prompts.items()))
+    example = next(iter(prompts.values()))
     out += [f"**Example** ({example.get('source', 'fixed prompt')}). Prompt:", ""]
     out += code_block(example["prompt"])
     if "reference" in example:
         out += ["The document's own continuation:", "", *code_block(example["reference"])]
     for variant in study.compared:
-        if key in samples.get(variant, {}):
-            out += [f"{variant}:", "", *code_block(samples[variant][key]["generated_only"])]
+        same = [s for s in samples.get(variant, {}).values() if s["prompt"] == example["prompt"]]
+        if same:  # matched by prompt: a stale samples.json may hold other prompts
+            out += [f"{variant}:", "", *code_block(same[0]["generated_only"])]
     return out
 
 

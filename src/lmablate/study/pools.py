@@ -103,6 +103,15 @@ def start_training(
         log.close()  # the child holds its own descriptor
 
 
+def _last_error(log: Path) -> str | None:
+    """The ``error: ...`` line a refused ``lmablate train`` printed last, without its prefix."""
+    if not log.is_file():
+        return None
+    lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
+    return errors[-1] if errors else None
+
+
 def ended(key: str, run_dir: Path, returncode: int) -> Ended:
     """How a run ended, from its run directory (written by train) and its exit code."""
     summary = read_summary(run_dir)
@@ -110,6 +119,10 @@ def ended(key: str, run_dir: Path, returncode: int) -> Ended:
         return Ended(key, summary["status"], summary.get("message"))
     if returncode in (130, -signal.SIGINT, -signal.SIGTERM):
         return Ended(key, "interrupted")
+    refusal = _last_error(run_dir / "train.log") if returncode == 2 else None
+    if refusal is not None:  # refused before training (device, data, memory): its own words
+        write_json_atomic(run_dir / "summary.json", {"status": "failed", "message": refusal})
+        return Ended(key, "failed", refusal)
     message = (
         f"the training process exited with code {returncode} before writing its summary "
         f"(killed, or out of host memory?); its output is in {run_dir / 'train.log'}"

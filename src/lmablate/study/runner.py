@@ -277,7 +277,8 @@ def _train_in_turn(
         except Exception as exc:  # one failed run never takes the study down
             statuses[run.path] = "failed"
             message = str(exc) if isinstance(exc, LmablateError) else f"{type(exc).__name__}: {exc}"
-            if read_summary(run_dir) is None:  # refused before it started: the report says why
+            previous = read_summary(run_dir)
+            if previous is None or previous["status"] not in FINISHED:  # the report says why
                 run_dir.mkdir(parents=True, exist_ok=True)
                 write_json_atomic(
                     run_dir / "summary.json", {"status": "failed", "message": message}

@@ -114,8 +114,9 @@ def target_sums(
         sums += block
         if by_owner is not None and owners is not None:
             block_owners = owners[start : start + rows]
-            scored = block_owners >= 0
-            by_owner.index_add_(0, block_owners[scored], nll[scored].double())
+            # unscored rows add 0 to document 0: no boolean indexing, so no host sync on GPUs
+            counted = torch.where(block_owners >= 0, nll.double(), 0.0)
+            by_owner.index_add_(0, block_owners.clamp(min=0), counted)
     return sums
 
 
