@@ -139,6 +139,8 @@ def draw_sensitivity(analysis: Analysis, styles, out: Path) -> dict[str, dict[st
         )
     left.set_xscale("log")
     _plain_log(left.xaxis)
+    rates = sorted({p["learning_rate"] for c in curves.values() for p in c["points"]})
+    left.set_xticks(rates, [f"{r:g}" for r in rates])  # the values tried, each labelled
     left.set(title="(a) Final loss by learning rate", xlabel="peak learning rate", ylabel=VAL_LOSS)
     names = list(curves)
     _bars(right, names, [curves[c]["sensitivity"] for c in names], [None] * len(names), styles)
