@@ -17,9 +17,9 @@ import re
 import reprlib
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -28,6 +28,8 @@ from lmablate.config.run import FLAT_KEYS, LIMITS, SECTIONS, RunConfig
 from lmablate.errors import ConfigError
 
 # --------------------------------------------------------------------------------------- YAML
+
+T = TypeVar("T")
 
 
 class _Loader(yaml.SafeLoader):
@@ -353,15 +355,30 @@ def load_run_config(path: str | Path, overrides: Iterable[str] = ()) -> RunConfi
             f"with: lmablate run {path}"
         )
     overrides = list(overrides)
+    return blaming_overrides(
+        path,
+        overrides,
+        lambda where: validate_run_config(apply_overrides(raw, overrides), where=where),
+        lambda where: validate_run_config(raw, where=where),
+    )
+
+
+def blaming_overrides(
+    path: str | Path,
+    overrides: list[str],
+    with_overrides: Callable[[str], T],
+    file_alone: Callable[[str], object],
+) -> T:
+    """Validate a file with its ``--set`` values; when that fails, name the file if the file
+    alone is invalid, else the ``--set`` values that made it so. Each callable takes the
+    prefix its messages start with."""
     try:
-        return validate_run_config(apply_overrides(raw, overrides), where=f"{path}: ")
+        return with_overrides(f"{path}: ")
     except ConfigError:
         if not overrides:
             raise
-        validate_run_config(raw, where=f"{path}: ")  # the file's own mistake is named as such
-        # the file is valid: the --set values made it invalid, so name them
-        where = f"--set {' '.join(overrides)}: "
-        return validate_run_config(apply_overrides(raw, overrides), where=where)
+        file_alone(f"{path}: ")  # raises: the file's own mistake is named as such
+        return with_overrides(f"--set {' '.join(overrides)}: ")
 
 
 def with_defaults(recorded: Mapping[str, Any]) -> dict[str, Any]:

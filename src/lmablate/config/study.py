@@ -42,6 +42,7 @@ from pydantic import (
 )
 
 from lmablate.config.keys import (
+    blaming_overrides,
     format_validation_error,
     join_problems,
     nest_flat_keys,
@@ -635,12 +636,9 @@ def load_study(path: str | Path, overrides: Iterable[str] = (), seeds: int | Non
                 "once more)"
             )
         study["seeds"] = list(range(seeds))
-    overrides = list(overrides)
-    try:
-        return build_study(study, f"{path}: ", forced)
-    except ConfigError:
-        if not overrides:
-            raise
-        build_study(raw, f"{path}: ")  # the file's own mistake is named as such
-        # the file is valid: the --set values made it invalid, so name them
-        return build_study(study, f"--set {' '.join(overrides)}: ", forced)
+    return blaming_overrides(
+        path,
+        list(overrides),
+        lambda where: build_study(study, where, forced),
+        lambda where: build_study(raw, where),
+    )

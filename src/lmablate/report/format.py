@@ -65,3 +65,12 @@ def code_block(text: str) -> list[str]:
     longest = max((len(run) for run in re.findall("`+", text)), default=0)
     fence = "`" * max(3, longest + 1)
     return [fence + "text", text, fence, ""]
+
+
+def prompt_blocks(sample: dict, heading: str = "Prompt:") -> list[str]:
+    """A sample's prompt, and the document's own continuation when the prompt is a held-out
+    document's opening, as plain-text blocks."""
+    out = [heading, "", *code_block(sample["prompt"])]
+    if sample.get("reference") is not None:
+        out += ["The document's own continuation:", "", *code_block(sample["reference"])]
+    return out

@@ -18,7 +18,7 @@ from lmablate.analysis.findings import AGGREGATED, Analysis, analyze
 from lmablate.analysis.rundata import RunData, StudyData, load_study_dir
 from lmablate.report.data import json_safe, research_data
 from lmablate.report.figures import draw_all
-from lmablate.report.format import INVALID_BYTES, code_block
+from lmablate.report.format import INVALID_BYTES, code_block, prompt_blocks
 from lmablate.report.latex import write_paper
 from lmablate.report.markdown import markdown_report
 from lmablate.report.methods import methods_paragraph
@@ -141,13 +141,6 @@ def write_csvs(out: Path, analysis: Analysis) -> None:
     _write_rows(out / "performance_metrics.csv", CONFIG_COLUMNS, rows)
 
 
-def _sample_lines(sample: dict[str, Any]) -> list[str]:
-    out = ["Prompt:", *code_block(sample["prompt"])]
-    if sample.get("reference") is not None:
-        out += ["The document's own continuation:", *code_block(sample["reference"])]
-    return out
-
-
 def write_samples(study: StudyData, out: Path) -> None:
     """text_samples/VARIANT.json (everything) and .md (each run's continuations as plain
     text), and appendix.md: per prompt, the true continuation of a held-out document beside
@@ -168,7 +161,7 @@ def write_samples(study: StudyData, out: Path) -> None:
         for run in runs:
             lines += [f"## seed {run.seed}", "", _settings_line(run.samples), ""]
             for sample in run.samples["samples"]:
-                lines += _sample_lines(sample)
+                lines += prompt_blocks(sample)
                 lines += [f"{variant}:", *code_block(sample["generated_only"])]
         (out / f"{variant}.md").write_text("\n".join(lines))
     if not first:
@@ -185,7 +178,7 @@ def write_samples(study: StudyData, out: Path) -> None:
     ]
     for i, sample in enumerate(reference["samples"]):
         source = sample.get("source", "fixed prompt")
-        lines += [f"## Prompt {i + 1} ({source})", "", *_sample_lines(sample)]
+        lines += [f"## Prompt {i + 1} ({source})", "", *prompt_blocks(sample)]
         for variant, run in first.items():
             # matched by prompt, not position: a stale samples.json may hold other prompts
             same = [s for s in run.samples["samples"] if s["prompt"] == sample["prompt"]]

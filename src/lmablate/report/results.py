@@ -15,6 +15,7 @@ from lmablate.report.format import (
     fmt,
     md_table,
     pm,
+    prompt_blocks,
     sci,
     without_empty_columns,
 )
@@ -370,10 +371,7 @@ def text_generation_section(
     ]
     out += _quality_table(data, analysis)
     example = next(iter(prompts.values()))
-    out += [f"**Example** ({example.get('source', 'fixed prompt')}). Prompt:", ""]
-    out += code_block(example["prompt"])
-    if "reference" in example:
-        out += ["The document's own continuation:", "", *code_block(example["reference"])]
+    out += prompt_blocks(example, f"**Example** ({example.get('source', 'fixed prompt')}). Prompt:")
     for variant in study.compared:
         same = [s for s in samples.get(variant, {}).values() if s["prompt"] == example["prompt"]]
         if same:  # matched by prompt: a stale samples.json may hold other prompts
