@@ -272,13 +272,14 @@ def _train_in_turn(
         summary = read_summary(run_dir)
         finished = summary is not None and summary["status"] in FINISHED
         log(tracker.line(run, "finished" if finished else "training"))
+        if summary is not None and not finished:  # a failure being retried: its reason is stale
+            (run_dir / "summary.json").unlink()
         try:
             result = train(run.config, run_dir, progress=progress, log=log)
         except Exception as exc:  # one failed run never takes the study down
             statuses[run.path] = "failed"
             message = str(exc) if isinstance(exc, LmablateError) else f"{type(exc).__name__}: {exc}"
-            previous = read_summary(run_dir)
-            if previous is None or previous["status"] not in FINISHED:  # the report says why
+            if read_summary(run_dir) is None:  # refused before it started: the report says why
                 run_dir.mkdir(parents=True, exist_ok=True)
                 write_json_atomic(
                     run_dir / "summary.json", {"status": "failed", "message": message}
