@@ -325,6 +325,102 @@ def test_the_ladder_trains_the_baseline_at_each_multiple_of_its_budget():
         build_study({**BASE, "budget": {"ladder": [0.05, 2]}})  # warmup 2 of 1 step
 
 
+def budget_study_file(tmp_path, budget: str, variants: str, data: str = "{source: builtin}"):
+    return write_yaml(
+        tmp_path / "budget_study.yaml",
+        f"""\
+        name: budgeted
+        seeds: [0]
+        data: {data}
+        budget: {budget}
+        baseline:
+          model: {{d_model: 32, n_heads: 2, n_layers: 1, d_ff: 64}}
+          train: {{batch_size: 4, seq_len: 16, max_steps: 40, warmup_fraction: 0.1,
+                  eval_every: 10, eval_tokens: 256}}
+        variants: {variants}
+        """,
+    )
+
+
+@pytest.mark.parametrize("spelling", ["max_steps", "train.max_steps", "baseline.max_steps"])
+def test_set_max_steps_moves_the_ladder_with_the_baseline(tmp_path, spelling):
+    path = budget_study_file(tmp_path, "{ladder: [0.25, 0.5, 1, 2]}", "{wide: {d_model: 64}}")
+    s = load_study(path, [f"{spelling}=30"])
+    # each rung stays its multiple of the new baseline: max(1, round(multiple x 30))
+    assert steps_of(s) == {
+        "baseline": (30, 3),
+        "wide": (30, 3),
+        "budget=0.25x": (8, 1),  # 7.5, rounded
+        "budget=0.5x": (15, 2),
+        "budget=2x": (60, 6),
+    }
+    rung = next(r for r in s.runs if r.variant == "budget=0.25x")
+    assert rung.changes == {"max_steps": 8, "warmup_steps": 1}
+    assert "(8 steps)" in s.resolved()["variants"]["budget=0.25x"]["description"]
+
+
+def test_set_max_steps_rematches_every_variant_to_the_new_baseline(tmp_path):
+    path = budget_study_file(
+        tmp_path, "{match: tokens, ladder: [0.5, 1, 2]}", "{big: {batch_size: 12}}"
+    )
+    s = match_budgets(load_study(path, ["max_steps=30"]), 512)
+    # 30 steps x 4 x 16 = 1,920 tokens; big spends 192 a step
+    assert steps_of(s) == {
+        "baseline": (30, 3),
+        "big": (10, 1),
+        "budget=0.5x": (15, 2),
+        "budget=2x": (60, 6),
+    }
+    assert s.budget["baseline_budget"] == 1920
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "variants.big.max_steps=5",
+            "--set variants.big.max_steps=5: budget: match: tokens sets every variant's "
+            "max_steps, but big set(s) max_steps too; change the baseline's max_steps",
+        ),
+        (
+            "variants.budget=0.5x.max_steps=5",
+            "--set variants.budget=0.5x.max_steps=5: the budget ladder's rungs are the "
+            "baseline at multiples of its budget, not variants of their own; use --set "
+            "max_steps=N",
+        ),
+    ],
+)
+def test_a_set_that_would_break_the_budget_design_is_refused(tmp_path, capsys, override, message):
+    from lmablate.cli import main
+
+    path = budget_study_file(
+        tmp_path, "{match: tokens, ladder: [0.5, 1, 2]}", "{big: {batch_size: 12}}"
+    )
+    assert main(["run", str(path), "--dry-run", "--set", override]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1
+
+
+def test_a_dry_run_with_set_max_steps_shows_the_rungs_at_their_multiples(
+    tmp_path, capsys, corpus, tokenizer_dir
+):
+    from lmablate.cli import main
+
+    data = f"{{source: local, path: {corpus}, tokenizer: {tokenizer_dir}, num_documents: null}}"
+    path = budget_study_file(tmp_path, "{ladder: [0.5, 1, 2]}", "{}", data=data)
+    assert main(["run", str(path), "--dry-run", "--quiet", "--set", "max_steps=30"]) == 0
+    rows = {
+        line.split()[0]: line.split()
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith(("baseline", "budget="))
+    }
+    assert rows["baseline"][3] == f"{30 * 64:,}" and rows["baseline"][-1] == "-"
+    assert rows["budget=0.5x"][3] == f"{15 * 64:,}"
+    assert rows["budget=0.5x"][-2:] == ["warmup_steps=2,", "max_steps=15"]
+    assert rows["budget=2x"][3] == f"{60 * 64:,}"
+    assert rows["budget=2x"][-2:] == ["warmup_steps=6,", "max_steps=60"]
+
+
 E, A, ALPHA = 2.0, 1.5, 0.3
 
 

@@ -456,13 +456,20 @@ def build_study(
         tuned, records = _expand_sweeps([grid], variant_changes, labels, where, key="tune")
         generated.update(tuned)
         tuning = records[0]
-    ladder = _expand_ladder(study, baseline, variant_changes, labels)
+    # a run the budget design derives from the baseline (a ladder rung) derives it from the
+    # baseline as --set leaves it, and keeps what it derives: a study-wide --set max_steps
+    # moves the rungs with the baseline instead of flattening them (matched variants are
+    # derived the same way, later, in study.budgets)
+    ladder = _expand_ladder(study, _merge(baseline, forced), variant_changes, labels)
 
     runs = []
     flat_of: dict[tuple[str, int], dict[str, Any]] = {}
     for name, changes in variant_changes.items():
         for seed in study.seeds:
-            merged = _merge(_merge(baseline, changes), forced)
+            if name in ladder:
+                merged = _merge(_merge(baseline, forced), changes)
+            else:
+                merged = _merge(_merge(baseline, changes), forced)
             merged["data"] = study.data
             merged.setdefault("train", {}).update(seed=seed, data_seed=seed)
             config = validate_run_config(merged, f"{where}{labels[name]}: ")
@@ -477,6 +484,13 @@ def build_study(
         if all(flat_of[name, seed] == flat_of[over, seed] for seed in study.seeds)
     }
     runs = [run for run in runs if run.variant not in same]
+    fixed = sorted({r.variant for r in runs if "max_steps" in r.changes} - set(ladder))
+    if study.budget.match and fixed:
+        raise ConfigError(
+            f"{where}budget: match: {study.budget.match} sets every variant's max_steps, but "
+            f"{', '.join(fixed)} set(s) max_steps too; change the baseline's max_steps to change "
+            "the budget (--set max_steps=N, or max_steps under baseline:)"
+        )
     for record in [*sweeps, *([tuning] if tuning else [])]:
         record["variants"] = {
             over: [n if n not in same else over for n in names]
@@ -603,6 +617,14 @@ def apply_study_overrides(
         elif head == "variants" and rest:
             name, _, field = rest.partition(".")
             variants = study.get("variants") or {}
+            ladder = (study.get("budget") or {}).get("ladder") or []
+            # a rung's name holds '=' (budget=2x), where --set splits the key from its value
+            if name not in variants and name.partition("=")[0] == "budget" and ladder:
+                raise ConfigError(
+                    f"--set {text}: the budget ladder's rungs are the baseline at multiples of its "
+                    "budget, not variants of their own; use --set max_steps=N to move every rung "
+                    "with the baseline, or change the multiples under budget: ladder:"
+                )
             if name not in variants:
                 raise ConfigError(
                     f"--set {key}: the study has no variant {name!r}{suggest(name, variants)}"

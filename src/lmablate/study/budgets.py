@@ -48,12 +48,6 @@ def match_budgets(study: Study, tokenizer_vocab: int) -> Study:
         return study
     baseline = {r.seed: r for r in study.runs if r.variant == "baseline"}
     rungs = study.budget.get("ladder_variants", {})  # the baseline at other budgets on purpose
-    fixed = sorted({r.variant for r in study.runs if "max_steps" in r.changes} - set(rungs))
-    if fixed:
-        raise ConfigError(
-            f"budget: match: {unit} sets every variant's max_steps, but {', '.join(fixed)} "
-            "set(s) max_steps too; change the baseline's max_steps to change the budget"
-        )
     runs: list[StudyRun] = []
     steps: dict[str, int] = {}
     for run in study.runs:
