@@ -5,6 +5,9 @@ compares every configuration at its best value, chosen on validation, reported o
 from __future__ import annotations
 
 import json
+import math
+import re
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,6 +19,7 @@ from lmablate.analysis.tuning import lr_sensitivity, tuned_comparison
 from lmablate.config.study import Spaced, build_study, format_value, load_study
 from lmablate.errors import ConfigError
 from lmablate.model.counts import training_flops_per_token
+from lmablate.report.format import plain
 from lmablate.study.budgets import match_budgets
 from lmablate.study.runner import run_study
 
@@ -439,8 +443,11 @@ def test_the_power_law_fit_recovers_known_parameters():
     assert fit_power_law([1, 2], [3.0, 2.9]) is None  # three parameters need three budgets
 
 
-def ladder_study(tmp_path, variant_losses: dict[str, list[float]], variant_compute: float):
-    """Run directories of a ladder that follows the law exactly, and variants beside it."""
+def ladder_study(
+    tmp_path, variant_losses: dict[str, list[float]], variant_compute: float, ladder_loss=law
+):
+    """Run directories of a ladder (by default one that follows the law exactly), and variants
+    beside it."""
     from lmablate.analysis.rundata import RunData, StudyData
 
     rungs = {"budget=0.25x": 0.25, "budget=0.5x": 0.5, "budget=2x": 2.0, "budget=4x": 4.0}
@@ -452,9 +459,9 @@ def ladder_study(tmp_path, variant_losses: dict[str, list[float]], variant_compu
         runs.append(RunData(variant, seed, tmp_path, None, summary))
 
     for seed in seeds:
-        run("baseline", seed, 1.0, law(1.0))
+        run("baseline", seed, 1.0, ladder_loss(1.0))
         for name, multiple in rungs.items():
-            run(name, seed, multiple, law(multiple))
+            run(name, seed, multiple, ladder_loss(multiple))
         for variant, losses in variant_losses.items():
             run(variant, seed, variant_compute, losses[seed])
     study = {
@@ -514,6 +521,137 @@ def test_a_loss_below_the_fit_floor_has_no_multiplier(tmp_path):
     study = ladder_study(tmp_path, {"magic": [E - 0.5] * 2}, variant_compute=1.0)
     row = compute_multipliers(study, per_run(study))["multipliers"]["magic"]
     assert row["multiplier"] is None and row["below_fit_floor"]
+
+
+ZIGZAG = {0.25: 3.0, 0.5: 3.3, 1.0: 2.9, 2.0: 3.2, 4.0: 2.8}  # no law describes it
+# "2.71x", "0.46 ×": a multiplier as a number (not a rung's name, budget=0.25x)
+MULTIPLIER_NUMBER = re.compile(r"(?<![=.\d])\d+(?:\.\d+)?\s*[x×]")
+
+
+def scaling_report(out: dict) -> str:
+    from lmablate.report.sections import scaling_section
+
+    return "\n".join(scaling_section(SimpleNamespace(scaling=out)))
+
+
+@pytest.mark.parametrize(
+    ("ladder_loss", "problem"),
+    [
+        (ZIGZAG.get, "residual"),  # zig-zags with compute: misses its rungs by the effect
+        (lambda c: 3.0 + 0.1 * c, "A sits on its lower bound"),  # rises with compute
+        (lambda c: A * c ** (-ALPHA), "E sits on its lower bound"),  # no floor: E = 0
+    ],
+)
+def test_a_ladder_the_law_cannot_fit_gives_no_multiplier(tmp_path, ladder_loss, problem):
+    study = ladder_study(
+        tmp_path, {"better": [ladder_loss(1.0) - 0.2]}, variant_compute=1.0, ladder_loss=ladder_loss
+    )
+    out = compute_multipliers(study, per_run(study))
+    fit = out["fit"]
+    assert not fit["usable"] and any(problem in p for p in fit["problems"]), fit["problems"]
+    better = out["multipliers"]["better"]
+    assert better["multiplier"] is None and better["baseline_compute_to_match"] is None
+    assert better["ci_low"] is None and better["ci_high"] is None
+    assert better["reason"].startswith("the power-law fit is unusable: ")
+    text = scaling_report(out)
+    assert "No compute multiplier is given" in text and "interpolated between rungs" in text
+    assert all(p in text for p in fit["problems"])
+    assert not MULTIPLIER_NUMBER.search(text), text
+
+
+def test_an_unusable_fit_draws_the_ladder_without_a_fitted_line(tmp_path):
+    from lmablate.report.figures import draw_scaling
+
+    study = ladder_study(tmp_path, {"better": [2.95]}, variant_compute=1.0, ladder_loss=ZIGZAG.get)
+    analysis = SimpleNamespace(per_run=per_run(study))
+    analysis.scaling = compute_multipliers(study, analysis.per_run)
+    styles = {"better": {"marker": "s", "color": "#0072B2"}}
+    (figure,) = draw_scaling(study, analysis, styles, tmp_path).values()
+    series = figure["panels"][0]["series"]
+    assert not any("fit" in s or MULTIPLIER_NUMBER.search(s) for s in series), series
+    reached = plain(0.5 * 2**0.875)  # see the interpolation test below
+    assert f"better: ladder reaches its loss at {reached}·C0 (interpolated)" in series
+    assert "rung means joined (interpolation between rungs)" in series
+
+
+def test_a_noisy_power_law_still_gives_the_hand_computed_multiplier(tmp_path):
+    rng = np.random.default_rng(3)
+    noise = rng.normal(0, 1e-3, size=50).tolist()
+    study = ladder_study(
+        tmp_path,
+        {"better": [3.2 + rng.normal(0, 1e-3) for _ in range(3)]},
+        variant_compute=1.0,
+        ladder_loss=lambda c: law(c) + noise.pop(),
+    )
+    out = compute_multipliers(study, per_run(study))
+    assert out["fit"]["usable"] and out["fit"]["problems"] == []
+    better = out["multipliers"]["better"]
+    by_hand = (A / (3.2 - E)) ** (1 / ALPHA)  # L(C) = 3.2 at C = (A / (L - E))^(1/alpha)
+    assert better["multiplier"] == pytest.approx(by_hand, rel=0.03)
+    assert better["ci_low"] < by_hand < better["ci_high"] and better["reason"] is None
+    text = scaling_report(out)
+    assert f"| better | {better['val_loss']:.4f} | 1.00 | {better['multiplier']:.3g} " in text
+
+
+def test_draws_that_never_reach_the_loss_count_as_infinite_compute(tmp_path):
+    from lmablate.analysis.scaling import DRAWS, draw_multipliers, percentile_interval
+    from lmablate.report.data import json_safe
+
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 0.01, size=5).tolist()
+    ladder = lambda c: law(c) + noise[[0.25, 0.5, 1.0, 2.0, 4.0].index(c)]  # noqa: E731
+    probe = ladder_study(tmp_path, {"near": [3.0]}, variant_compute=1.0, ladder_loss=ladder)
+    fit = compute_multipliers(probe, per_run(probe))["fit"]
+    near_floor = fit["E"] + 0.03  # E's standard error (0.06) puts many draws' floor above it
+    study = ladder_study(tmp_path, {"near": [near_floor]}, variant_compute=1.0, ladder_loss=ladder)
+    out = compute_multipliers(study, per_run(study))
+    assert out["fit"]["usable"]
+    near = out["multipliers"]["near"]
+    assert near["multiplier"] > 1000 and near["extrapolated"]
+    assert near["ci_high"] == math.inf and near["ci_high_unbounded"]
+    assert math.isfinite(near["ci_low"]) and not near["ci_low_unbounded"]
+
+    # the same draws: the floor above the loss in about a third of them
+    params = np.random.default_rng(1).multivariate_normal(
+        [fit["E"], fit["A"], fit["alpha"]], fit["covariance"], DRAWS
+    )
+    values = draw_multipliers(params, np.full(DRAWS, near_floor), 1.0)
+    assert 0.1 < np.isinf(values).mean() < 0.5 and not np.isnan(values).any()
+    assert percentile_interval(values)[1] == math.inf
+    dropped = np.percentile(values[np.isfinite(values)], 97.5)  # the old rule: left out
+    assert math.isfinite(dropped)
+
+    # research_data.json: null and the flag, never a bare Infinity
+    written = json.dumps(json_safe(out), allow_nan=False)
+    row = json.loads(written)["multipliers"]["near"]
+    assert row["ci_high"] is None and row["ci_high_unbounded"] is True
+    assert f"[{plain(near['ci_low'])}, unbounded]" in scaling_report(out)
+
+
+def test_interpolation_between_rungs_against_a_hand_computation(tmp_path):
+    from lmablate.analysis.scaling import interpolate_ladder
+
+    ladder = [(0.5, 3.6), (0.25, 4.0), (2.0, 3.1), (1.0, 3.4)]  # any order: sorted by compute
+    # 3.5 lies halfway from 3.6 (at 0.5) to 3.4 (at 1): halfway in log compute, 0.5·√2
+    assert interpolate_ladder(ladder, 3.5) == {
+        "compute": pytest.approx(0.5 * 2**0.5),
+        "beyond": None,
+    }
+    assert interpolate_ladder(ladder, 3.6)["compute"] == pytest.approx(0.5)
+    assert interpolate_ladder(ladder, 4.0)["compute"] == 0.25
+    assert interpolate_ladder(ladder, 4.1) == {
+        "compute": None,
+        "beyond": "cheaper than the cheapest rung",
+    }
+    assert interpolate_ladder(ladder, 3.0) == {"compute": None, "beyond": "past the largest rung"}
+    # ZIGZAG: 3.0, 3.3, 2.9, 3.2, 2.8. The loss 2.95 is first reached between 0.5 (3.3) and
+    # 1 (2.9), a share (3.3 - 2.95) / (3.3 - 2.9) = 0.875 of the way: 0.5·2^0.875
+    study = ladder_study(tmp_path, {"better": [2.95]}, variant_compute=1.0, ladder_loss=ZIGZAG.get)
+    out = compute_multipliers(study, per_run(study))
+    assert not out["ladder_monotone"]
+    row = out["multipliers"]["better"]["interpolation"]
+    assert row["baseline_compute_to_match"] == pytest.approx(0.5 * 2**0.875)
+    assert row["beyond_the_ladder"] is None
 
 
 def test_a_ladder_study_reports_multipliers_and_ranks_only_the_compared(

@@ -33,6 +33,7 @@ from lmablate.analysis.findings import Analysis
 from lmablate.analysis.rundata import RunData, StudyData, eval_curve
 from lmablate.config.run import TrainConfig
 from lmablate.optim.schedules import lr_at
+from lmablate.report.format import plain
 
 COLUMN, TEXT = 3.3, 6.8  # widths in inches: one column, the text width
 PANEL_HEIGHT = 2.3
@@ -160,15 +161,20 @@ def draw_sensitivity(analysis: Analysis, styles, out: Path) -> dict[str, dict[st
 def draw_scaling(
     study: StudyData, analysis: Analysis, styles, out: Path
 ) -> dict[str, dict[str, Any]]:
-    """The budget ladder's runs, its power-law fit, and every configuration at its compute,
-    with an arrow to the baseline compute that matches its loss; nothing without a fit."""
+    """The budget ladder's runs and every configuration at its compute. With a usable fit: the
+    power law over the ladder's range (never past it) and an arrow to the baseline compute that
+    matches each loss. With an unusable one: no fitted line and no multiplier, the rungs' means
+    joined as the interpolation between rungs, and arrows to its crossings. Nothing without a
+    fit. Numbers in the legend are plain (no scientific notation)."""
     scaling = analysis.scaling
     fit = (scaling or {}).get("fit")
     if not fit:
         return {}
     c0 = fit["C0_flops"]
+    usable = fit["usable"]
     rungs = {"baseline", *study.ladder}
-    fig, (ax,) = _figure(TEXT, 1, len(scaling["multipliers"]) + 2)
+    # a two-column legend (its labels say what each arrow reads): rows for 4 columns, doubled
+    fig, (ax,) = _figure(TEXT, 1, 2 * (len(scaling["multipliers"]) + 2))
     points = [
         (m["total_flops"] / c0, m["eval_loss"])
         for m in analysis.per_run
@@ -178,24 +184,42 @@ def draw_scaling(
         *zip(*points, strict=True), color="0.35", s=10, label="baseline budget ladder", zorder=3
     )
     low, high = scaling["ladder_range"]
-    needed = [r["baseline_compute_to_match"] for r in scaling["multipliers"].values()]
-    span = [
-        low,
-        high,
-        *[c for c in needed if c],
-        *[r["relative_compute"] for r in scaling["multipliers"].values()],
-    ]
-    grid = np.geomspace(min(span) / 1.5, max(span) * 1.5, 200)
-    ax.plot(
-        grid,
-        fit["E"] + fit["A"] * grid ** (-fit["alpha"]),
-        color="0.45",
-        linestyle="--",
-        label=f"fit: {fit['E']:.3g} + {fit['A']:.3g}·C^-{fit['alpha']:.3g}",
-    )
+    if usable:
+        grid = np.geomspace(low, high, 200)  # the law is only measured over the ladder
+        ax.plot(
+            grid,
+            fit["E"] + fit["A"] * grid ** (-fit["alpha"]),
+            color="0.45",
+            linestyle="--",
+            label=f"power-law fit, over the ladder: {plain(fit['E'])} + {plain(fit['A'])}"
+            f"·(C/C0)^-{plain(fit['alpha'])}",
+        )
+    else:
+        ax.plot(
+            [s["relative_compute"] for s in scaling["ladder"]],
+            [s["val_loss"] for s in scaling["ladder"]],
+            color="0.45",
+            linestyle="-",
+            linewidth=0.9,
+            label="rung means joined (interpolation between rungs)",
+        )
+    xs = [low, high]
     for variant, row in scaling["multipliers"].items():
         x, y = row["relative_compute"], row["val_loss"]
-        text = "beyond fit" if row["multiplier"] is None else f"{row['multiplier']:.2g}x"
+        if usable:
+            target = row["baseline_compute_to_match"]
+            if row["multiplier"] is None:
+                text = "beyond the fit's floor"
+            else:
+                text = f"worth {plain(row['multiplier'])}× its compute"
+                text += ", extrapolated" if row["extrapolated"] else ""
+        else:
+            target = row["interpolation"]["baseline_compute_to_match"]
+            text = (
+                "beyond the ladder"
+                if target is None
+                else f"ladder reaches its loss at {plain(target)}·C0 (interpolated)"
+            )
         style = styles[variant]
         ax.plot(
             [x],
@@ -205,29 +229,39 @@ def draw_scaling(
             color=style["color"],
             markersize=5,
             zorder=4,
-            label=f"{variant} ({text})",
+            label=f"{variant}: {text}",
         )
-        if row["baseline_compute_to_match"]:
+        xs.append(x)
+        if target:
+            xs.append(target)
             ax.annotate(
                 "",
-                xy=(row["baseline_compute_to_match"], y),
+                xy=(target, y),
                 xytext=(x, y),
                 arrowprops={"arrowstyle": "->", "color": style["color"], "alpha": 0.6},
             )
     ax.set_xscale("log", base=2)  # ladders double
+    ax.set_xlim(min(xs) / 1.3, max(xs) * 1.3)  # arrows do not widen the axes by themselves
     _plain_log(ax.xaxis)
     ax.set(
-        title="Compute multipliers against the baseline's budget ladder",
+        title="Compute multipliers against the baseline's budget ladder"
+        if usable
+        else "The baseline's budget ladder (the power law does not hold: no multipliers)",
         xlabel="training compute (multiples of the baseline's)",
         ylabel="final validation loss (nats/token)",
     )
-    _legend_below(fig, [ax])
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=2, frameon=False)
     return _finish(
         fig,
         out / SCALING_FIGURE,
         "Final validation loss against training compute: the baseline's budget ladder, its "
-        "power-law fit, and each configuration with an arrow to the baseline compute that "
-        "matches its loss",
+        "power-law fit over the ladder's range, and each configuration with an arrow to the "
+        "baseline compute that matches its loss"
+        if usable
+        else "Final validation loss against training compute: the baseline's budget ladder, "
+        "whose power-law fit is unusable (no multipliers), its rung means joined in log "
+        "compute, and each configuration with an arrow to the baseline compute at which that "
+        "interpolation between rungs reaches its loss (none beyond the ladder)",
     )
 
 

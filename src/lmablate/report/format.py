@@ -41,6 +41,19 @@ def sci(value: float | None) -> str:
     return "not reached" if value is None else f"{value:.3g}"
 
 
+def plain(value: float | None, digits: int = 3) -> str:
+    """``digits`` significant digits in positional notation, never scientific (a legend or a
+    multiplier reads 1234 or 0.000152, not 1.23e+03); +inf is "unbounded"."""
+    if value is None or math.isnan(value):
+        return "n/a"
+    if math.isinf(value):
+        return "unbounded" if value > 0 else "-unbounded"
+    if value == 0:
+        return "0"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    return f"{value:.{decimals}f}"
+
+
 def ci(interval: dict[str, Any] | None, spec: str = ".4f") -> str:
     if not interval:
         return "n/a"

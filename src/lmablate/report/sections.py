@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from lmablate.analysis.findings import Analysis
 from lmablate.analysis.stats import ALPHA
-from lmablate.report.format import ci, fmt, md_table, sci
+from lmablate.report.format import ci, fmt, md_table, plain, sci
 
 
 def _document_reading(interval: dict) -> str:
@@ -326,7 +326,8 @@ def validity_section(analysis: Analysis) -> list[str]:
 
 
 def scaling_section(analysis: Analysis) -> list[str]:
-    """The budget ladder's power-law fit and each configuration's compute multiplier."""
+    """The budget ladder's power-law fit and each configuration's compute multiplier, or, when
+    the fit is unusable (analysis.scaling's verdict), why not and the ladder interpolated."""
     scaling = analysis.scaling
     if not scaling:
         return []
@@ -345,36 +346,49 @@ def scaling_section(analysis: Analysis) -> list[str]:
         "schedule) gives its validation loss as a function of training compute, fitted by "
         "least squares as L(C) = E + A·(C/C0)^(−α), C0 the baseline's compute "
         f"({sci(fit['C0_flops'])} FLOPs): E = {pm('E')}, A = {pm('A')}, α = {pm('alpha')} "
-        f"(± one standard error; {fit['points']} runs, RMS residual {fit['rmse']:.3g}). A "
-        "configuration's **compute multiplier** is the baseline compute the fit needs to reach "
-        "its final loss, divided by the compute it spent (Ho et al. 2024's effective compute): "
-        f"above 1 it is worth more than its compute. The ladder spans {low:.3g}–{high:.3g} C0; "
-        "a multiplier that needs baseline compute outside that range is an extrapolation.",
+        f"(± one standard error; {fit['points']} runs, RMS residual {fit['rmse']:.3g} over the "
+        f"runs and {fit['rung_rmse']:.3g} over the rung means). The ladder spans "
+        f"{plain(low)}–{plain(high)} C0.",
+        "",
+        *md_table(
+            ["rung", "compute (× C0)", "seeds", "mean val loss", "residual from the fit"],
+            [
+                [
+                    step["variant"],
+                    plain(step["relative_compute"]),
+                    str(step["seeds"]),
+                    fmt(step["val_loss"]),
+                    f"{residual:+.4f}",
+                ]
+                for step, residual in zip(scaling["ladder"], fit["rung_residuals"], strict=True)
+            ],
+        ),
+    ]
+    if not fit["usable"]:
+        return [*out, *_unusable_fit(scaling), "![Budget ladder](compute_multipliers.png)", ""]
+    out += [
+        "A configuration's **compute multiplier** is the baseline compute the fit needs to "
+        "reach its final loss, divided by the compute it spent (Ho et al. 2024's effective "
+        "compute): above 1 it is worth more than its compute. A multiplier that needs baseline "
+        "compute outside the ladder is an extrapolation; a parameter draw whose floor E lies at "
+        "or above the loss never reaches it and counts as infinite compute, so an interval's "
+        "upper end can be unbounded.",
         "",
     ]
-    if not fit.get("well_determined"):
-        out += [
-            "**The fit is poorly determined** (the exponent's standard error is as large as "
-            "the exponent): the ladder's losses do not pin the curve down, so the multipliers "
-            "below are indicative only. Longer runs, more rungs or more seeds tighten it.",
-            "",
-        ]
     rows = []
     for variant, row in scaling["multipliers"].items():
-        if row["below_fit_floor"]:
-            value = "beyond the fit (loss below E)"
+        if row["multiplier"] is None:
+            value = "none: its loss is at or below the fit's floor E"
         else:
-            value = f"{row['multiplier']:.3g}"
+            value = plain(row["multiplier"])
             if row["ci_low"] is not None and row["ci_high"] is not None:
-                value += f" [{row['ci_low']:.3g}, {row['ci_high']:.3g}]"
+                value += f" [{plain(row['ci_low'])}, {plain(row['ci_high'])}]"
         rows.append(
             [
                 variant,
                 fmt(row["val_loss"]),
-                f"{row['relative_compute']:.3g}",
-                "n/a"
-                if row["baseline_compute_to_match"] is None
-                else f"{row['baseline_compute_to_match']:.3g}",
+                plain(row["relative_compute"]),
+                plain(row["baseline_compute_to_match"]),
                 value,
                 "yes" if row["extrapolated"] else "no",
             ]
@@ -393,3 +407,51 @@ def scaling_section(analysis: Analysis) -> list[str]:
     sources = {row["interval_from"] for row in scaling["multipliers"].values()}
     out += [f"Intervals: {'; '.join(sorted(sources))}.", ""] if sources else []
     return [*out, "![Compute multipliers](compute_multipliers.png)", ""]
+
+
+def _unusable_fit(scaling: dict) -> list[str]:
+    """Why the fit gives no multiplier, and the interpolation between rungs instead."""
+    out = [
+        "**No compute multiplier is given: the power law does not describe this ladder** "
+        "(a multiplier read off it would carry an interval that assumes the law holds):",
+        "",
+        *[f"- {problem}" for problem in scaling["fit"]["problems"]],
+        "",
+        "Instead, an **interpolation between rungs** (not a fit): the baseline compute at which "
+        "the rungs' mean losses, joined by straight lines in log compute, first reach each "
+        "configuration's loss. It is given only inside the ladder's range; outside it the loss "
+        "is beyond the ladder.",
+        "",
+    ]
+    if not scaling["ladder_monotone"]:
+        out += [
+            "The rungs' mean losses do not fall steadily with compute, so a loss can be "
+            "reached at several computes: the interpolation gives the least of them.",
+            "",
+        ]
+    rows = []
+    for variant, row in scaling["multipliers"].items():
+        interpolation = row["interpolation"]
+        beyond = interpolation["beyond_the_ladder"]
+        rows.append(
+            [
+                variant,
+                fmt(row["val_loss"]),
+                plain(row["relative_compute"]),
+                f"beyond the ladder ({beyond})"
+                if beyond
+                else plain(interpolation["baseline_compute_to_match"]),
+            ]
+        )
+    return [
+        *out,
+        *md_table(
+            [
+                "configuration",
+                "val loss",
+                "compute (× C0)",
+                "baseline compute reaching its loss, interpolated between rungs (× C0)",
+            ],
+            rows,
+        ),
+    ]
