@@ -1,6 +1,8 @@
 """The rules that turn numbers into claims, on synthetic run directories with known answers:
-efficiency against a target every configuration reaches, the edge of a one-factor series, the
-late slope that replaced a 1% "converged" threshold, and the package's data files."""
+efficiency against a target every placed configuration reaches late, stated only beyond the
+seeds' uncertainty; the edge of a one-factor series; the late slope and the tolerance behind
+"converged"; matched-budget labels; the generalization-gap flag; correlations over
+configurations; and the package's data files."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import math
 import random
 import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -140,7 +143,9 @@ def test_a_short_run_better_at_every_budget_is_more_efficient(tmp_path):
     # baseline: 8 - 5t/2000 = 4 at t = 1600 tokens; short reaches 4.0 at its end, 1000 tokens
     assert analysis.per_variant["baseline"]["flops_to_target"] == pytest.approx(1600 * 1000)
     assert analysis.per_variant["short"]["flops_to_target"] == pytest.approx(1000 * 1000)
-    assert analysis.findings["most_efficient_config"] == "short"
+    assert analysis.findings["lowest_flops_to_target_config"] == "short"
+    # one seed: the margin is untested, so "most efficient" is not stated as a finding
+    assert analysis.findings["most_efficient_config"] is None
     assert analysis.findings["not_reaching_target"] == []
     # the better-trained baseline still ranks first on final loss: the two claims differ
     assert analysis.ranking[0][0] == "baseline"
@@ -156,6 +161,227 @@ def test_every_ranked_configuration_is_placed_on_efficiency(tmp_path):
     flops = dict(analysis.efficiency_ranking)
     assert set(flops) == set(finals) and None not in flops.values()
     assert list(flops) == ["b", "baseline", "a", "c"]  # steeper lines reach 3.9 sooner
+
+
+def test_a_run_that_never_trains_below_its_start_is_not_placed(tmp_path):
+    """A curve whose step-0 evaluation is already its lowest loss reaches any target it reaches
+    at zero compute: it is named, not ranked first (and not divided by)."""
+    write_study(tmp_path, {"stuck": {"learning_rate": 0.01}})
+    write_run(tmp_path, "baseline", 0, line(8.0, 3.0, 2000))
+    write_run(tmp_path, "stuck", 0, [(0, 5.0), (1000, 6.0), (2000, 7.0)])
+    analysis = analyze(load_study_dir(tmp_path))
+    assert analysis.efficiency["at_start"] == ["stuck"]
+    assert [v for v, _ in analysis.efficiency_ranking] == ["baseline"]
+    assert analysis.findings["lowest_flops_to_target_config"] == "baseline"
+
+
+def _with_budget(root: Path, budget: dict) -> None:
+    """Add a resolved ``budget`` record (as study.yaml holds it after expansion)."""
+    study = yaml.safe_load((root / "study.yaml").read_text())
+    study["budget"] = budget
+    (root / "study.yaml").write_text(yaml.safe_dump(study))
+
+
+def test_the_ranking_target_is_reached_late_by_every_configuration_placed(tmp_path):
+    """The common target (the weak configuration's best, 4.0) times "fast" at its first
+    evaluation, 10% into its run; the ranking target is the highest level that every
+    configuration reaching it reaches in the last half of its run: 3.5."""
+    write_study(tmp_path, {"fast": {"learning_rate": 0.002}, "weak": {"learning_rate": 1e-5}})
+    tokens = list(range(0, 2001, 200))
+    fast = [8.0, 4.0, 3.9, 3.8, 3.7, 3.6, 3.4, 3.2, 3.0, 2.5, 2.0]
+    write_run(tmp_path, "baseline", 0, line(8.0, 2.4, 2000))
+    write_run(tmp_path, "fast", 0, list(zip(tokens, fast, strict=True)))
+    write_run(tmp_path, "weak", 0, line(8.0, 4.0, 2000))
+    analysis = analyze(load_study_dir(tmp_path))
+    efficiency = analysis.efficiency
+
+    # levels: the common target 4.0 and three more towards the lowest loss, 2.0
+    assert [lv["val_loss"] for lv in efficiency["levels"]] == pytest.approx([4.0, 3.5, 3.0, 2.5])
+    common = efficiency["levels"][0]
+    assert common["share_of_run"]["fast"] == pytest.approx(0.1)  # timed early: not late
+    assert not common["all_late"]
+    assert analysis.target_loss == pytest.approx(3.5) and efficiency["late"]
+    assert all(row["late"] for row in efficiency["configurations"].values())
+    assert analysis.findings["not_reaching_target"] == ["weak"]
+
+    # by hand, in log compute (1,000 FLOPs per token): fast crosses 3.5 half-way between 3.6
+    # at 1,000 tokens and 3.4 at 1,200, so at sqrt(1000 * 1200) tokens (linear: 1,100)
+    table = analysis.per_variant
+    assert table["fast"]["flops_to_target"] == pytest.approx(math.sqrt(1000 * 1200) * 1000)
+    # baseline: 8 - 5.6 t / 2000 is 3.52 at 1,600 tokens and 2.96 at 1,800
+    fraction = (3.52 - 3.5) / (3.52 - 2.96)
+    assert table["baseline"]["flops_to_target"] == pytest.approx(
+        1600 * (1800 / 1600) ** fraction * 1000
+    )
+    assert [v for v, _ in analysis.efficiency_ranking] == ["fast", "baseline"]
+    assert efficiency["configurations"]["fast"]["share_of_run"] == pytest.approx(
+        math.sqrt(1000 * 1200) / 2000
+    )
+
+
+def test_a_one_seed_small_margin_is_not_a_finding(tmp_path):
+    write_study(tmp_path, {"b": {"learning_rate": 0.002}})
+    write_run(tmp_path, "baseline", 0, line(8.0, 3.0, 2000))
+    write_run(tmp_path, "b", 0, line(8.0, 2.92, 2000))
+    analysis = analyze(load_study_dir(tmp_path))
+    margin = analysis.findings["efficiency_margin"]
+    # the baseline needs all 2,000 tokens; b crosses 3.0 between 3.428 at 1,800 tokens and
+    # 2.92 at 2,000, in log compute
+    fraction = (3.428 - 3.0) / (3.428 - 2.92)
+    assert margin["ratio"] == pytest.approx(2000 / (1800 * (2000 / 1800) ** fraction))
+    assert f"{margin['ratio'] - 1:.1%}" == "1.7%"
+    assert margin["verdict"] == "untested"
+    assert analysis.findings["lowest_flops_to_target_config"] == "b"
+    assert analysis.findings["most_efficient_config"] is None
+
+    from lmablate.report.results import key_findings
+
+    text = "\n".join(key_findings(analysis, 1))
+    assert "Most Efficient Configuration" not in text
+    assert "the margin (1.7%) is not tested" in text and "untested and not a finding" in text
+
+
+def _three_seeds(tmp_path, finals: dict[str, tuple[float, float, float]]):
+    write_study(tmp_path, {v: {"learning_rate": 0.002} for v in finals if v != "baseline"}, 3)
+    for variant, values in finals.items():
+        for seed, final in enumerate(values):
+            write_run(tmp_path, variant, seed, line(8.0, final, 2000))
+    return analyze(load_study_dir(tmp_path))
+
+
+def test_a_margin_beyond_the_seeds_interval_is_a_finding(tmp_path):
+    analysis = _three_seeds(
+        tmp_path,
+        {
+            "baseline": (3.0, 3.05, 2.95),
+            "b": (2.5, 2.52, 2.47),
+            "weak": (3.99, 4.0, 4.01),  # sets the common target; its seeds straddle it
+        },
+    )
+    assert analysis.target_loss == pytest.approx(4.0) and analysis.efficiency["late"]
+    margin = analysis.findings["efficiency_margin"]
+    assert (margin["best"], margin["runner_up"]) == ("b", "baseline")
+    assert margin["verdict"] == "beyond uncertainty" and margin["ratio_ci_low"] > 1
+    assert analysis.findings["most_efficient_config"] == "b"
+    row = analysis.efficiency["configurations"]["b"]
+    assert row["ci_low"] < row["flops"] < row["ci_high"]
+    assert analysis.efficiency["configurations"]["weak"]["ci_low"] is None  # a seed misses it
+
+    from lmablate.report.results import key_findings
+
+    text = "\n".join(key_findings(analysis, 3))
+    assert "**Most Efficient Configuration:** b" in text and "beyond the seeds'" in text
+
+
+def test_a_margin_within_the_seeds_interval_is_not_a_finding(tmp_path):
+    analysis = _three_seeds(
+        tmp_path,
+        {"baseline": (3.0, 3.05, 2.95), "b": (2.98, 3.08, 2.92), "weak": (3.99, 4.0, 4.01)},
+    )
+    assert analysis.findings["efficiency_margin"]["verdict"] == "within uncertainty"
+    assert analysis.findings["most_efficient_config"] is None
+
+    from lmablate.report.results import key_findings
+
+    text = "\n".join(key_findings(analysis, 3))
+    assert "Most Efficient Configuration" not in text and "beyond seed noise" in text
+
+
+# ----------------------------------------------------------------------- matched budgets
+
+
+@pytest.mark.parametrize("match", ["flops", "tokens", None])
+def test_the_equal_budget_reading_is_labelled_by_what_the_study_matched(tmp_path, match):
+    write_study(tmp_path, {"b": {"learning_rate": 0.002}})
+    write_run(tmp_path, "baseline", 0, line(8.0, 3.0, 2000))
+    write_run(tmp_path, "b", 0, line(8.0, 2.9, 2000))
+    if match:
+        _with_budget(
+            tmp_path,
+            {
+                "match": match,
+                "baseline_budget": 2000 * (1000 if match == "flops" else 1),
+                "rounding": "within half a step",
+                "max_steps": {"baseline": 20, "b": 20},
+            },
+        )
+    analysis = analyze(load_study_dir(tmp_path))
+    readings = {b: row["reading"] for b, row in analysis.equal_budgets.items()}
+    matched = "end of schedule (matched budgets)"
+    assert readings["flops"] == (matched if match == "flops" else "indicative")
+    assert readings["tokens"] == (matched if match == "tokens" else "indicative")
+    assert readings["time_s"] == "indicative"
+
+    from lmablate.report.results import key_findings, results_tables
+    from lmablate.report.sections import equal_budget_section
+
+    findings = "\n".join(key_findings(analysis, 1))
+    tables = "\n".join(results_tables(analysis))
+    section = "\n".join(equal_budget_section(analysis))
+    if match == "flops":
+        assert "end of schedule (matched budgets): budgets matched on FLOPs" in findings
+        assert "val loss at equal FLOPs (end of schedule)" in tables
+        assert "FLOPs; end of schedule (matched budgets))" in section
+        assert "mid-schedule, indicative" not in findings + tables + section
+    else:
+        assert "so indicative" in findings and "(indicative)" in tables
+        assert "FLOPs; indicative)" in section
+    if match == "tokens":
+        assert "tokens; end of schedule (matched budgets))" in section
+
+
+# ---------------------------------------------------------------------------- overfitting
+
+
+def test_a_generalization_gap_above_the_threshold_is_flagged_while_validation_falls(tmp_path):
+    from lmablate.analysis.validity import OVERFIT_GAP
+
+    write_study(tmp_path, {"b": {"learning_rate": 0.002}})
+    write_run(tmp_path, "baseline", 0, line(8.0, 3.0, 2000))
+    write_run(tmp_path, "b", 0, line(8.0, 3.0, 2000))  # validation falls to the end
+    summary_file = tmp_path / "runs/b/seed-0/summary.json"
+    summary = json.loads(summary_file.read_text())
+    summary["final_train_loss"] = 3.0 - 0.45  # a gap of 0.45 nats
+    summary_file.write_text(json.dumps(summary))
+    analysis = analyze(load_study_dir(tmp_path))
+    [flag] = analysis.overfitting["b"]["flags"]
+    assert "generalization gap 0.4500 nats" in flag and f"exceeds {OVERFIT_GAP}" in flag
+    assert analysis.overfitting["b"]["gap_threshold"] == OVERFIT_GAP < 0.45
+    assert analysis.overfitting["baseline"]["flags"] == []  # a gap of -0.01
+
+    from lmablate.report.sections import validity_section
+
+    text = "\n".join(validity_section(analysis))
+    assert f"above **{OVERFIT_GAP} nats per token**" in text
+
+
+# ---------------------------------------------------------------------------- correlations
+
+
+def test_correlations_are_over_configurations_not_runs(tmp_path):
+    """Three configurations with two seeds each, and a ladder rung of the baseline: the
+    correlation has n = 3 configurations, the rung and the seeds are not extra points."""
+    from scipy.stats import spearmanr
+
+    write_study(
+        tmp_path,
+        {"b": {"learning_rate": 0.002}, "c": {"batch_size": 32}, "rung": {"max_steps": 10}},
+        seeds=2,
+    )
+    _with_budget(tmp_path, {"ladder_variants": {"rung": 0.5}})
+    ends = {"baseline": (2000, (3.0, 3.1)), "b": (3000, (2.9, 2.95)), "c": (4000, (3.2, 3.3))}
+    ends["rung"] = (1000, (3.6, 3.7))
+    for variant, (tokens, finals) in ends.items():
+        for seed, final in enumerate(finals):
+            write_run(tmp_path, variant, seed, line(8.0, final, tokens))
+    analysis = analyze(load_study_dir(tmp_path))
+    result = analysis.correlations
+    assert result["n_configurations"] == 3 and result["n_runs"] == 6
+    tokens = [2000, 3000, 4000]
+    losses = [3.05, 2.925, 3.25]
+    rho = spearmanr(tokens, losses).statistic
+    assert result["val_loss_vs_tokens_seen"]["rho"] == pytest.approx(rho)
+    assert result["val_loss_vs_tokens_seen"]["n"] == 3
 
 
 # ------------------------------------------------------------------------- edge of a sweep
@@ -255,17 +481,44 @@ def test_late_slope_reads_a_rising_tail_and_exact_lines():
     assert late_slope([(0, 3.0)]) is None
 
 
-def test_converged_follows_the_late_slope_not_a_threshold(tmp_path):
-    """Both runs fall ~1% over their last fifth; the old rule called one converged. Both are
-    still falling, and the report says so."""
-    write_study(tmp_path, {"b": {"learning_rate": 0.002}})
-    for variant, late_drop in (("baseline", 0.0085), ("b", 0.0115)):
-        train = {t: 3.0 * (1 - late_drop * t / 2000) for t in range(100, 2001, 100)}
-        write_run(tmp_path, variant, 0, line(8.0, 3.0, 2000), train=train)
-    table = analyze(load_study_dir(tmp_path)).per_variant
-    for variant in ("baseline", "b"):
-        assert table[variant]["late_slope"]["reading"] == "still falling"
-        assert table[variant]["converged"] is False
+def _slope_study(tmp_path, tails: dict[str, Callable[[int], float]]):
+    """One run per variant whose logged training loss follows ``tails`` (tokens -> loss)."""
+    write_study(tmp_path, {v: {"learning_rate": 0.002} for v in tails if v != "baseline"})
+    for variant, tail in tails.items():
+        train = {t: tail(t) for t in range(100, 20_001, 100)}
+        write_run(tmp_path, variant, 0, line(8.0, 3.0, 20_000), train=train)
+    return analyze(load_study_dir(tmp_path)).per_variant
+
+
+def test_converged_only_when_the_interval_excludes_a_meaningful_decline(tmp_path):
+    """The last fifth spans 3,900 tokens (16,100 to 20,000); CONVERGED_TOLERANCE = 0.01 nats
+    over it. "falling" drops 0.04 nats there, "flat" and "creeping" (0.004 nats, a real but
+    negligible decline) less than 0.01, "noisy" is flat with an interval too wide to tell."""
+    from lmablate.analysis.findings import CONVERGED_TOLERANCE
+
+    rng = random.Random(3)
+    table = _slope_study(
+        tmp_path,
+        {
+            "baseline": lambda t: 3.2 - 1e-5 * t + rng.gauss(0, 0.002),
+            "flat": lambda t: 3.0 + rng.gauss(0, 0.0005),
+            "creeping": lambda t: 3.0 - 1e-6 * t,
+            "noisy": lambda t: 3.0 + rng.gauss(0, 0.05),
+        },
+    )
+    falling = table["baseline"]["late_slope"]
+    assert falling["reading"] == "still falling" and falling["drop"] > CONVERGED_TOLERANCE
+    assert table["baseline"]["convergence"] == "still falling"
+    assert table["baseline"]["converged"] is False
+    assert table["flat"]["convergence"] == "converged" and table["flat"]["converged"] is True
+    # a decline the interval says is real, but smaller than the tolerance: converged
+    creeping = table["creeping"]["late_slope"]
+    assert creeping["reading"] == "still falling" and creeping["drop"] < CONVERGED_TOLERANCE
+    assert table["creeping"]["converged"] is True
+    # flat within noise, but the interval still reaches a decline beyond the tolerance
+    assert table["noisy"]["late_slope"]["reading"] == "flat within noise"
+    assert table["noisy"]["convergence"] == "undetermined"
+    assert table["noisy"]["converged"] is None
 
 
 # ------------------------------------------------------------------------------ data files
@@ -332,7 +585,7 @@ def test_one_seed_results_table_has_no_empty_test_columns(tmp_path):
     header = next(line for line in table.splitlines() if line.startswith("Configuration"))
     assert "p_{" not in header and "Verdict" not in header  # no tests with one seed
     assert "one seed" in table and "bootstrap interval over validation documents" in table
-    assert "-0.100 [-0.100, -0.100]" in table  # every document 1 nat lower over 10 targets
+    assert "$-0.100$ [$-0.100$, $-0.100$]" in table  # every document 1 nat lower over 10 targets
 
 
 # ------------------------------------------------------------- bootstrap over documents

@@ -48,7 +48,9 @@ def test_data_inspect_local_corpus_with_local_tokenizer(tmp_path, documents, tok
 
     again = run_cli("data", "inspect", str(config), "--json")
     report = json.loads(again.stdout)
-    assert report["documents"] == {"total": 40, "train": 30, "val": 10}
+    assert report["documents"] == {"total": 40, "read": 40, "train": 30, "val": 10}
+    assert set(report["reference_losses"]) == {"uniform", "unigram", "bigram"}
+    assert report["leakage"]["overlap"]["largest_overlap_after"]["val"] <= 0.2
     assert report["cache"]["reused"] is True
     assert report["tokens"]["train"] > report["tokens"]["val"] > 1000
 

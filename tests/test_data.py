@@ -82,7 +82,7 @@ def test_prepared_test_split_is_cached_and_leak_checked(tmp_path, documents):
         test_fraction=0.2,
     )
     first = prepare(cfg, progress=False)
-    assert first.meta["documents"] == {"total": 40, "train": 28, "val": 4, "test": 8}
+    assert first.meta["documents"] == {"total": 40, "read": 40, "train": 28, "val": 4, "test": 8}
     assert first.meta["leakage"]["test_documents_in_training_or_validation"] == 0
     assert len(first.test_tokens) == first.meta["tokens"]["test"] > 0
     again = prepare(cfg, progress=False)

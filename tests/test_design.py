@@ -20,6 +20,7 @@ from lmablate.config.study import Spaced, build_study, format_value, load_study
 from lmablate.errors import ConfigError
 from lmablate.model.counts import training_flops_per_token
 from lmablate.report.format import plain
+from lmablate.report.latex import multiplier_table
 from lmablate.study.budgets import match_budgets
 from lmablate.study.runner import run_study
 
@@ -291,7 +292,7 @@ def test_a_matched_study_reports_end_of_schedule_numbers(tmp_path, corpus, token
     markdown = (tmp_path / "out/report/research_report.md").read_text()
     assert "**Budgets matched on tokens:**" in markdown
     assert "Steps per configuration: baseline 12, big_batch 6." in markdown
-    assert "equal tokens (768 tokens; end of schedule)" in markdown
+    assert "equal tokens (768 tokens; end of schedule (matched budgets))" in markdown
     assert "equal FLOPs (" in markdown and "; indicative)" in markdown
     # the matched steps are the design, not a second factor
     assert "| big_batch | batch_size=8, max_steps=6, warmup_steps=2 | batch size | no |" in markdown
@@ -557,6 +558,22 @@ def test_a_ladder_the_law_cannot_fit_gives_no_multiplier(tmp_path, ladder_loss, 
     assert "No compute multiplier is given" in text and "interpolated between rungs" in text
     assert all(p in text for p in fit["problems"])
     assert not MULTIPLIER_NUMBER.search(text), text
+    table = multiplier_table(SimpleNamespace(scaling=out), "ladder")
+    assert "No compute multiplier: the power law does not describe" in table
+    header = next(line for line in table.splitlines() if line.startswith("Configuration"))
+    assert "Multiplier" not in header  # no row has one, so the column is left out
+    assert "interpolation, not a fit" in table
+
+
+def test_the_paper_table_prints_a_usable_fits_multiplier(tmp_path):
+    study = ladder_study(tmp_path, {"better": [law(2.0)] * 3}, variant_compute=1.0)
+    table = multiplier_table(
+        SimpleNamespace(scaling=compute_multipliers(study, per_run(study))), "ladder"
+    )
+    row = next(line for line in table.splitlines() if line.startswith("better &"))
+    cells = row.removesuffix(r" \\").split(" & ")
+    assert cells[4].startswith("2.00 [") and cells[5] == "no"  # 2x, inside the ladder
+    assert "Compute multipliers from the baseline's ladder (15 runs" in table
 
 
 def test_an_unusable_fit_draws_the_ladder_without_a_fitted_line(tmp_path):
@@ -810,7 +827,10 @@ def test_a_tuned_study_end_to_end(tmp_path, corpus, tokenizer_dir):
     assert len(outcome.statuses) == 4 and set(outcome.statuses.values()) == {"complete"}
     summary = json.loads((tmp_path / "out/runs/lion/seed-0/summary.json").read_text())
     assert summary["final_test_loss"] > 0 and summary["test"]["targets"] > 0
-    assert summary["data"]["documents"]["test"] == 12  # a fifth of the 60 documents
+    overlap = summary["data"]["leakage"]["overlap"]
+    held_out = summary["data"]["documents"]["test"]
+    removed = overlap["moved_to_training"]["test"] + overlap["dropped"]["test"]
+    assert held_out + removed == 12  # a fifth of the 60 documents, before the overlap check
     report = tmp_path / "out" / "report"
     markdown = (report / "research_report.md").read_text()
     assert "## Tuned Comparison" in markdown
@@ -818,12 +838,20 @@ def test_a_tuned_study_end_to_end(tmp_path, corpus, tokenizer_dir):
     assert "**Tuned comparison** (each configuration at its own best learning_rate" in markdown
     assert "### Tuning" not in markdown  # the optimizers' learning rates were tuned
     assert "## Learning-Rate Sensitivity" in markdown
-    assert "**0** of the 12 test documents appear in training or validation." in markdown
+    assert f"**0** of the {held_out} test documents appear in training or validation." in markdown
     assert (report / "lr_sensitivity.png").stat().st_size > 10_000
     data = json.loads((report / "research_data.json").read_text())
     tuned = data["statistical_analysis"]["tuned_comparison"]["configurations"]
     assert set(tuned) == {"baseline", "lion"}
     assert all(row["test_loss"] is not None for row in tuned.values())
+    paper = report / "paper"
+    table = (paper / "tuned_table.tex").read_text()
+    assert r"learning\_rate $\in$ \{0.001, 0.01\}" in table
+    assert {"baseline &", "lion &"} <= {line[: line.find("&") + 1] for line in table.splitlines()}
+    assert r"\input{tuned_table}" in (paper / "paper.tex").read_text()
+    methods = (paper / "methods.tex").read_text()
+    assert f"reported on the {held_out} test documents" in methods
+    assert "Lion ($\\beta_{1}$ 0.9, $\\beta_{2}$ 0.99; lion)" in methods
 
 
 def test_learning_rate_sensitivity_by_hand(tmp_path):

@@ -7,22 +7,24 @@ rebuilds a package from the files alone.
 Definitions a reader of the report needs:
 - Rankings use the **final validation loss** on held-out documents (the same target tokens
   for every run), averaged over the seeds of a variant; training loss is shown beside it.
-- **Efficiency** is the training compute (FLOPs per token as
-  ``FLOPS_CONVENTION`` states) a configuration needed to reach the **common target**: the highest of
-  the configurations' lowest seed-mean validation losses, a loss that every configuration
-  reaches. It is read off the configuration's seed-mean evaluation curve by linear
-  interpolation between evaluations. A target only some reach (the baseline's final loss, say)
-  would rank a shorter run that is better at every common budget below the baseline, and order
-  the runs that miss it by a tie-break; loss at equal compute is reported beside it (see
-  ``validity.equal_budgets``). Steps per second are reported but never used to rank: they
-  ignore how much each step learns.
+- **Efficiency** is the training compute (FLOPs per token as ``FLOPS_CONVENTION`` states) a
+  configuration needed to reach the **ranking target**: the highest of a few target losses
+  (the common target, which every configuration reaches, and levels below it) that every
+  configuration reaching it reaches late in its own run; read off the seed-mean evaluation
+  curve, interpolated in log compute, with the seeds' interval, and "most efficient" stated
+  only beyond that uncertainty (``efficiency`` states the rule). Loss at equal compute is
+  reported beside it (see ``validity.equal_budgets``). Steps per second are reported but never
+  used to rank: they ignore how much each step learns.
 - **Convergence**: ``total_improvement`` is the relative drop of validation loss from step 0
   to the end; ``early_phase_loss`` / ``late_phase_loss`` are mean logged training losses over
   the first / last 10% of logged steps; the **late slope** is the least-squares slope of the
   logged training loss against tokens over the last fifth of training (loss per million
   tokens, with a 95% interval from the scatter about the line), read as *still falling* (the
-  interval lies below zero), *flat within noise* or *rising*. ``converged`` is true when the
-  late slope is not still falling.
+  interval lies below zero), *flat within noise* or *rising*. ``converged`` is true only when
+  that interval excludes a meaningful decline: its lower end lies above the slope that would
+  lower the loss by ``CONVERGED_TOLERANCE`` nats over the window (and the loss is not rising);
+  false when still falling or rising, None (*undetermined*) when the interval is too wide to
+  tell.
 """
 
 from __future__ import annotations
@@ -32,7 +34,10 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from lmablate.analysis.rundata import RunData, StudyData, budget_to_reach, eval_curve
+from lmablate.analysis.efficiency import compute_to_reach
+from lmablate.analysis.efficiency import efficiency as efficiency_targets
+from lmablate.analysis.references import study_references
+from lmablate.analysis.rundata import RunData, StudyData, eval_curve
 from lmablate.analysis.scaling import compute_multipliers
 from lmablate.analysis.stats import (
     Comparison,
@@ -46,6 +51,7 @@ from lmablate.analysis.stats import (
 from lmablate.analysis.tuning import lr_sensitivity, sweep_edges, tuned_comparison
 from lmablate.analysis.validity import (
     confounds,
+    correlations,
     equal_budgets,
     leakage,
     overfitting,
@@ -95,10 +101,22 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+CONVERGED_TOLERANCE = 0.01  # nats: a decline smaller than this over the late window is none
+
+
+def convergence(slope) -> str:
+    """converged | still falling | rising | undetermined (see the module docstring)."""
+    if slope is None or slope.ci_low is None or not slope.tokens:
+        return "undetermined"
+    tolerance = -CONVERGED_TOLERANCE / (slope.tokens / 1e6)  # loss per million tokens
+    if slope.ci_low > tolerance:
+        return "rising" if slope.reading == "rising" else "converged"
+    return "still falling" if slope.reading == "still falling" else "undetermined"
+
+
 def _converged(slope) -> bool | None:
-    if slope is None or slope.reading == "too few points":
-        return None
-    return slope.reading != "still falling"
+    status = convergence(slope)
+    return None if status == "undetermined" else status == "converged"
 
 
 def mean_train_curve(runs: list[RunData]) -> list[tuple[float, float]]:
@@ -141,6 +159,7 @@ def run_metrics(run: RunData, target: float | None) -> dict[str, Any]:
         "convergence_early_phase_loss": _mean(losses[:phase]) if losses else None,
         "convergence_late_phase_loss": _mean(losses[-phase:]) if losses else None,
         "convergence_converged": _converged(slope),
+        "convergence_status": convergence(slope),
         "convergence_late_slope": slope.slope if slope else None,
         "convergence_late_slope_ci_low": slope.ci_low if slope else None,
         "convergence_late_slope_ci_high": slope.ci_high if slope else None,
@@ -157,9 +176,9 @@ def run_metrics(run: RunData, target: float | None) -> dict[str, Any]:
         "mfu": summary.get("mfu"),
         "wall_time": summary.get("wall_time_s"),
         "train_time": summary.get("train_time_s"),
-        "flops_to_target": budget_to_reach(curve, target, "flops") if target else None,
-        "tokens_to_target": budget_to_reach(curve, target, "tokens") if target else None,
-        "time_to_target": budget_to_reach(curve, target, "time_s") if target else None,
+        "flops_to_target": compute_to_reach(curve, target, "flops") if target else None,
+        "tokens_to_target": compute_to_reach(curve, target, "tokens") if target else None,
+        "time_to_target": compute_to_reach(curve, target, "time_s") if target else None,
     }
 
 
@@ -220,20 +239,10 @@ class Analysis:
     # variant -> its difference from the baseline with a bootstrap interval over documents
     document_intervals: dict[str, dict[str, Any]] = field(default_factory=dict)
     leakage: dict[str, Any] = field(default_factory=dict)
+    references: dict[str, Any] = field(default_factory=dict)  # count models on the same targets
+    efficiency: dict[str, Any] = field(default_factory=dict)  # target levels, intervals, margin
+    correlations: dict[str, Any] = field(default_factory=dict)  # over configurations, with n
     provenance: list[dict[str, Any]] = field(default_factory=list)
-
-
-def common_target(curves: dict[str, list[dict[str, Any]]]) -> float | None:
-    """The highest of the curves' lowest validation losses: every curve reaches it."""
-    lows = [min(p["val_loss"] for p in c) for c in curves.values() if c]
-    lows = [x for x in lows if math.isfinite(x)]
-    return max(lows) if lows else None
-
-
-TARGET_SOURCE = (
-    "the common target: the highest of the configurations' lowest seed-mean validation "
-    "losses, which every configuration reaches"
-)
 
 
 def _usable(record: dict[str, Any] | None) -> bool:
@@ -291,10 +300,12 @@ def analyze(study: StudyData) -> Analysis:
     }
     seeds = {v: (len(study.runs_of(v, True)), len(study.runs_of(v))) for v in study.variants}
     # the budget ladder's rungs measure the baseline at other budgets, not a change: no target
-    target = common_target(
-        {v: curves[v] for v in study.compared if seeds[v][0] and seeds[v][0] == seeds[v][1]}
+    efficient = efficiency_targets(
+        study,
+        {v: curves[v] for v in study.compared if seeds[v][0] and seeds[v][0] == seeds[v][1]},
     )
-    source = TARGET_SOURCE if target is not None else "no complete run"
+    target = efficient.get("target")
+    source = efficient["rule"] if target is not None else "no complete run"
     per_run = [run_metrics(run, target) for run in study.runs]
     per_variant: dict[str, dict[str, Any]] = {}
     for variant in study.variants:
@@ -314,10 +325,11 @@ def analyze(study: StudyData) -> Analysis:
         curve = curves[variant]
         for budget in ("flops", "tokens", "time_s"):
             key = f"{'time' if budget == 'time_s' else budget}_to_target"
-            entry[key] = budget_to_reach(curve, target, budget) if target and curve else None
+            entry[key] = compute_to_reach(curve, target, budget) if target and curve else None
         slope = late_slope(mean_train_curve(study.runs_of(variant, complete_only=True)))
         entry["late_slope"] = slope.as_dict() if slope else None
         entry["converged"] = _converged(slope)
+        entry["convergence"] = convergence(slope)
         per_variant[variant] = entry
 
     # rank only variants whose every seed completed: survivors of a diverging recipe would
@@ -330,10 +342,11 @@ def analyze(study: StudyData) -> Analysis:
         and e["eval_loss"]
     }
     ranking = sorted(((v, e["eval_loss"]) for v, e in complete.items()), key=lambda x: x[1])
-    # every ranked configuration reaches the common target by construction; one that does not
-    # (no evaluation curve shared by its seeds) is listed, never ranked by a tie-break
+    # a configuration whose lowest loss stays above the ranking target (or whose seeds share
+    # no evaluation curve) is listed, never ranked by a tie-break
+    at_start = set(efficient.get("at_start", []))  # at the target before training: not placed
     reached = sorted(
-        (v for v in complete if complete[v]["flops_to_target"] is not None),
+        (v for v in complete if complete[v]["flops_to_target"] is not None and v not in at_start),
         key=lambda v: complete[v]["flops_to_target"],
     )
     missed = [v for v in complete if complete[v]["flops_to_target"] is None]
@@ -376,13 +389,15 @@ def analyze(study: StudyData) -> Analysis:
         "runner_up_gap": ranking[1][1] - ranking[0][1] if len(ranking) > 1 else None,
         "noise_floor": floor,
         "seeds_per_configuration": max((e["n_complete"] for e in per_variant.values()), default=0),
-        "most_efficient_config": efficiency[0][0] if efficiency else None,
+        # a finding only beyond the seeds' uncertainty, at a target every placed run reaches late
+        "most_efficient_config": efficiency[0][0] if efficiency and efficient["finding"] else None,
+        "lowest_flops_to_target_config": efficiency[0][0] if efficiency else None,
         "least_efficient_config": efficiency[-1][0] if efficiency else None,
+        "efficiency_margin": efficient.get("margin"),
         "best_at_equal_compute": equal_compute[0] if equal_compute else None,
         "ranking_metric": "final validation loss on held-out documents (nats per token), "
         "mean over seeds",
-        "efficiency_measure": f"training FLOPs to reach the target validation loss ({source}), "
-        "read off each configuration's seed-mean evaluation curve",
+        "efficiency_measure": f"training FLOPs to reach the target validation loss ({source})",
         "target_val_loss": target,
         "not_reaching_target": missed,
         "verdicts": {c.variant: c.verdict for c in comparisons},
@@ -410,5 +425,8 @@ def analyze(study: StudyData) -> Analysis:
         sweep_edges=sweep_edges(study, per_variant, floor),
         document_intervals=document_intervals(study),
         leakage=leakage(study),
+        references=study_references(study, per_variant),
+        efficiency=efficient,
+        correlations=correlations(study, per_variant, [v for v, _ in ranking]),
         provenance=provenance(study),
     )

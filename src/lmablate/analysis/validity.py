@@ -5,9 +5,16 @@ spends more compute or changes two things at once can win for the wrong reason. 
 reads the run directories and states each such threat with its numbers:
 
 - **Equal budgets.** Every variant's validation loss at the largest budget that every variant
-  reached (tokens seen, training FLOPs, training seconds), interpolated on its eval curve.
-- **Overfitting.** Epochs over the training data, the final gap between validation and training
-  loss, and a flag when validation loss rose between two evaluations while training loss fell.
+  reached (tokens seen, training FLOPs, training seconds), interpolated on its eval curve. The
+  budget a study matched (``budget: {match: ...}``) is read at the end of every schedule; any
+  other is read mid-schedule for the longer runs and labelled *indicative*.
+- **Overfitting.** Epochs over the training data and the generalization gap (final validation
+  loss minus final training loss), flagged above ``OVERFIT_GAP`` nats per token whether or not
+  validation still falls; and a flag when validation loss rose between two evaluations while
+  training loss fell.
+- **Correlations.** Spearman's rank correlation of final loss with tokens, FLOPs and
+  parameters over configurations (seed means; ladder rungs and tuning candidates left out),
+  never over runs: seeds and rungs of one configuration are not independent observations.
 - **Confounds.** The factors a variant changes (fields grouped: model size, batch size,
   learning-rate schedule, context length, ...), flagged when more than one changes, and the
   ratio of its tokens and FLOPs to the baseline's, flagged beyond 5%.
@@ -19,6 +26,8 @@ from __future__ import annotations
 
 import itertools
 from typing import Any
+
+from scipy.stats import spearmanr
 
 from lmablate.analysis.rundata import StudyData, eval_curve, loss_at
 
@@ -81,6 +90,17 @@ FACTORS = {
     "numerics": ("precision", "compile", "device"),
 }
 BUDGET_TOLERANCE = 0.05  # tokens or FLOPs beyond ±5% of the baseline's are flagged
+# nats per token: final validation minus final training loss above this is flagged (runs on
+# held-out documents of the same corpus show a gap near 0 until they start to memorize)
+OVERFIT_GAP = 0.1
+END_OF_SCHEDULE = "end of schedule (matched budgets)"
+INDICATIVE = "indicative"
+
+
+def budget_reading(budget: str, matched: str | None) -> str:
+    """How a reading at the budget every run reached is taken: at the end of every schedule
+    when the study matched budgets on that quantity, mid-schedule (indicative) otherwise."""
+    return END_OF_SCHEDULE if matched is not None and budget == matched else INDICATIVE
 
 
 def _complete(study: StudyData, variant: str):
@@ -107,6 +127,7 @@ def equal_budgets(study: StudyData) -> dict[str, Any]:
         ranking = sorted((v for v in losses if losses[v] is not None), key=lambda v: losses[v])
         out[budget] = {
             "label": label,
+            "reading": budget_reading(budget, (study.study.get("budget") or {}).get("match")),
             "matched_budget": matched,
             "val_loss": losses,
             "ranking": ranking,
@@ -125,7 +146,14 @@ def overfitting(study: StudyData) -> dict[str, Any]:
             summary = run.summary
             epochs.append(summary["epochs"])
             if summary.get("final_train_loss") is not None:
-                gaps.append(summary["final_val_loss"] - summary["final_train_loss"])
+                gap = summary["final_val_loss"] - summary["final_train_loss"]
+                gaps.append(gap)
+                if gap > OVERFIT_GAP:
+                    flags.append(
+                        f"seed {run.seed}: generalization gap {gap:.4f} nats (final validation "
+                        f"{summary['final_val_loss']:.4f} − final training "
+                        f"{summary['final_train_loss']:.4f}) exceeds {OVERFIT_GAP}"
+                    )
             train_at = {r["step"]: r["loss"] for r in run.train_records}
             evals = [r for r in run.eval_records if r["step"] in train_at]
             for before, after in itertools.pairwise(evals):
@@ -141,7 +169,39 @@ def overfitting(study: StudyData) -> dict[str, Any]:
         out[variant] = {
             "epochs": sum(epochs) / len(epochs),
             "val_minus_train_loss": sum(gaps) / len(gaps) if gaps else None,
+            "gap_threshold": OVERFIT_GAP,
             "flags": flags,
+        }
+    return out
+
+
+def correlations(
+    study: StudyData, per_variant: dict[str, dict[str, Any]], configurations: list[str]
+) -> dict[str, Any]:
+    """Spearman rank correlation of final validation loss with tokens, FLOPs and parameters
+    over ``configurations`` (the ranked ones: compared, every seed complete), each one point at
+    its seed means: a strong one says the ranking may be mostly a ranking of how much each
+    configuration trained."""
+    rows = [per_variant[v] for v in configurations if v in study.compared]
+    out: dict[str, Any] = {
+        "method": "Spearman rank correlation over configurations (seed means; budget-ladder "
+        "rungs and tuning candidates left out)",
+        "n_configurations": len(rows),
+        "n_runs": sum(r["n_complete"] for r in rows),
+    }
+    if len(rows) < 3:
+        return {**out, "note": "fewer than three configurations"}
+    losses = [r["eval_loss"] for r in rows]
+    for key in ("tokens_seen", "total_flops", "params"):
+        values = [r[key] for r in rows]
+        if None in values or len(set(values)) < 2:
+            out[f"val_loss_vs_{key}"] = None
+            continue
+        result = spearmanr(values, losses)
+        out[f"val_loss_vs_{key}"] = {
+            "rho": float(result.statistic),
+            "p_value": float(result.pvalue),
+            "n": len(rows),
         }
     return out
 
@@ -271,6 +331,7 @@ def leakage(study: StudyData) -> dict[str, Any]:
             default=None,
         ),
         "duplicates_removed": records[0]["duplicates_removed"],
+        "overlap": records[0].get("overlap"),  # the n-gram check; absent in older runs
         "documents": next(
             r.summary["data"]["documents"]
             for r in study.runs

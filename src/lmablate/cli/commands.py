@@ -56,9 +56,26 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _leakage_row(leak: dict[str, Any]) -> str:
+    check = leak["overlap"]
+    held = check["largest_overlap_after"]
+    moved = {side: check["moved_to_training"][side] + check["dropped"][side] for side in held}
+    verb = "moved to training" if check["action"] == "move" else "dropped"
+    return (
+        f"{leak['val_documents_in_training']} validation documents found in training (SHA-256); "
+        f"{leak['duplicates_removed']} exact and {check['near_duplicates_removed']} near repeats "
+        f"removed; held-out documents over {check['max_overlap']:.0%} {check['ngram']}-gram "
+        f"overlap {verb}: "
+        + ", ".join(f"{side} {moved[side]}" for side in held)
+        + "; largest left: "
+        + ", ".join(f"{side} {held[side]:.1%}" for side in held)
+    )
+
+
 def _inspect(cfg: RunConfig, data: PreparedData) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """``data inspect``'s JSON report, and the same as the rows of its table."""
     from lmablate.data import validation_set
+    from lmablate.data.references import references_for
     from lmablate.model.counts import count_parameters, resolve_vocab_size, training_flops_per_token
 
     tokenizer, meta, train = data.tokenizer, data.meta, cfg.train
@@ -66,6 +83,7 @@ def _inspect(cfg: RunConfig, data: PreparedData) -> tuple[dict[str, Any], list[t
     val = validation_set(
         data.val_tokens, train.seq_len, train.eval_tokens, tokenizer.decode, tokenizer.eos_id
     )
+    references = references_for(data.train_tokens, val, tokenizer.vocab_size)
     train_budget = train.max_steps * train.batch_size * train.seq_len
     params = count_parameters(cfg.model, model_vocab)
     flops = training_flops_per_token(cfg.model, model_vocab, train.seq_len)
@@ -98,6 +116,7 @@ def _inspect(cfg: RunConfig, data: PreparedData) -> tuple[dict[str, Any], list[t
         },
         "replaced_characters": meta["replaced_characters"],
         "leakage": meta["leakage"],
+        "reference_losses": references,
         "cache": {"path": str(data.cache_dir), "reused": data.cache_hit},
     }
     docs, tokens = meta["documents"], meta["tokens"]
@@ -135,11 +154,14 @@ def _inspect(cfg: RunConfig, data: PreparedData) -> tuple[dict[str, Any], list[t
             f"{train_budget:,} tokens = {report['train_budget']['epochs']} epochs = "
             f"{flops * train_budget:.2e} FLOPs",
         ),
+        ("leakage", _leakage_row(meta["leakage"])),
         (
-            "leakage",
-            f"{meta['leakage']['val_documents_in_training']} validation documents found in "
-            f"training (SHA-256 per document); {meta['leakage']['duplicates_removed']} repeated "
-            "documents removed",
+            "references",
+            ", ".join(
+                f"{name} {references[name]['loss']:.4f} ({references[name]['bpb']:.4f} bpb)"
+                for name in ("uniform", "unigram", "bigram")
+            )
+            + " on the eval targets (count models of the training split)",
         ),
         ("cache", f"{data.cache_dir} ({'reused' if data.cache_hit else 'written'})"),
     ]
@@ -233,8 +255,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     print(
         f"best (lowest validation loss): {findings['best_performing_config']}; "
-        f"most efficient (FLOPs to the common target loss): "
-        f"{findings['most_efficient_config']}"
+        "most efficient (FLOPs to the ranking target loss): "
+        + (
+            findings["most_efficient_config"]
+            or f"no finding (fewest FLOPs: {findings.get('lowest_flops_to_target_config')}, "
+            "not beyond the seeds' uncertainty)"
+        )
     )
     print(f"report: {outcome.report / 'research_report.md'}")
     if outcome.statuses and len(failed) == len(outcome.statuses):

@@ -403,6 +403,11 @@ def read_run_config(run_dir: str | Path) -> RunConfig:
 # ------------------------------------------------------------------------------ documentation
 
 
+def _shown(default: Any) -> str:
+    shown = "null" if default is None else yaml.safe_dump(default).strip()
+    return shown.removesuffix("\n...").strip()
+
+
 def field_reference() -> str:
     """A Markdown table per section: every field, its default and its meaning."""
     out = []
@@ -411,8 +416,11 @@ def field_reference() -> str:
         out.append("| field | default | meaning |\n|---|---|---|")
         for field_name, field in cls.model_fields.items():
             default = field.get_default(call_default_factory=True)
-            shown = "null" if default is None else yaml.safe_dump(default).strip()
-            shown = shown.removesuffix("\n...").strip()
-            out.append(f"| `{field_name}` | `{shown}` | {field.description} |")
+            if isinstance(default, BaseModel):  # a nested section: one row per field
+                for sub_name, sub in type(default).model_fields.items():
+                    shown = _shown(sub.get_default(call_default_factory=True))
+                    out.append(f"| `{field_name}.{sub_name}` | `{shown}` | {sub.description} |")
+                continue
+            out.append(f"| `{field_name}` | `{_shown(default)}` | {field.description} |")
         out.append("")
     return "\n".join(out)

@@ -460,6 +460,30 @@ class TrainedTokenizer(_Section):
     train_bpe: BPETraining
 
 
+class ContaminationCheck(_Section):
+    """Overlap between documents by word n-grams (``data/overlap.py``), applied before the split
+    is used: near-copies dropped from the corpus, contaminated held-out documents moved out."""
+
+    ngram: Annotated[int, Field(ge=3, le=64, strict=True)] = Field(
+        8, description="Words per n-gram (GPT-3's contamination check used 13)."
+    )
+    near_duplicates: Annotated[float, Field(gt=0, le=1)] | None = Field(
+        0.8,
+        description="Drop a document when at least this share of its distinct n-grams occurs "
+        "in the documents before it in the corpus (the first copy stays); null keeps them.",
+    )
+    max_overlap: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.2,
+        description="A validation document sharing more than this share of its n-grams with "
+        "training (a test document: with training or validation) is contaminated.",
+    )
+    action: Literal["move", "drop"] = Field(
+        "move",
+        description="What happens to a contaminated held-out document: move it to training, "
+        "or drop it.",
+    )
+
+
 class DataConfig(_Section):
     """The corpus, its tokenizer and the document-level train/validation split."""
 
@@ -502,6 +526,11 @@ class DataConfig(_Section):
     )
     split_seed: Seed = Field(
         0, description="Seed of the document-level train/validation/test split."
+    )
+    contamination: ContaminationCheck = Field(
+        default_factory=ContaminationCheck,
+        description="The overlap check between held-out and training documents (ngram, "
+        "near_duplicates, max_overlap, action); exact repeats are always removed.",
     )
     cache_dir: str | None = Field(
         None,

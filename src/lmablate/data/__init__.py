@@ -28,6 +28,7 @@ from lmablate.data.cache import (
     token_dtype,
     write_cache,
 )
+from lmablate.data.overlap import NgramIndex, decontaminate, near_duplicates
 from lmablate.data.sources import Corpus, builtin_documents, describe_source, load_corpus
 from lmablate.data.tokenizers import (
     Tokenizer,
@@ -36,7 +37,7 @@ from lmablate.data.tokenizers import (
     save_backend,
     train_bpe,
 )
-from lmablate.errors import ConfigError
+from lmablate.errors import ConfigError, DataError
 
 __all__ = [
     "IGNORE_INDEX",
@@ -125,7 +126,11 @@ def prepare(
     else:  # local files are hashed by content: an edited file invalidates the cache
         corpus = load_corpus(cfg, progress)
         source_key = {"source": cfg.source, "documents": documents_digest(corpus.documents)}
-    split_key: dict[str, Any] = {"val_fraction": cfg.val_fraction, "split_seed": cfg.split_seed}
+    split_key: dict[str, Any] = {
+        "val_fraction": cfg.val_fraction,
+        "split_seed": cfg.split_seed,
+        "contamination": cfg.contamination.model_dump(),
+    }
     if cfg.test_fraction > 0:  # absent otherwise: caches made before test splits stay valid
         split_key["test_fraction"] = cfg.test_fraction
 
@@ -142,7 +147,7 @@ def prepare(
             tokenizer = load_trained(tok_path, f"bpe-{vocab}")
         else:
             documents = get_corpus().documents
-            train_idx, _, _ = _split(documents, cfg)
+            train_idx, _, _, _ = _split(documents, cfg)
             log(f"training a {vocab}-token BPE tokenizer on {len(train_idx)} documents")
             tokenizer = train_bpe([documents[i] for i in train_idx], vocab)
             tok_path.parent.mkdir(parents=True, exist_ok=True)
@@ -160,7 +165,7 @@ def prepare(
         )
 
     documents = get_corpus().documents
-    train_idx, val_idx, test_idx = _split(documents, cfg)
+    train_idx, val_idx, test_idx, overlap_record = _split(documents, cfg)
     train = _token_stream(tokenizer, [documents[i] for i in train_idx], "train", progress)
     val = _token_stream(tokenizer, [documents[i] for i in val_idx], "validation", progress)
     test = (
@@ -180,7 +185,8 @@ def prepare(
         "eos_id": tokenizer.eos_id,
         # "test" only with a test split: caches and summaries without one read as before
         "documents": {
-            "total": len(documents),
+            "total": len(train_idx) + len(val_idx) + len(test_idx),
+            "read": len(documents),  # before near-copies and dropped held-out documents
             "train": len(train_idx),
             "val": len(val_idx),
             **({"test": len(test_idx)} if test is not None else {}),
@@ -190,11 +196,15 @@ def prepare(
             "val": len(val),
             **({"test": len(test)} if test is not None else {}),
         },
-        "characters": {"total": sum(map(len, documents))},
+        "characters": {"total": sum(len(documents[i]) for i in train_idx + val_idx + test_idx)},
         "replaced_characters": get_corpus().replaced_characters,
         "val_document_indices": val_idx,
         "leakage": {
-            "method": "SHA-256 of every document's text, validation against training",
+            "method": (
+                f"SHA-256 of every document's text, and the share of each held-out document's "
+                f"distinct {cfg.contamination.ngram}-word n-grams found in training (test: in "
+                "training or validation)"
+            ),
             "val_documents_in_training": leaked,
             **(
                 {"test_documents_in_training_or_validation": test_leaked}
@@ -202,6 +212,7 @@ def prepare(
                 else {}
             ),
             "duplicates_removed": get_corpus().duplicates_removed,
+            "overlap": overlap_record,
         },
     }
     write_cache(directory, meta, train, val, test)
@@ -210,8 +221,53 @@ def prepare(
     return PreparedData(train, val, tokenizer, meta, directory, cache_hit=False, test_tokens=test)
 
 
-def _split(documents: list[str], cfg: DataConfig) -> tuple[list[int], list[int], list[int]]:
+def _split(documents: list[str], cfg: DataConfig) -> tuple[list[int], list[int], list[int], dict]:
+    """(train, validation, test) indices into ``documents`` after the overlap check, and its
+    record: near-copies dropped from the corpus first, then the seeded split by document, then
+    contaminated held-out documents moved to training (or dropped)."""
+    check = cfg.contamination
+    index = NgramIndex(check.ngram)
+    fingerprints = [index.fingerprint(doc) for doc in documents]
+    dropped = (
+        set(near_duplicates(fingerprints, check.near_duplicates))
+        if check.near_duplicates is not None
+        else set()
+    )
+    kept = [i for i in range(len(documents)) if i not in dropped]
     try:
-        return split_documents(len(documents), cfg.val_fraction, cfg.split_seed, cfg.test_fraction)
+        train, val, test = split_documents(
+            len(kept), cfg.val_fraction, cfg.split_seed, cfg.test_fraction
+        )
     except ValueError as exc:
         raise ConfigError(f"data: {exc}") from None
+    clean = decontaminate(
+        fingerprints,
+        [kept[i] for i in train],
+        [kept[i] for i in val],
+        [kept[i] for i in test],
+        check.max_overlap,
+        check.action,
+    )
+    if not clean.val or (test and not clean.test):
+        side = "validation" if not clean.val else "test"
+        raise DataError(
+            f"every {side} document shares more than {check.max_overlap:.0%} of its "
+            f"{check.ngram}-word n-grams with the documents before it in the split; the corpus "
+            "repeats itself too much to hold any out (raise data.contamination.max_overlap, "
+            "or use a corpus with more distinct documents)"
+        )
+    record = {
+        "ngram": check.ngram,
+        "near_duplicate_threshold": check.near_duplicates,
+        "near_duplicates_removed": len(dropped),
+        "max_overlap": check.max_overlap,
+        "action": check.action,
+        "moved_to_training": clean.moved,
+        "dropped": clean.dropped,
+        "largest_overlap_after": clean.max_overlap,
+        "sharing_any_ngram": clean.sharing_any,
+    }
+    if not test:
+        for key in ("moved_to_training", "dropped", "largest_overlap_after", "sharing_any_ngram"):
+            record[key].pop("test", None)
+    return clean.train, clean.val, clean.test, record

@@ -25,7 +25,7 @@ import numpy as np
 
 from lmablate.config.run import DataConfig
 
-CACHE_FORMAT = 2  # 2: exact duplicate documents removed, leakage count in meta
+CACHE_FORMAT = 3  # 3: n-gram overlap check (near-copies dropped, held-out decontaminated)
 
 
 def cache_root(cfg: DataConfig) -> Path:

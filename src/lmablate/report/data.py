@@ -9,8 +9,6 @@ import datetime as dt
 import math
 from typing import Any
 
-from scipy.stats import spearmanr
-
 from lmablate.analysis.findings import FLOPS_CONVENTION, Analysis
 from lmablate.analysis.rundata import StudyData
 from lmablate.analysis.stats import ALPHA, CONFIDENCE
@@ -235,7 +233,7 @@ def research_data(study: StudyData, analysis: Analysis, figures: dict[str, dict[
                     if len(setup["seeds"]) < 2
                     else "paired t-tests over replicates (Welch when seeds differ)",
                 },
-                "correlation_analysis": correlations(analysis),
+                "correlation_analysis": analysis.correlations,
                 "equal_budget": analysis.equal_budgets,
                 "target": {"val_loss": analysis.target_loss, "source": analysis.target_source},
                 "overfitting": analysis.overfitting,
@@ -245,13 +243,16 @@ def research_data(study: StudyData, analysis: Analysis, figures: dict[str, dict[
                 "tuned_comparison": analysis.tuning,
                 "learning_rate_sensitivity": analysis.sensitivity,
                 "leakage": analysis.leakage,
+                "reference_losses": analysis.references,
                 "provenance": analysis.provenance,
                 "efficiency_analysis": {
                     "ranking": [[v, f] for v, f in analysis.efficiency_ranking],
                     "measure": analysis.findings["efficiency_measure"],
                     "fastest_config": analysis.findings["most_efficient_config"],
+                    "fewest_flops_config": analysis.findings["lowest_flops_to_target_config"],
                     "slowest_config": analysis.findings["least_efficient_config"],
                     "not_reaching_target": analysis.findings["not_reaching_target"],
+                    "targets": analysis.efficiency,
                     "flops_convention": FLOPS_CONVENTION,
                 },
                 "sweep_edges": analysis.sweep_edges,
@@ -264,30 +265,6 @@ def research_data(study: StudyData, analysis: Analysis, figures: dict[str, dict[
         }
     )
     return _without_empty(package)
-
-
-def correlations(analysis: Analysis) -> dict[str, Any]:
-    """Spearman rank correlation, over complete runs, of final validation loss with budgets:
-    a strong one says the ranking may be mostly a ranking of how much each run trained."""
-    rows = [m for m in analysis.per_run if m["status"] == "complete" and m["eval_loss"]]
-    if len(rows) < 3:
-        return {"note": "fewer than three complete runs"}
-    out: dict[str, Any] = {
-        "method": "Spearman rank correlation over complete runs",
-        "n_runs": len(rows),
-    }
-    losses = [m["eval_loss"] for m in rows]
-    for key in ("tokens_seen", "total_flops", "params"):
-        values = [m[key] for m in rows]
-        if len(set(values)) < 2:
-            out[f"val_loss_vs_{key}"] = None
-            continue
-        result = spearmanr(values, losses)
-        out[f"val_loss_vs_{key}"] = {
-            "rho": float(result.statistic),
-            "p_value": float(result.pvalue),
-        }
-    return out
 
 
 def _dataset_name(data: dict[str, Any]) -> str:
@@ -468,6 +445,7 @@ def _detailed(study: StudyData, analysis: Analysis, variant: str) -> dict[str, A
             "early_phase_loss": row["convergence_early_phase_loss"],
             "late_phase_loss": row["convergence_late_phase_loss"],
             "converged": row["converged"],
+            "convergence": row["convergence"],
             "late_slope": row["late_slope"],
         },
         "efficiency_metrics": {

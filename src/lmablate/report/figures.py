@@ -31,6 +31,7 @@ from pydantic import ValidationError
 
 from lmablate.analysis.findings import Analysis
 from lmablate.analysis.rundata import RunData, StudyData, eval_curve
+from lmablate.analysis.validity import INDICATIVE
 from lmablate.config.run import TrainConfig
 from lmablate.optim.schedules import lr_at
 from lmablate.report.format import plain
@@ -440,8 +441,22 @@ def _target_line(ax, analysis: Analysis) -> None:
             color="0.45",
             linestyle="--",
             linewidth=0.9,
-            label="common target loss",
+            label="ranking target loss",
         )
+
+
+def _reference_lines(ax, analysis: Analysis, key: str = "loss", models=("bigram",)) -> None:
+    """The count models' losses on the same validation targets (analysis.references)."""
+    refs = analysis.references.get("val") or {}
+    for name, style in (("unigram", "-."), ("bigram", (0, (1, 2)))):
+        if name in models and name in refs:
+            ax.axhline(
+                refs[name][key],
+                color="0.25",
+                linestyle=style,
+                linewidth=0.9,
+                label=f"{name} reference (training-split counts)",
+            )
 
 
 def _dots(
@@ -475,18 +490,30 @@ def _dots(
     ax.set_xlim(-0.6, len(names) - 0.4)
 
 
-def _bars(ax, names: list[str], values: list[float | None], stds: list[float | None], styles):
+def _bars(
+    ax,
+    names: list[str],
+    values: list[float | None],
+    stds: list[float | None],
+    styles,
+    intervals: list[tuple[float, float] | None] | None = None,
+):
     """Bars from 0 for ratio-scale quantities (FLOPs, tokens per second); a missing value is
-    drawn as what it is, a hatched outline to the top labelled "not reached", never a 0 bar."""
-    shown = [v for v in values if v is not None]
+    drawn as what it is, a hatched outline to the top labelled "not reached", never a 0 bar.
+    ``intervals``: (low, high) error bars, where given, instead of ± a standard deviation."""
+    intervals = intervals or [None] * len(names)
+    shown = [v for v in values if v is not None] + [i[1] for i in intervals if i]
     top = max(shown) * 1.15 if shown else 1.0
-    for i, (name, value, std) in enumerate(zip(names, values, stds, strict=True)):
+    for i, (name, value, std, interval) in enumerate(
+        zip(names, values, stds, intervals, strict=True)
+    ):
         color = styles[name]["color"]
         if value is None:
             ax.bar(i, top, color="none", edgecolor="0.5", hatch="///", linewidth=0.6)
             ax.text(i, top / 2, "not reached", rotation=90, ha="center", va="center")
             continue
-        ax.bar(i, value, color=color, yerr=std if std else None, capsize=2)
+        error = [[value - interval[0]], [interval[1] - value]] if interval else std or None
+        ax.bar(i, value, color=color, yerr=error, capsize=2)
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set_ylim(0, top)
     ax.yaxis.set_major_formatter(ticker.FuncFormatter(_si))
@@ -531,11 +558,12 @@ def _finish(fig, path: Path, description: str) -> dict[str, dict[str, Any]]:
 
 
 def _loss_curves(study: StudyData, analysis: Analysis, styles, out: Path):
-    fig, (train_ax, val_ax) = _figure(TEXT, 2, len(study.compared) + 1)
+    fig, (train_ax, val_ax) = _figure(TEXT, 2, len(study.compared) + 3)
     _plot_curves(train_ax, study, styles, _train_points, markers=False)
     train_ax.set(title="(a) Training loss (logged means)", xlabel="tokens seen", ylabel=TRAIN_LOSS)
     _plot_curves(val_ax, study, styles, _eval_points("tokens"))
     _matched_line(val_ax, analysis, "tokens")
+    _reference_lines(val_ax, analysis, models=("unigram", "bigram"))
     val_ax.set(
         title="(b) Validation loss, held-out documents", xlabel="tokens seen", ylabel=VAL_LOSS
     )
@@ -546,7 +574,8 @@ def _loss_curves(study: StudyData, analysis: Analysis, styles, out: Path):
         fig,
         out / "training_loss_comparison.png",
         "Training loss and validation loss against tokens seen (markers: evaluations; the "
-        "dotted line: the token budget every configuration reached)",
+        "dotted line: the token budget every configuration reached; horizontal lines: the "
+        "unigram and bigram reference losses on the same validation targets)",
     )
 
 
@@ -572,6 +601,7 @@ def _final_performance(analysis: Analysis, variants: list[str], styles, out: Pat
         offset=0.12,
     )
     loss_ax.set(title="(a) Final loss, ranked by validation loss", ylabel="final loss (nats/token)")
+    _reference_lines(loss_ax, analysis)
     loss_ax.legend(
         handles=[
             Line2D([], [], color="0.3", marker="o", linestyle="none", label="validation"),
@@ -579,6 +609,7 @@ def _final_performance(analysis: Analysis, variants: list[str], styles, out: Pat
                 [], [], color="0.3", marker="o", markerfacecolor="white", linestyle="none",
                 label="training (last 10% of steps)",
             ),
+            *[line for line in loss_ax.get_lines() if line.get_label().endswith("counts)")],
         ],
         loc="best",
         frameon=False,
@@ -617,10 +648,21 @@ def _efficiency(study: StudyData, analysis: Analysis, variants: list[str], style
     ranked.sort(key=lambda v: table[v]["flops_to_target"] or float("inf"))
     missed = [v for v in variants if v not in ranked]
     names = ranked + missed
+    placed = analysis.efficiency.get("configurations") or {}
     _bars(
-        target_ax, names, [table[v]["flops_to_target"] for v in names], [None] * len(names), styles
+        target_ax,
+        names,
+        [table[v]["flops_to_target"] for v in names],
+        [None] * len(names),
+        styles,
+        [
+            (placed[v]["ci_low"], placed[v]["ci_high"])
+            if v in placed and placed[v]["ci_low"] is not None
+            else None
+            for v in names
+        ],
     )
-    target_ax.set(title="(b) Compute to the common target", ylabel="training FLOPs to target")
+    target_ax.set(title="(b) Compute to the ranking target", ylabel="training FLOPs to target")
     _bars(
         speed_ax,
         variants,
@@ -633,9 +675,10 @@ def _efficiency(study: StudyData, analysis: Analysis, variants: list[str], style
     return _finish(
         fig,
         out / "efficiency_analysis.png",
-        "Validation loss against training compute (dashed: the common target loss that every "
-        "configuration reaches; dotted: the compute every configuration reached), the compute "
-        "each configuration needed to reach the common target, and training throughput",
+        "Validation loss against training compute (dashed: the ranking target loss, which every "
+        "configuration placed on it reaches late in its run; dotted: the compute every "
+        "configuration reached), the compute each configuration needed to reach the ranking "
+        "target (error bars: the seeds' 95% interval, log compute), and training throughput",
     )
 
 
@@ -700,7 +743,6 @@ def _equal_budgets(analysis: Analysis, styles, out: Path):
     units = {"tokens": "tokens", "flops": "FLOPs", "time_s": "s"}
     for k, budget in enumerate(kinds):
         losses = budgets[budget]["val_loss"]
-        end = (budget == "tokens" and matched == "tokens") or (budget == "flops" and matched)
         ax.plot(
             [i + (k - 1) * 0.15 for i in range(len(names))],
             [losses.get(v) if losses.get(v) is not None else np.nan for v in names],
@@ -708,7 +750,7 @@ def _equal_budgets(analysis: Analysis, styles, out: Path):
             marker=fills[budget],
             color=PALETTE[k + 1],
             label=f"{titles[budget]} ({_si(budgets[budget]['matched_budget'])} "
-            f"{units[budget]}; {'end of schedule' if end else 'indicative'})",
+            f"{units[budget]}; {budgets[budget].get('reading', INDICATIVE)})",
         )
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set(
@@ -720,7 +762,13 @@ def _equal_budgets(analysis: Analysis, styles, out: Path):
         fig,
         out / "equal_budget_comparison.png",
         "Each configuration's validation loss at the largest token, FLOP and time budget every "
-        "configuration reached; readings taken mid-schedule are indicative",
+        "configuration reached; "
+        + (
+            f"the {titles[matched].removeprefix('equal ')} budget is read at the end of every "
+            "schedule (matched budgets), the others mid-schedule for the longer runs (indicative)"
+            if matched
+            else "read mid-schedule for the longer runs, so indicative"
+        ),
     )
 
 

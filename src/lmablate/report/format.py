@@ -37,6 +37,11 @@ def pm(mean: float | None, std: float | None, spec: str = ".4f") -> str:
     return fmt(mean, spec) + (f" ± {fmt(std, spec)}" if std is not None else "")
 
 
+def setting(value: Any) -> str:
+    """A config value as written in a study: 0.001 not 0.0010000, 3e-05 not 3.0000e-05."""
+    return format(value, "g") if isinstance(value, float) else str(value)
+
+
 def sci(value: float | None) -> str:
     return "not reached" if value is None else f"{value:.3g}"
 

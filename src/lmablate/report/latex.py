@@ -1,32 +1,107 @@
-"""report/paper/: the results table as LaTeX (booktabs), beside the figures as vector PDF.
+"""report/paper/: the tables (results, tuned comparison, compute multipliers) as LaTeX
+(booktabs, siunitx), the methods paragraph, and ``paper.tex`` that sets them with the figures'
+vector PDFs; compiled to ``paper.pdf`` when a LaTeX engine is installed.
 
-Formatting only, from ``analysis.Analysis``; the PDFs are written by ``plots``. No torch.
+Formatting only, from ``analysis.Analysis``; the figure PDFs are written by ``figures``. No
+torch.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
+from typing import Any
 
 from lmablate.analysis.findings import Analysis
+from lmablate.report.format import plain, setting
+
+ENGINES = ("pdflatex", "lualatex", "xelatex")
+ENGINE_VARIABLE = "LMABLATE_LATEX"  # an engine's name or path, or "none" to write only .tex
+COMPILE_TIMEOUT_S = 180
+
+# characters that stand for mathematics, typeset in math mode; the rest of the text is escaped
+MATH = {
+    "·": r"\cdot",
+    "×": r"\times",
+    "−": "-",
+    "≥": r"\geq",
+    "≤": r"\leq",
+    "±": r"\pm",
+    "≈": r"\approx",
+    "∈": r"\in",
+    "→": r"\rightarrow",
+    "α": r"\alpha",
+    "β": r"\beta",
+    "ε": r"\varepsilon",
+    "η": r"\eta",
+    "λ": r"\lambda",
+    "μ": r"\mu",
+    "Σ": r"\Sigma",
+}
+ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "_": r"\_",
+    "%": r"\%",
+    "&": r"\&",
+    "#": r"\#",
+    "$": r"\$",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "—": "---",
+    "–": "--",
+}
+# numbers in scientific notation (siunitx's \num), signed numbers (a true minus sign), and a
+# sum over an index written in plain text ("Σ_l T_l")
+TOKENS = re.compile(
+    r"(?P<sci>(?<![\w.])[-−+]?\d+(?:\.\d+)?e[-+]?\d+\b)"
+    r"|(?P<signed>(?<![\w.)\]])[-−+]\d+(?:\.\d+)?\b)"
+    r"|(?P<sum>Σ_(?P<index>\w+) (?P<term>[A-Za-z])_(?P=index)\b)"
+    r"|(?P<greek>[αβε])(?P<sub>\d)\b"  # β1: a subscript
+)
+
+
+def _char(char: str) -> str:
+    if char in ESCAPES:
+        return ESCAPES[char]
+    if char in MATH:
+        return f"${MATH[char]}$"
+    # T1 fonts set Latin-1; anything else would stop pdflatex, so it is named, not dropped
+    return char if ord(char) < 0x100 else f"\\texttt{{U+{ord(char):04X}}}"
+
+
+def _escape(text: str) -> str:
+    return "".join(_char(char) for char in text)
 
 
 def _tex(text: str) -> str:
-    for char, escaped in (
-        ("\\", r"\textbackslash{}"),
-        ("_", r"\_"),
-        ("%", r"\%"),
-        ("&", r"\&"),
-        ("#", r"\#"),
-        ("$", r"\$"),
-        ("·", r"$\cdot$"),
-        ("×", r"$\times$"),
-        ("Σ", r"$\Sigma$"),
-        ("−", "--"),
-        ("≥", r"$\geq$"),
-    ):
-        text = text.replace(char, escaped)
-    return text
+    """Plain report text as LaTeX: specials escaped, symbols in math mode, 1.7e+12 as
+    \\num{1.7e12}, −0.3 with a minus sign, Σ_l T_l as a sum."""
+    out, last = [], 0
+    for match in TOKENS.finditer(text):
+        out.append(_escape(text[last : match.start()]))
+        token = match.group(0).replace("−", "-")
+        if match.group("sci"):
+            mantissa, exponent = token.split("e")
+            out.append(rf"\num{{{mantissa}e{int(exponent)}}}")
+        elif match.group("signed"):
+            out.append(f"${token}$")
+        elif match.group("greek"):
+            out.append(f"${MATH[match.group('greek')]}_{{{match.group('sub')}}}$")
+        else:
+            index, term = match.group("index"), match.group("term")
+            out.append(rf"$\sum_{{{index}}} {term}_{{{index}}}$")
+        last = match.end()
+    out.append(_escape(text[last:]))
+    return "".join(out)
+
+
+def _signed(value: float | None, spec: str = "+.3f") -> str:
+    return "--" if value is None else f"${format(value, spec)}$"
 
 
 def _number(value: float | None, spec: str = ".3f") -> str:
@@ -45,11 +120,51 @@ def _interval(summary: dict | None, spec: str = ".3f") -> str:
 
 
 def _count(value: float | None) -> str:
-    if value is None:
-        return "--"
-    exponent = int(f"{value:.2e}".split("e")[1])
-    mantissa = value / 10**exponent
-    return f"${mantissa:.2f}\\times10^{{{exponent}}}$"
+    return "--" if value is None else rf"\num{{{value:.2e}}}"
+
+
+def _plain(value: float | None) -> str:
+    return "--" if value is None else _tex(plain(value))
+
+
+def _delta(difference: float, low: float | None, high: float | None) -> str:
+    if low is None or high is None:
+        return _signed(difference)
+    return f"{_signed(difference)} [{_signed(low)}, {_signed(high)}]"
+
+
+def _table(caption: str, label: str, header: list[str], rows: list[list[str]]) -> str:
+    """A booktabs table; a column with nothing to show ("--" on every row) is left out."""
+    keep = [i for i in range(len(header)) if i == 0 or any(row[i] != "--" for row in rows)]
+    return "\n".join(
+        [
+            r"\begin{table}[t]",
+            r"\centering",
+            r"\small",
+            f"\\caption{{{caption}}}",
+            f"\\label{{{label}}}",
+            f"\\begin{{tabular}}{{{'l' * len(keep)}}}",
+            r"\toprule",
+            " & ".join(header[i] for i in keep) + r" \\",
+            r"\midrule",
+            *(" & ".join(row[i] for i in keep) + r" \\" for row in rows),
+            r"\bottomrule",
+            r"\end{tabular}",
+            r"\end{table}",
+            "",
+        ]
+    )
+
+
+def _label(study_name: str, what: str) -> str:
+    return f"tab:{re.sub(r'[^A-Za-z0-9-]', '-', study_name)}-{what}"
+
+
+def _header(study_name: str, what: str) -> str:
+    return (
+        f"% {what} of study {study_name}, generated by lmablate. "
+        "Requires \\usepackage{booktabs} and \\usepackage{siunitx}.\n"
+    )
 
 
 def results_table(analysis: Analysis, study_name: str, n_seeds: int) -> str:
@@ -58,35 +173,22 @@ def results_table(analysis: Analysis, study_name: str, n_seeds: int) -> str:
     that would be "--" on every row is left out, and the caption says what the intervals are."""
     comparisons = {c.variant: c for c in analysis.comparisons}
     table = analysis.per_variant
-    columns: dict[str, list[str]] = {
-        "Configuration": [],
-        "Tokens": [],
-        "FLOPs": [],
-        r"Val.\ loss": [],
-        r"Val.\ bpb": [],
-        r"$\Delta$ vs.\ baseline": [],
-        r"$p_{\mathrm{Holm}}$": [],
-        "Verdict": [],
-    }
+    rows = []
     for variant, _ in analysis.ranking:
         intervals = analysis.intervals[variant]
         c = comparisons.get(variant)
         documents = analysis.document_intervals.get(variant) or {}
         delta, p, verdict = "--", "--", "--"
         if c is not None and c.ci_low is not None:
-            delta = f"{c.difference:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}]"
+            delta = _delta(c.difference, c.ci_low, c.ci_high)
         elif "ci_low" in documents and n_seeds == 1:  # the caption says which interval
-            delta = (
-                f"{documents['difference']:+.3f} "
-                f"[{documents['ci_low']:+.3f}, {documents['ci_high']:+.3f}]"
-            )
+            delta = _delta(documents["difference"], documents["ci_low"], documents["ci_high"])
         elif c is not None:
-            delta = f"{c.difference:+.3f}"
+            delta = _signed(c.difference)
         if c is not None and n_seeds > 1:
-            p = "--" if c.p_holm is None else f"{c.p_holm:.3g}"
+            p = "--" if c.p_holm is None else _tex(f"{c.p_holm:.3g}")
             verdict = c.verdict
-        for name, cell in zip(
-            columns,
+        rows.append(
             [
                 _tex(variant),
                 _count(table[variant]["tokens_seen"]),
@@ -96,12 +198,8 @@ def results_table(analysis: Analysis, study_name: str, n_seeds: int) -> str:
                 delta,
                 p,
                 verdict,
-            ],
-            strict=True,
-        ):
-            columns[name].append(cell)
-    shown = {k: v for k, v in columns.items() if k == "Configuration" or set(v) != {"--"}}
-    rows = [" & ".join(cells) + r" \\" for cells in zip(*shown.values(), strict=True)]
+            ]
+        )
     if n_seeds > 1:
         spread = (
             f"mean [95\\% CI] over {n_seeds} seeds; $\\Delta$: difference to the baseline "
@@ -113,34 +211,253 @@ def results_table(analysis: Analysis, study_name: str, n_seeds: int) -> str:
             "with a 95\\% paired bootstrap interval over validation documents (the "
             "evaluation-sample uncertainty, not seed variance)"
         )
-    return "\n".join(
+    return _header(study_name, "Results") + _table(
+        "Final validation loss (nats per token) and bits per byte on held-out documents after "
+        f"the training tokens and FLOPs shown; {spread}.",
+        _label(study_name, "results"),
         [
-            f"% Results of study {study_name}, generated by lmablate. "
-            "Requires \\usepackage{booktabs}.",
-            r"\begin{table}[t]",
-            r"\centering",
-            r"\small",
-            "\\caption{Final validation loss (nats per token) and bits per byte on held-out "
-            f"documents after the training tokens and FLOPs shown; {spread}.}}",
-            f"\\label{{tab:{re.sub(r'[^A-Za-z0-9-]', '-', study_name)}-results}}",
-            f"\\begin{{tabular}}{{{'l' * len(shown)}}}",
-            r"\toprule",
-            " & ".join(shown) + r" \\",
-            r"\midrule",
-            *rows,
-            r"\bottomrule",
-            r"\end{tabular}",
-            r"\end{table}",
-            "",
-        ]
+            "Configuration",
+            "Tokens",
+            "FLOPs",
+            r"Val.\ loss",
+            r"Val.\ bpb",
+            r"$\Delta$ vs.\ baseline",
+            r"$p_{\mathrm{Holm}}$",
+            "Verdict",
+        ],
+        rows,
     )
 
 
-def write_paper(out: Path, analysis: Analysis, study_name: str, n_seeds: int, methods: str):
-    """paper/results_table.tex and paper/methods.tex (the methods paragraph, escaped)."""
-    (out / "paper").mkdir(parents=True, exist_ok=True)
-    table = results_table(analysis, study_name, n_seeds)
-    (out / "paper" / "results_table.tex").write_text(table)
-    (out / "paper" / "methods.tex").write_text(
+def tuned_table(analysis: Analysis, study_name: str) -> str | None:
+    """Each configuration at its tuned values: the choice, its validation loss, its test loss
+    and the test-split difference to the baseline's choice; None without a tune section."""
+    tuning = analysis.tuning
+    if not tuning:
+        return None
+    comparisons = {c["variant"]: c for c in tuning["comparisons"]}
+    rows = []
+    for config, row in tuning["configurations"].items():
+        if row["chosen"] is None:
+            rows.append([_tex(config), "no candidate completed", *["--"] * 5])
+            continue
+        c = comparisons.get(config)
+        rows.append(
+            [
+                _tex(config),
+                ", ".join(f"{_tex(f)} {_tex(setting(v))}" for f, v in row["values"].items()),
+                _number(row["validation_loss"][row["chosen"]]),
+                _interval(row["test_interval"]) if row["test_interval"] else "--",
+                "--" if c is None else _delta(c["difference"], c["ci_low"], c["ci_high"]),
+                "--" if c is None or c["p_holm"] is None else _tex(f"{c['p_holm']:.3g}"),
+                "--" if c is None else c["verdict"],
+            ]
+        )
+    grid = "; ".join(
+        f"{_tex(f)} $\\in$ \\{{{', '.join(_tex(setting(v)) for v in values)}\\}}"
+        for f, values in tuning["fields"].items()
+    )
+    return _header(study_name, "Tuned comparison") + _table(
+        f"Each configuration at the value of its grid ({grid}) with the lowest mean validation "
+        "loss, reported on test documents that neither training nor the choice saw: test loss "
+        "mean [95\\% CI] over seeds; $\\Delta$: difference to the baseline's choice on test "
+        "with its 95\\% CI, Holm-adjusted $p$ and verdict.",
+        _label(study_name, "tuned"),
+        [
+            "Configuration",
+            "Chosen",
+            r"Val.\ loss",
+            r"Test loss",
+            r"$\Delta$ test",
+            r"$p_{\mathrm{Holm}}$",
+            "Verdict",
+        ],
+        rows,
+    )
+
+
+def multiplier_table(analysis: Analysis, study_name: str) -> str | None:
+    """Each configuration's compute multiplier from the budget ladder's fit, or, when the fit is
+    unusable, the baseline compute interpolated between rungs (and the caption says why); None
+    without a ladder fit."""
+    scaling = analysis.scaling
+    fit = (scaling or {}).get("fit")
+    if fit is None:
+        return None
+    rows = []
+    for variant, row in scaling["multipliers"].items():
+        if fit["usable"]:
+            value = "--" if row["multiplier"] is None else _plain(row["multiplier"])
+            if row["multiplier"] is not None and row["ci_low"] is not None:
+                value += f" [{_plain(row['ci_low'])}, {_plain(row['ci_high'])}]"
+            matched = _plain(row["baseline_compute_to_match"])
+            extra = "yes" if row["extrapolated"] else "no"
+        else:
+            beyond = row["interpolation"]["beyond_the_ladder"]
+            value, extra = "--", "--"
+            matched = (
+                f"beyond ({_tex(beyond)})"
+                if beyond
+                else _plain(row["interpolation"]["baseline_compute_to_match"])
+            )
+        rows.append(
+            [
+                _tex(variant),
+                _number(row["val_loss"]),
+                _plain(row["relative_compute"]),
+                matched,
+                value,
+                extra,
+            ]
+        )
+    low, high = scaling["ladder_range"]
+    law = (
+        f"the baseline's ladder ({fit['points']} runs, {_plain(low)}--{_plain(high)} $C_0$) "
+        r"fitted as $L(C) = E + A (C/C_0)^{-\alpha}$ with "
+        f"$E = {fit['E']:.3g}$, $A = {fit['A']:.3g}$, $\\alpha = {fit['alpha']:.3g}$"
+    )
+    if fit["usable"]:
+        caption = (
+            f"Compute multipliers from {law}: the baseline compute the fit needs to reach each "
+            "configuration's validation loss, in units of the baseline's compute $C_0$, divided "
+            "by the compute the configuration spent, with its 95\\% interval (an unbounded "
+            "upper end: parameter draws that never reach the loss)."
+        )
+    else:
+        caption = (
+            f"No compute multiplier: the power law does not describe {law} "
+            f"({_tex('; '.join(fit['problems']))}). Instead, the baseline compute at which the "
+            "rungs' mean losses, joined by straight lines in log compute, reach each "
+            "configuration's validation loss (an interpolation, not a fit)."
+        )
+    return _header(study_name, "Compute multipliers") + _table(
+        caption,
+        _label(study_name, "multipliers"),
+        [
+            "Configuration",
+            r"Val.\ loss",
+            r"Compute ($C_0$)",
+            r"Baseline compute to match ($C_0$)",
+            "Multiplier",
+            "Extrapolated",
+        ],
+        rows,
+    )
+
+
+def paper_tex(study_name: str, tables: list[str], figures: dict[str, str]) -> str:
+    """The standalone document: the methods, the tables and every figure (``figures``: a PDF's
+    file name in paper/ and its caption)."""
+    body = [
+        r"\documentclass[11pt]{article}",
+        r"\usepackage[T1]{fontenc}",
+        r"\usepackage[utf8]{inputenc}",
+        r"\usepackage[margin=0.8in]{geometry}",
+        r"\usepackage{amsmath}",
+        r"\usepackage{booktabs}",
+        r"\usepackage{siunitx}",
+        r"\usepackage{graphicx}",
+        f"\\title{{Study {_tex(study_name)}}}",
+        r"\author{Generated by lmablate}",
+        r"\date{}",
+        r"\begin{document}",
+        r"\maketitle",
+        r"\section*{Methods}",
+        r"\input{methods}",
+        r"\section*{Results}",
+        *(f"\\input{{{Path(table).stem}}}" for table in tables),
+    ]
+    for name, caption in figures.items():
+        body += [
+            r"\begin{figure}[p]",
+            r"\centering",
+            f"\\includegraphics[width=\\linewidth,height=0.8\\textheight,keepaspectratio]{{{name}}}",
+            f"\\caption{{{_tex(caption)}}}",
+            r"\end{figure}",
+        ]
+    return "\n".join([*body, r"\end{document}", ""])
+
+
+def latex_engine() -> str | None:
+    """The engine to compile paper.tex with: ``$LMABLATE_LATEX`` (an engine or "none"), else
+    the first of pdflatex, lualatex, xelatex on the PATH; None when there is none."""
+    chosen = os.environ.get(ENGINE_VARIABLE, "").strip()
+    if chosen.lower() == "none":
+        return None
+    if chosen:
+        return shutil.which(chosen) or chosen  # a missing one is reported by compile_pdf
+    return next((found for e in ENGINES if (found := shutil.which(e))), None)
+
+
+def compile_pdf(paper: Path, engine: str) -> str | None:
+    """Compile paper/paper.tex into paper.pdf; None on success, else why not (the log's first
+    error). The auxiliary files are removed; paper.log stays when the build fails."""
+    command = [engine, "-interaction=nonstopmode", "-halt-on-error", "paper.tex"]
+    try:
+        result = subprocess.run(
+            command, cwd=paper, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S
+        )
+    except FileNotFoundError:
+        return f"LaTeX engine {engine!r} not found"
+    except subprocess.TimeoutExpired:
+        return f"{Path(engine).name} did not finish in {COMPILE_TIMEOUT_S} s"
+    finally:
+        for stem in ("paper.aux", "paper.out"):
+            (paper / stem).unlink(missing_ok=True)
+    if result.returncode == 0 and (paper / "paper.pdf").is_file():
+        (paper / "paper.log").unlink(missing_ok=True)
+        return None
+    errors = [line for line in result.stdout.splitlines() if line.startswith("!")]
+    reason = errors[0].lstrip("! ") if errors else f"exit status {result.returncode}"
+    return f"{Path(engine).name} failed: {reason} (see paper/paper.log)"
+
+
+def write_paper(
+    out: Path,
+    analysis: Analysis,
+    study_name: str,
+    n_seeds: int,
+    methods: str,
+    figures: dict[str, str],
+) -> dict[str, Any]:
+    """Write report/paper/: the tables, methods.tex and paper.tex, and compile paper.pdf when a
+    LaTeX engine is present. ``figures``: each figure PDF already in paper/ and its caption.
+    Returns what was written: the files, the PDF (or None) and why there is none."""
+    paper = out / "paper"
+    paper.mkdir(parents=True, exist_ok=True)
+    for stale in (
+        "paper.pdf",
+        "paper.log",
+        *(f"{t}.tex" for t in ("tuned_table", "multipliers_table")),
+    ):
+        (paper / stale).unlink(missing_ok=True)
+    tables = {
+        "results_table.tex": results_table(analysis, study_name, n_seeds),
+        "tuned_table.tex": tuned_table(analysis, study_name),
+        "multipliers_table.tex": multiplier_table(analysis, study_name),
+    }
+    written = []
+    for name, text in tables.items():
+        if text is not None:
+            (paper / name).write_text(text)
+            written.append(name)
+    (paper / "methods.tex").write_text(
         f"% Methods of study {study_name}, generated by lmablate.\n{_tex(methods)}\n"
     )
+    (paper / "paper.tex").write_text(paper_tex(study_name, written, figures))
+    files = [*written, "methods.tex", "paper.tex"]
+    engine = latex_engine()
+    if engine is None:
+        why = (
+            f"${ENGINE_VARIABLE} is none"
+            if os.environ.get(ENGINE_VARIABLE, "").strip().lower() == "none"
+            else "no LaTeX engine (pdflatex, lualatex or xelatex) on the PATH"
+        )
+        return {"files": files, "pdf": None, "engine": None, "error": why}
+    error = compile_pdf(paper, engine)
+    return {
+        "files": files,
+        "pdf": None if error else "paper.pdf",
+        "engine": Path(engine).name,
+        "error": error,
+    }

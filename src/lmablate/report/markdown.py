@@ -193,6 +193,14 @@ def _configuration_details(setup: dict[str, Any]) -> list[str]:
     return out
 
 
+def _paper_line(paper: dict[str, Any]) -> str:
+    files = ", ".join(f"`{name}`" for name in paper.get("files", []))
+    line = f"- **paper/** - {files}, every figure as vector PDF"
+    if paper.get("pdf"):
+        return f"{line}, and `paper.pdf` (built with {paper['engine']})"
+    return f"{line}; no `paper.pdf`: {paper.get('error') or 'not built'}"
+
+
 def _package_and_citation(data: dict[str, Any]) -> list[str]:
     """Figures, data files, how the numbers were measured, use in a paper, citation."""
     dataset = data["experimental_setup"]["dataset"]
@@ -219,7 +227,7 @@ def _package_and_citation(data: dict[str, Any]) -> list[str]:
         "- **performance_metrics.csv** - Performance metrics in CSV format, one row per "
         "configuration (seed means, the reference columns first)",
         "- **run_metrics.csv** - The same measures per run, with a numeric seed column",
-        "- **paper/** - `results_table.tex`, `methods.tex` and every figure as vector PDF",
+        _paper_line(data.get("paper") or {}),
         "- **text_samples/** - Generated text samples for each configuration",
         "- **research_package.zip** - Everything above in one archive",
         "",

@@ -12,7 +12,7 @@ from typing import Any
 from lmablate.analysis.findings import FLOPS_CONVENTION, Analysis
 from lmablate.analysis.rundata import RunData, StudyData
 from lmablate.analysis.validity import NOT_FACTORS
-from lmablate.report.format import md_table
+from lmablate.report.format import md_table, setting
 
 # fields that never describe a configuration: bookkeeping, and the per-replicate seeds
 NOT_SETTINGS = {*NOT_FACTORS, "data_seed", "seed", "cache_dir"}
@@ -126,6 +126,119 @@ def _architecture(fields: dict[str, Any]) -> str:
     )
 
 
+OPTIMIZERS = {  # what each optimizer's sentence names: its label, then (field, wording)
+    "adamw": ("AdamW", (("adam_beta1", "β1 {}"), ("adam_beta2", "β2 {}"), ("adam_eps", "ε {}"))),
+    "muon": (
+        "Muon on the hidden weight matrices (AdamW on embeddings, head, norms and biases)",
+        (
+            ("muon_momentum", "momentum {}"),
+            ("muon_nesterov", "Nesterov {}"),
+            ("muon_ns_steps", "{} Newton-Schulz steps"),
+            ("muon_adjust_lr", "per-matrix learning-rate scale {}"),
+        ),
+    ),
+    "lion": ("Lion", (("lion_beta1", "β1 {}"), ("lion_beta2", "β2 {}"))),
+    "sgd": ("SGD", (("sgd_momentum", "momentum {}"), ("sgd_nesterov", "Nesterov {}"))),
+}
+MUON_SCALES = {
+    "match_rms_adamw": "0.2·sqrt(max(rows, cols)), matching AdamW's update RMS",
+    "original": "sqrt(max(1, rows/cols))",
+}
+
+
+def _optimizer_settings(settings: dict[str, dict[str, Any]]) -> str:
+    """One clause per optimizer the configurations use: its settings and who uses it."""
+    users: dict[str, list[str]] = {}
+    for variant, entry in settings.items():
+        users.setdefault(entry["fields"].get("optimizer", "adamw"), []).append(variant)
+    baseline = settings["baseline"]["fields"].get("optimizer", "adamw")
+    if set(users) == {baseline}:
+        return ""  # the training sentence names the baseline's optimizer and its settings
+    clauses = []
+    for name, variants in users.items():
+        label, wording = OPTIMIZERS.get(name, (name, ()))
+        fields = settings[variants[0]]["fields"]
+        values = []
+        for key, text in wording:
+            if key not in fields:
+                continue
+            value = fields[key]
+            if key == "muon_adjust_lr":
+                value = f"{value} ({MUON_SCALES.get(value, value)})"
+            values.append(text.format(value))
+        if name == "muon":  # its AdamW groups
+            values += [f"AdamW β1 {fields.get('adam_beta1')}, β2 {fields.get('adam_beta2')}"]
+        differ = any(
+            settings[v]["fields"].get(k) != fields.get(k) for v in variants for k, _ in wording
+        )
+        clauses.append(
+            f"{label} ({', '.join(values)}{'; as in the table where they differ' if differ else ''}"
+            f"; {', '.join(variants)})"
+        )
+    return "Optimizers: " + "; ".join(clauses) + "."
+
+
+def _split_sentences(meta_data: dict[str, Any], analysis: Analysis) -> list[str]:
+    """The overlap check and the reference losses: what a held-out score is compared with."""
+    out = []
+    overlap = (meta_data.get("leakage") or {}).get("overlap")
+    if overlap:
+        moved = sum((overlap.get("moved_to_training") or {}).values())
+        dropped = sum((overlap.get("dropped") or {}).values())
+        action = f"{moved} moved to training" if moved or not dropped else ""
+        if dropped:
+            action = ", ".join(filter(None, [action, f"{dropped} dropped"]))
+        out.append(
+            f"Before the split is used, {overlap['near_duplicates_removed']} near-duplicate "
+            f"documents are removed and every held-out document sharing at least "
+            f"{overlap['max_overlap']:.0%} of its distinct {overlap['ngram']}-word n-grams with "
+            f"training is taken out of the held-out set ({action})."
+        )
+    refs = (analysis.references or {}).get("val")
+    if refs:
+        out.append(
+            "As references, count models of the training split score the same validation "
+            f"targets: uniform {refs['uniform']['loss']:.3f}, unigram "
+            f"{refs['unigram']['loss']:.3f} and bigram {refs['bigram']['loss']:.3f} nats per "
+            f"token (the bigram {refs['bigram']['smoothing']})."
+        )
+    return out
+
+
+def _design_sentences(study: StudyData, analysis: Analysis, docs: dict[str, Any]) -> list[str]:
+    """The tuning grid and test-only reporting, and the budget ladder with its fit."""
+    out = []
+    tuning = analysis.tuning
+    if tuning:
+        grid = "; ".join(
+            f"{field} ∈ {{{', '.join(map(setting, values))}}}"
+            for field, values in tuning["fields"].items()
+        )
+        out.append(
+            f"Every configuration is trained at each value of {grid} and represented by the "
+            "value with the lowest mean validation loss; its loss, and its difference to the "
+            f"baseline's choice, are reported on the {docs.get('test', 0):,} test documents, "
+            "which neither training nor that choice saw."
+        )
+    scaling = analysis.scaling or {}
+    fit = scaling.get("fit")
+    if fit:
+        rungs = ", ".join(f"{s['relative_compute']:g}" for s in scaling["ladder"])
+        verdict = (
+            "gives each configuration's compute multiplier: the baseline compute the fit needs "
+            "to reach its loss over the compute it spent"
+            if fit["usable"]
+            else "does not describe the ladder ("
+            + "; ".join(fit["problems"])
+            + "), so no multiplier is stated and the ladder is interpolated between rungs"
+        )
+        out.append(
+            f"The baseline is also trained at {rungs} times its compute C0 (a budget ladder); "
+            f"a power law L(C) = E + A·(C/C0)^(-α) fitted to its {fit['points']} runs {verdict}."
+        )
+    return out
+
+
 def methods_paragraph(study: StudyData, analysis: Analysis, data: dict[str, Any]) -> str:
     """The study's methods in prose, from research_data.json and the resolved runs."""
     settings = resolved_settings(study)
@@ -180,6 +293,10 @@ def methods_paragraph(study: StudyData, analysis: Analysis, data: dict[str, Any]
             )
             + "."
         )
+    sentences += filter(None, [_optimizer_settings(settings)])
+    sentences += _split_sentences(meta_data, analysis)
+    sentences += _design_sentences(study, analysis, docs)
+    n_complete = analysis.findings["seeds_per_configuration"]
     sentences += [
         f"Each configuration is trained with {len(seeds)} seed{'s' if len(seeds) > 1 else ''} "
         f"({', '.join(map(str, seeds))}); replicate k of every configuration shares its "
@@ -192,7 +309,7 @@ def methods_paragraph(study: StudyData, analysis: Analysis, data: dict[str, Any]
         f"Experiments ran on {hardware} with lmablate {meta['software'].get('lmablate_version')}"
         f", Python {env.get('python')} and PyTorch {env.get('torch')}"
         + (f" (CUDA {env['cuda']})" if env.get("cuda") else "")
-        + f"; {analysis.findings['seeds_per_configuration']} complete seed(s) per configuration"
-        " enter the statistics.",
+        + f"; {n_complete} complete seed{'s' if n_complete != 1 else ''} per configuration "
+        f"{'enter' if n_complete != 1 else 'enters'} the statistics.",
     ]
     return " ".join(sentences)

@@ -207,16 +207,17 @@ def build_report(directory: str | Path) -> Path:
         stale.unlink()
     figures = draw_all(study, analysis, out)
     data = research_data(study, analysis, figures)
-    (out / "research_data.json").write_text(json.dumps(data, indent=2))
-    write_csvs(out, analysis)
-    write_samples(study, out / "text_samples")
-    write_paper(
+    data["paper"] = write_paper(
         out,
         analysis,
         study.study["name"],
         len(study.study["seeds"]),
         methods_paragraph(study, analysis, data),
+        {f"{Path(name).stem}.pdf": figure["description"] for name, figure in figures.items()},
     )
+    (out / "research_data.json").write_text(json.dumps(data, indent=2))
+    write_csvs(out, analysis)
+    write_samples(study, out / "text_samples")
     (out / "research_report.md").write_text(markdown_report(study, analysis, data))
     archive = out / "research_package.zip"
     with zipfile.ZipFile(archive.with_suffix(".zip.tmp"), "w", zipfile.ZIP_DEFLATED) as zf:

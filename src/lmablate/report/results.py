@@ -7,8 +7,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmablate.analysis.findings import Analysis
+from lmablate.analysis.findings import CONVERGED_TOLERANCE, Analysis
 from lmablate.analysis.rundata import StudyData
+from lmablate.analysis.validity import INDICATIVE
+from lmablate.report.efficiency import (
+    efficiency_findings,
+    efficiency_rule,
+    flops_interval,
+    target_levels_table,
+)
 from lmablate.report.format import (
     ci,
     code_block,
@@ -17,8 +24,10 @@ from lmablate.report.format import (
     pm,
     prompt_blocks,
     sci,
+    setting,
     without_empty_columns,
 )
+from lmablate.report.references import reference_findings, reference_line
 
 
 def _budget_caveat(best: str, table: dict[str, dict[str, Any]]) -> list[str]:
@@ -97,24 +106,23 @@ def key_findings(analysis: Analysis, n_seeds: int) -> list[str]:
             f"{fmt(table[best]['eval_loss'])}{ci}{beyond})"
         )
     worst = findings["worst_performing_config"]
-    most = findings["most_efficient_config"]
     out += [
         f"- **Worst Performing Configuration:** {worst} (validation loss "
         f"{pm(table[worst]['eval_loss'], table[worst]['eval_loss_std'])}); gap "
         f"{fmt(findings['performance_gap'])} nats per token",
     ]
-    if most is not None:
-        out += [
-            f"- **Most Efficient Configuration:** {most} ({sci(table[most]['flops_to_target'])} "
-            f"training FLOPs to reach the common target loss {fmt(analysis.target_loss)}, which "
-            "every configuration reaches)",
-            f"- **Least Efficient Configuration:** {findings['least_efficient_config']}",
-        ]
+    out += efficiency_findings(analysis)
     if findings["not_reaching_target"]:
         out.append(
             "- **Not placed on efficiency:** "
-            f"{', '.join(findings['not_reaching_target'])} (no evaluation curve shared by "
-            "every seed)"
+            f"{', '.join(findings['not_reaching_target'])} (its seed-mean curve never gets "
+            f"down to the ranking target {fmt(analysis.target_loss)})"
+        )
+    if analysis.efficiency.get("at_start"):
+        out.append(
+            "- **Not placed on efficiency:** "
+            f"{', '.join(analysis.efficiency['at_start'])} (its step-0 evaluation is already at "
+            "the ranking target: training never took it below its initial loss)"
         )
     if findings["best_at_equal_compute"]:
         out.append(
@@ -122,6 +130,7 @@ def key_findings(analysis: Analysis, n_seeds: int) -> list[str]:
             f"validation loss at the FLOPs every configuration reached; "
             f"{_equal_reading(analysis)}, see Equal-Budget Comparison)"
         )
+    out += reference_findings(analysis)
     out += _budget_caveat(lowest, table)
     out += [_edge_finding(edge) for edge in analysis.sweep_edges]
     verdicts = [f"{c.variant} {c.verdict} ({c.difference:+.4f})" for c in analysis.comparisons]
@@ -142,8 +151,9 @@ def key_findings(analysis: Analysis, n_seeds: int) -> list[str]:
 
 
 def _equal_reading(analysis: Analysis) -> str:
-    if analysis.budget.get("match") == "flops":
-        return "the end of every schedule: budgets matched on FLOPs"
+    reading = (analysis.equal_budgets.get("flops") or {}).get("reading", INDICATIVE)
+    if reading != INDICATIVE:
+        return f"{reading}: budgets matched on FLOPs"
     return "mid-schedule for the longer runs, so indicative"
 
 
@@ -194,29 +204,31 @@ def results_tables(analysis: Analysis) -> list[str]:
         ],
         rows,
     )
+    out += reference_line(analysis)
 
     equal = analysis.equal_budgets.get("flops") or {}
     matched = equal.get("matched_budget")
     out += [
         "### Efficiency",
-        f"Compute and training time to reach the common target validation loss "
-        f"{fmt(analysis.target_loss)}: the highest of the configurations' lowest (seed-mean) "
-        "validation losses, so every configuration reaches it and each is placed by its own "
-        "curve, read off its seed-mean evaluation curve by linear interpolation between "
-        "evaluations. Beside it, the validation loss at the largest training compute every "
-        f"configuration reached ({sci(matched) if matched else 'n/a'} FLOPs; "
-        f"{_equal_reading(analysis)}). Throughput and MFU are measured with the device "
-        "synchronized. Steps per second are shown for completeness only: they ignore how much "
-        "each step learns and are never used to rank.",
+        f"Compute and training time to reach the ranking target validation loss "
+        f"{fmt(analysis.target_loss)}. {efficiency_rule()} Beside it, the validation loss at "
+        "the largest training compute every configuration reached "
+        f"({sci(matched) if matched else 'n/a'} FLOPs; {_equal_reading(analysis)}). "
+        "Throughput and MFU are measured with the device synchronized. Steps per second are "
+        "shown for completeness only: they ignore how much each step learns and are never used "
+        "to rank.",
         "",
     ]
+    placed = analysis.efficiency.get("configurations") or {}
     rows = []
     for variant, _ in analysis.efficiency_ranking:
         row = table_rows[variant]
+        share = (placed.get(variant) or {}).get("share_of_run")
         rows.append(
             [
                 variant,
-                sci(row["flops_to_target"]),
+                flops_interval(placed.get(variant)),
+                fmt(share, ".0%"),
                 fmt(row["time_to_target"], ".1f"),
                 fmt((equal.get("val_loss") or {}).get(variant)),
                 sci(row["total_flops"]),
@@ -230,9 +242,15 @@ def results_tables(analysis: Analysis) -> list[str]:
         *without_empty_columns(
             [
                 "configuration",
-                "FLOPs to target",
+                "FLOPs to target [95% CI]",
+                "reached at (share of run)",
                 "train s to target",
-                "val loss at equal FLOPs",
+                "val loss at equal FLOPs"
+                + (
+                    " (indicative)"
+                    if equal.get("reading", INDICATIVE) == INDICATIVE
+                    else " (end of schedule)"
+                ),
                 "total FLOPs",
                 "tokens/s",
                 "MFU",
@@ -242,6 +260,7 @@ def results_tables(analysis: Analysis) -> list[str]:
             rows,
         )
     )
+    out += target_levels_table(analysis)
 
     out += [
         "### Convergence",
@@ -251,20 +270,29 @@ def results_tables(analysis: Analysis) -> list[str]:
         "million tokens with its 95% interval from the scatter about the line, and the drop "
         "it amounts to over that fifth. *Still falling* means the interval lies below zero: "
         "more training would have lowered the loss further, and a ranking at this budget may "
-        "not hold at a longer one.",
+        "not hold at a longer one. *Converged* is stated only when the interval excludes a "
+        "meaningful decline: its lower end lies above the slope that would lower the loss by "
+        f"{CONVERGED_TOLERANCE} nats over that last fifth (and the loss is not rising); a run "
+        "whose interval includes such a decline is *still falling* (the interval lies below "
+        "zero) or *undetermined* (it does not), never converged.",
         "",
     ]
 
     def slope_cells(row: dict[str, Any]) -> list[str]:
         slope = row["late_slope"]
         if slope is None:
-            return ["n/a", "n/a", "n/a"]
+            return ["n/a", "n/a", "n/a", row["convergence"]]
         interval = (
             f" [{slope['ci_low']:+.3g}, {slope['ci_high']:+.3g}]"
             if slope["ci_low"] is not None
             else ""
         )
-        return [f"{slope['slope']:+.3g}{interval}", fmt(slope["drop"]), slope["reading"]]
+        return [
+            f"{slope['slope']:+.3g}{interval}",
+            fmt(slope["drop"]),
+            slope["reading"],
+            row["convergence"],
+        ]
 
     out += md_table(
         [
@@ -275,6 +303,7 @@ def results_tables(analysis: Analysis) -> list[str]:
             "late slope (per M tokens)",
             "drop over last fifth",
             "reading",
+            f"converged (tolerance {CONVERGED_TOLERANCE} nats)",
         ],
         [
             [
@@ -454,10 +483,6 @@ def _tuned_findings(analysis: Analysis) -> list[str]:
     return out
 
 
-def _value(value: Any) -> str:
-    return format(value, "g") if isinstance(value, float) else str(value)
-
-
 def tuning_section(analysis: Analysis) -> list[str]:
     """What was tuned, over which values, what each configuration chose, its test numbers and
     the test-split comparisons with the baseline's choice."""
@@ -469,7 +494,7 @@ def tuning_section(analysis: Analysis) -> list[str]:
         "## Tuned Comparison",
         "",
         "Every configuration was trained at every value of "
-        + "; ".join(f"{f} ∈ {{{', '.join(map(_value, values))}}}" for f, values in fields.items())
+        + "; ".join(f"{f} ∈ {{{', '.join(map(setting, values))}}}" for f, values in fields.items())
         + ". Each is represented by the value with the lowest mean validation loss, and "
         "reported — and compared with the baseline's choice — on the **test** documents, which "
         "neither training nor the choice saw.",
@@ -480,7 +505,7 @@ def tuning_section(analysis: Analysis) -> list[str]:
         if row["chosen"] is None:
             rows.append([config, "no candidate completed on every seed", "", "", "", ""])
             continue
-        values = ", ".join(f"{f}={_value(v)}" for f, v in row["values"].items())
+        values = ", ".join(f"{f}={setting(v)}" for f, v in row["values"].items())
         rows.append(
             [
                 config,
@@ -502,6 +527,7 @@ def tuning_section(analysis: Analysis) -> list[str]:
         ],
         rows,
     )
+    out += reference_line(analysis, "test")
     comparisons = tuning["comparisons"]
     if comparisons:
         out += [
@@ -553,13 +579,13 @@ def sensitivity_section(analysis: Analysis) -> list[str]:
     rows = []
     for config, curve in curves.items():
         grid = ", ".join(
-            f"{_value(p['learning_rate'])}: {p['val_loss']:.3f}"
+            f"{setting(p['learning_rate'])}: {p['val_loss']:.3f}"
             + (f" ({p['failed_seeds']} failed)" if p["failed_seeds"] else "")
             for p in curve["points"]
         )
         best = curve["best_learning_rate"]
         lrs = [p["learning_rate"] for p in curve["points"]]
         edge = " (grid edge)" if best in (min(lrs), max(lrs)) else ""
-        rows.append([config, grid, f"{_value(best)}{edge}", f"{curve['sensitivity']:.4f}"])
+        rows.append([config, grid, f"{setting(best)}{edge}", f"{curve['sensitivity']:.4f}"])
     out += md_table(["configuration", "learning rate: val loss", "best", "sensitivity"], rows)
     return [*out, "![Learning-rate sensitivity](lr_sensitivity.png)", ""]

@@ -5,8 +5,11 @@ Formatting only; every number comes from ``analysis.Analysis``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from lmablate.analysis.findings import Analysis
 from lmablate.analysis.stats import ALPHA
+from lmablate.analysis.validity import INDICATIVE, OVERFIT_GAP
 from lmablate.report.format import ci, fmt, md_table, plain, sci
 
 
@@ -199,7 +202,7 @@ def equal_budget_section(analysis: Analysis) -> list[str]:
     units = {"tokens": "tokens", "flops": "FLOPs", "time_s": "s"}
 
     def label(budget: str) -> str:
-        kind = "end of schedule" if budget == matched else "indicative"
+        kind = budgets[budget].get("reading", INDICATIVE)
         return f"{names[budget]} ({sci(budgets[budget]['matched_budget'])} {units[budget]}; {kind})"
 
     header = ["configuration", *[label(b) for b in budgets]]
@@ -208,20 +211,55 @@ def equal_budget_section(analysis: Analysis) -> list[str]:
         header, [[v, *[fmt(budgets[b]["val_loss"].get(v)) for b in budgets]] for v in variants]
     )
     lines = [
-        f"- At {names[b]}: best **{budgets[b]['ranking'][0]}**"
-        + ("" if b == matched else " (indicative)")
+        f"- At {names[b]}: best **{budgets[b]['ranking'][0]}** "
+        f"({budgets[b].get('reading', INDICATIVE)})"
         for b in budgets
         if budgets[b]["ranking"]
     ]
+    indicative = [names[b] for b in budgets if budgets[b].get("reading", INDICATIVE) == INDICATIVE]
     return [
         *out,
         *lines,
         "",
-        MID_SCHEDULE,
-        "",
+        *(
+            [f"Indicative columns: {', '.join(indicative)}. " + MID_SCHEDULE, ""]
+            if indicative
+            else []
+        ),
         "![Equal-budget comparison](equal_budget_comparison.png)",
         "",
     ]
+
+
+def overlap_paragraph(leak: dict[str, Any]) -> list[str]:
+    """The n-gram overlap check in words: thresholds, what it removed or moved, what is left."""
+    check = leak.get("overlap")
+    if not check:
+        return ["No n-gram overlap check was recorded (runs made before it existed).", ""]
+    n = check["ngram"]
+    moved, dropped = check["moved_to_training"], check["dropped"]
+    near = check["near_duplicate_threshold"]
+    parts = [
+        f"Near-copies: {check['near_duplicates_removed']} documents sharing at least "
+        f"{near:.0%} of their distinct {n}-word n-grams with earlier documents were dropped "
+        "before the split."
+        if near is not None
+        else "Near-copies were not removed (data.contamination.near_duplicates: null).",
+        f"Overlap: a held-out document sharing more than {check['max_overlap']:.0%} of its "
+        f"{n}-grams with training (test: training or validation) is "
+        f"{'moved to training' if check['action'] == 'move' else 'dropped'}; "
+        + "; ".join(
+            f"{side_name}: {moved.get(side, 0) + dropped.get(side, 0)} "
+            f"{'moved' if check['action'] == 'move' else 'dropped'}, "
+            f"**0** left above the threshold (largest remaining overlap "
+            f"{check['largest_overlap_after'][side]:.1%}; "
+            f"{check['sharing_any_ngram'][side]} share at least one {n}-gram)"
+            for side, side_name in (("val", "validation"), ("test", "test"))
+            if side in check["largest_overlap_after"]
+        )
+        + ".",
+    ]
+    return [" ".join(parts), ""]
 
 
 def validity_section(analysis: Analysis) -> list[str]:
@@ -255,9 +293,17 @@ def validity_section(analysis: Analysis) -> list[str]:
     if analysis.study_threats:
         out += ["", "### Tuning", ""]
         out += [f"- {threat}" for threat in analysis.study_threats]
-    out += ["", "### Overfitting", ""]
+    out += [
+        "",
+        "### Overfitting",
+        "",
+        "Flagged per seed: a generalization gap (final validation loss − final training loss) "
+        f"above **{OVERFIT_GAP} nats per token**, whether or not validation loss still falls, "
+        "or validation loss rising between two evaluations while training loss fell.",
+        "",
+    ]
     out += md_table(
-        ["configuration", "epochs", "val − train loss", "validation rose while training fell"],
+        ["configuration", "epochs", "val − train loss", "flags"],
         [
             [
                 v,
@@ -291,6 +337,7 @@ def validity_section(analysis: Analysis) -> list[str]:
                 else ""
             ),
             "",
+            *overlap_paragraph(leak),
         ]
     else:
         out += ["Not recorded by these runs.", ""]

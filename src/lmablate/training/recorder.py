@@ -19,6 +19,7 @@ from lmablate.analysis.rundata import DOCUMENTS_FILE
 from lmablate.config.run import RunConfig
 from lmablate.data import PreparedData, ValidationSet, validation_set
 from lmablate.data.cache import digest
+from lmablate.data.references import references_for
 from lmablate.hardware import peak_flops, synchronize
 from lmablate.model.counts import training_flops_per_token
 from lmablate.model.transformer import LM
@@ -132,12 +133,14 @@ class Recorder:
             self.data.test_tokens, tc.seq_len, tc.eval_tokens, tokenizer.decode, tokenizer.eos_id
         )
         scores = evaluate(self.model, test, self.vocab_size, self.device, self.precision)
+        references = references_for(self.data.train_tokens, test, tokenizer.vocab_size)
         self.log(f"test_loss {scores['val_loss']:.4f} on {test.n_targets:,} test targets")
         return {
             **{key.replace("val_", "test_", 1): value for key, value in scores.items()},
             "targets": test.n_targets,
             "bytes": test.n_bytes,
             "targets_digest": digest(test.targets[test.targets >= 0].tolist()),
+            "references": references,
         }
 
     def count_compilation(self, t_step: float) -> None:
@@ -201,6 +204,7 @@ class Recorder:
             parameter_groups=describe_groups(self.model, self.cfg.train),
             test=test,
             processes=self.world.size,
+            references=references_for(data.train_tokens, self.val, data.tokenizer.vocab_size),
         )
         if status == "complete" and self.documents[0] == step:
             write_json_atomic(

@@ -119,8 +119,11 @@ def build_summary(
     parameter_groups: dict[str, Any] | None = None,
     test: dict[str, Any] | None = None,
     processes: int = 1,
+    references: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     tc = cfg.train
+    test_references = (test or {}).get("references")
+    test = {k: v for k, v in test.items() if k != "references"} if test else None
     evals = [r for r in records if r["kind"] == "eval" and r["step"] <= step]
     finite = [r for r in evals if math.isfinite(r["val_loss"])]
     best = min(finite, key=lambda r: r["val_loss"]) if finite else None
@@ -176,6 +179,11 @@ def build_summary(
             "targets_digest": digest(val.targets[val.targets >= 0].tolist()),
         },
         "tokenizer": tokenizer,
+        # count models of the training split on the same targets (data/references.py)
+        "reference_losses": {
+            **({"val": references} if references else {}),
+            **({"test": test_references} if test_references else {}),
+        },
         "data": data_meta,
         "config_hash": digest(cfg.model_dump(mode="json")),
         "data_cache_key": data_key,
