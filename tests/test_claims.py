@@ -727,6 +727,43 @@ def test_every_figure_is_paper_sized_readable_and_plots_each_series_once(tmp_pat
                 assert panel["y_range"][0] > 0, (name, panel)  # loss axes need not start at 0
 
 
+def test_nine_schedules_are_nine_distinct_curves_and_one_tokenizer_shows_the_gap(
+    tmp_path, monkeypatch
+):
+    """Past eight configurations colours repeat, so each schedule curve takes its own colour
+    and line style; with one tokenizer bpb is the loss rescaled, so the final-performance
+    figure's panel (b) shows the generalization gap instead."""
+    from matplotlib import pyplot as plt
+
+    from lmablate.report import figures
+
+    variants = {f"w{k}": {"warmup_steps": k + 3} for k in range(8)}
+    write_study(tmp_path, variants)
+    write_run(tmp_path, "baseline", 0, line(8.0, 3.0, 2000))
+    for k, name in enumerate(variants):
+        write_run(tmp_path, name, 0, line(8.0, 3.0 + 0.01 * k, 2000), warmup_steps=k + 3)
+    drawn = []
+    real_finish = figures._finish
+
+    def keep(fig, path, description):
+        drawn.append(
+            (path.name, [(ln.get_color(), ln.get_linestyle()) for ln in fig.axes[0].lines])
+        )
+        return real_finish(fig, path, description)
+
+    monkeypatch.setattr(figures, "_finish", keep)
+    report = build_report(tmp_path)
+    plt.close("all")
+    styles = dict(drawn)["learning_rate_schedules.png"]
+    assert len(styles) == 9 and len(set(styles)) == 9, styles
+    final = json.loads((report / "research_data.json").read_text())["visualizations"][
+        "final_performance_comparison.png"
+    ]
+    assert "the generalization gap" in final["description"]
+    assert final["panels"][1]["y"] == "nats/token"
+    assert "overfitting threshold (0.1 nats)" in final["panels"][1]["series"]
+
+
 def test_a_study_whose_baseline_failed_still_gets_its_package(tmp_path):
     """A failed run's summary holds no numbers: the methods say what they can, nothing
     crashes, and a malformed eval_documents.json is left out rather than read."""

@@ -187,10 +187,14 @@ def test_quality_measures_by_hand():
     assert repetition_rate([a, b]) == pytest.approx(1 / 5)  # a: 3 unique of 3; b: 1 of 2
     assert distinct_n([[1]], 2) is None
     measures = quality(
-        [{"new_token_ids": a, "baseline_ppl": 4.0}, {"new_token_ids": b, "baseline_ppl": 16.0}]
+        [
+            {"new_token_ids": a, "baseline_ppl": 4.0, "bigram_ppl": 2.0},
+            {"new_token_ids": b, "baseline_ppl": 16.0, "bigram_ppl": None},  # not scored
+        ]
     )
     assert measures["mean_new_tokens"] == 5.5
     assert measures["mean_baseline_ppl"] == pytest.approx(8.0)  # geometric mean
+    assert measures["mean_bigram_ppl"] == pytest.approx(2.0)  # over the scored ones only
 
 
 def test_continuation_perplexity_by_hand(tokenizer):

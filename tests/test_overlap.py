@@ -12,7 +12,7 @@ from helpers import jsonl_corpus
 from lmablate.config.run import DataConfig
 from lmablate.data import builtin_documents, prepare
 from lmablate.data.overlap import NgramIndex, decontaminate, near_duplicates, overlap
-from lmablate.data.references import DISCOUNT, reference_losses
+from lmablate.data.references import DISCOUNT, CountModels, reference_losses
 
 
 def _prose(rng: np.random.Generator, words: int) -> str:
@@ -154,3 +154,14 @@ def test_the_bigram_is_a_distribution_for_every_seen_context():
             for t in range(vocab)
         ]
         assert sum(probs) == pytest.approx(1.0)
+
+
+def test_a_texts_bigram_perplexity_is_the_bigram_reference_on_its_own_tokens():
+    rng = np.random.default_rng(3)
+    train, text = rng.integers(0, 7, 200), rng.integers(0, 7, 30)
+    refs = reference_losses(train, text[:-1], text[1:], 7, n_bytes=30)
+    models = CountModels(train, 7)
+    assert models.bigram_perplexity(text.tolist()) == pytest.approx(
+        math.exp(refs["bigram"]["loss"])
+    )
+    assert models.bigram_perplexity(text[:1].tolist()) is None  # nothing to predict

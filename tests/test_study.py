@@ -289,27 +289,57 @@ def test_samples_are_generated_per_run(finished_study):
     assert samples["settings"]["max_new_tokens"] == 6
     prompts = json.loads((directory / "sample_prompts.json").read_text())["prompts"]
     assert len(prompts) == 3  # samples.documents defaults to 3 held-out documents
-    held_out, fixed = samples["samples"][:3], samples["samples"][3:]
+    # samples.draws defaults to 3: every prompt continued with seeds 0, 1, 2 in turn
+    assert len(samples["samples"]) == 5 * 3
+    assert [(s["draw"], s["seed"]) for s in samples["samples"]] == [
+        (d, d) for d in range(3) for _ in range(5)
+    ]
+    assert [s["prompt_index"] for s in samples["samples"]] == list(range(5)) * 3
+    first = samples["samples"][:5]
+    held_out, fixed = first[:3], first[3:]
     assert [s["prompt"] for s in fixed] == ["The function", "A class"]
     for sample, source in zip(held_out, prompts, strict=True):
         assert sample["prompt_ids"] == source["prompt_ids"]  # the document's own tokens
         assert sample["source"] == f"validation document {source['document']}"
         assert sample["reference"] == source["reference"] and source["reference"]
+    # the draws differ: three seeds are three samples, not one repeated
+    draws = [[s["new_token_ids"] for s in samples["samples"][d * 5 : d * 5 + 5]] for d in range(3)]
+    assert draws[0] != draws[1] != draws[2]
     assert all(0 < s["new_tokens"] <= 6 for s in samples["samples"])
     assert all(s["generated"].startswith(s["prompt"]) for s in samples["samples"])
-    assert samples["yardstick"]["run"] == "runs/baseline/seed-0"
+    assert samples["yardstick"] == {
+        "baseline": {
+            "run": "runs/baseline/seed-0",
+            "step": samples["yardstick"]["baseline"]["step"],
+        },
+        "bigram": True,
+    }
     assert all(s["baseline_ppl"] > 1 for s in samples["samples"])
+    assert all(s["bigram_ppl"] > 1 for s in samples["samples"])
     assert 0 < samples["quality"]["distinct_1"] <= 1
     assert samples["quality"]["repetition_rate"] is not None
+    truths = samples["quality"]["held_out_text"]
+    assert truths["mean_bigram_ppl"] > 1 and truths["mean_baseline_ppl"] > 1
+    # the documents' own continuations score the same in every run's file
+    baseline = json.loads((directory / "runs/baseline/seed-0/samples.json").read_text())
+    assert baseline["quality"]["held_out_text"] == truths
     markdown = (directory / "report" / "research_report.md").read_text()
-    assert "| configuration | distinct-1 | distinct-2 | distinct-3 | repetition |" in markdown
+    assert (
+        "| configuration | distinct-1 | distinct-2 | distinct-3 | repetition | length "
+        "| bigram ppl | ppl under baseline |" in markdown
+    )
+    assert "| *documents' own continuations* |" in markdown
     data = json.loads((directory / "report" / "research_data.json").read_text())
-    assert data["results_summary"]["text_generation_quality"]["high_lr"]["distinct_2"] > 0
-    assert "same sampler seed (0) for every configuration" in markdown
+    quality = data["results_summary"]["text_generation_quality"]["high_lr"]
+    assert quality["distinct_2"] > 0 and quality["draws_per_prompt"] == 3
+    assert len(data["text_samples"]["high_lr"]["prompt_1"]["draws"]) == 3
+    assert "sampler seeds 0-2 (3 draws per prompt), the same for every configuration" in markdown
     assert "text_samples/appendix.md" in markdown
     appendix = (directory / "report" / "text_samples" / "appendix.md").read_text()
     assert appendix.count("The document's own continuation:") == 3
-    assert appendix.count("```text") == 3 * 2 + 2 + 5 * 4  # prompts, truths, 4 configs each
+    # prompts, truths, and 4 configurations' 3 draws of each of the 5 prompts
+    assert appendix.count("```text") == 5 + 3 + 4 * 5 * 3
+    assert appendix.count("high_lr, draw 3 (seed 2):") == 5
     # plain text: no repr escapes, no character cut mid-byte
     for path in (directory / "report" / "text_samples").glob("*.md"):
         text = path.read_text()

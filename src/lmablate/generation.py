@@ -12,8 +12,9 @@ masked, so only decodable tokens are ever drawn.
 
 Quality measures (Li et al. 2016 for distinct-n): distinct-1/2/3 (unique n-grams / all n-grams
 over a run's continuations), the repetition rate (share of 4-grams that repeat an earlier
-4-gram of the same continuation), the mean continuation length in tokens, and the perplexity of
-each continuation under a reference model (in a study: the baseline), a common yardstick.
+4-gram of the same continuation), the mean continuation length in tokens, and the geometric-mean
+perplexity of the continuations under common yardsticks (in a study: the training split's
+bigram count model, and the baseline's model).
 """
 
 from __future__ import annotations
@@ -299,7 +300,7 @@ def generate(
         samples.append(
             {
                 "prompt": prompt if isinstance(prompt, str) else tokenizer.decode(ids),
-                **({} if isinstance(prompt, str) else {"prompt_ids": ids}),
+                "prompt_ids": ids,
                 "generated": tokenizer.decode(ids + new_ids).rstrip("\ufffd"),
                 "generated_only": continuation_text(tokenizer, ids, new_ids),
                 "new_tokens": len(new_ids),
@@ -356,12 +357,17 @@ def continuation_perplexity(
 
 def quality(samples: list[dict[str, Any]]) -> dict[str, float | None]:
     continuations = [s["new_token_ids"] for s in samples]
-    ppl = [s["baseline_ppl"] for s in samples if s.get("baseline_ppl") is not None]
+
+    def geometric_mean(key: str) -> float | None:
+        values = [s[key] for s in samples if s.get(key) is not None]
+        return math.exp(sum(map(math.log, values)) / len(values)) if values else None
+
     return {
         "distinct_1": distinct_n(continuations, 1),
         "distinct_2": distinct_n(continuations, 2),
         "distinct_3": distinct_n(continuations, 3),
         "repetition_rate": repetition_rate(continuations),
         "mean_new_tokens": sum(map(len, continuations)) / len(continuations) if samples else None,
-        "mean_baseline_ppl": math.exp(sum(map(math.log, ppl)) / len(ppl)) if ppl else None,
+        "mean_bigram_ppl": geometric_mean("bigram_ppl"),
+        "mean_baseline_ppl": geometric_mean("baseline_ppl"),
     }

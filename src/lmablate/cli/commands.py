@@ -208,6 +208,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _why_no_efficiency_finding(findings: dict) -> str:
+    margin = findings.get("efficiency_margin") or {}
+    verdict = margin.get("verdict")
+    if verdict == "untested":
+        seeds = findings.get("seeds_per_configuration") or 0
+        return "one seed: the margin is untested" if seeds < 2 else "the margin is untested"
+    if verdict == "within uncertainty":
+        return "not beyond the seeds' uncertainty"
+    if verdict == "beyond uncertainty":
+        return "read mid-schedule"
+    return "nothing to compare"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -259,7 +272,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         + (
             findings["most_efficient_config"]
             or f"no finding (fewest FLOPs: {findings.get('lowest_flops_to_target_config')}, "
-            "not beyond the seeds' uncertainty)"
+            f"{_why_no_efficiency_finding(findings)})"
         )
     )
     print(f"report: {outcome.report / 'research_report.md'}")

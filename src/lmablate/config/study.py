@@ -133,7 +133,12 @@ class SamplesConfig(BaseModel):
     repetition_penalty: Annotated[float, Field(gt=0)] = Field(
         1.0, description="Penalty on tokens already in the text (1.0: off)."
     )
-    seed: Seed = Field(0, description="Seed of the sampler, the same for every run.")
+    seed: Seed = Field(0, description="Seed of the sampler's first draw, the same for every run.")
+    draws: Annotated[int, Field(ge=1, le=16, strict=True)] = Field(
+        3,
+        description="Continuations of each prompt, draw d with sampler seed seed + d (the "
+        "same seeds for every run); the quality measures pool every draw.",
+    )
 
 
 class Spaced(BaseModel):

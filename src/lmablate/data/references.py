@@ -36,6 +36,55 @@ SMOOTHING = {
 }
 
 
+class CountModels:
+    """The unigram and bigram count models of a training token stream, to score any
+    (context, target) pairs: the reference losses here, and text samples' fluency under a
+    yardstick that favours no configuration."""
+
+    def __init__(self, train_tokens: np.ndarray, vocab_size: int) -> None:
+        train = np.asarray(train_tokens, dtype=np.int64)
+        self.vocab_size = vocab_size
+        counts = np.bincount(train, minlength=vocab_size).astype(np.float64)
+        self.unigram = (counts + 1.0) / (len(train) + vocab_size)
+        # bigram counts as sorted pair codes v * V + w, looked up by binary search
+        self.pairs, self.pair_counts = np.unique(
+            train[:-1] * vocab_size + train[1:], return_counts=True
+        )
+        first = self.pairs // vocab_size
+        self.context_total = np.bincount(first, weights=self.pair_counts, minlength=vocab_size)
+        self.context_types = np.bincount(first, minlength=vocab_size).astype(np.float64)
+
+    def unigram_nll(self, targets: np.ndarray) -> np.ndarray:
+        return -np.log(self.unigram[np.asarray(targets, dtype=np.int64)])
+
+    def bigram_nll(self, contexts: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """Nats of each target given the token before it."""
+        contexts = np.asarray(contexts, dtype=np.int64)
+        targets = np.asarray(targets, dtype=np.int64)
+        if not len(self.pairs):  # a one-token training stream: no bigram seen
+            return self.unigram_nll(targets)
+        codes = contexts * self.vocab_size + targets
+        at = np.minimum(np.searchsorted(self.pairs, codes), len(self.pairs) - 1)
+        pair = np.where(self.pairs[at] == codes, self.pair_counts[at], 0).astype(np.float64)
+        total, types = self.context_total[contexts], self.context_types[contexts]
+        seen = total > 0
+        safe = np.where(seen, total, 1.0)
+        p_uni = self.unigram[targets]
+        p_bi = np.where(
+            seen,
+            np.maximum(pair - DISCOUNT, 0.0) / safe + DISCOUNT * types / safe * p_uni,
+            p_uni,
+        )
+        return -np.log(p_bi)
+
+    def bigram_perplexity(self, ids: list[int]) -> float | None:
+        """exp(mean bigram nats) of ``ids[1:]``, each given the token before it."""
+        if len(ids) < 2:
+            return None
+        ids_array = np.asarray(ids, dtype=np.int64)
+        return math.exp(float(self.bigram_nll(ids_array[:-1], ids_array[1:]).mean()))
+
+
 def reference_losses(
     train_tokens: np.ndarray,
     contexts: np.ndarray,
@@ -45,33 +94,11 @@ def reference_losses(
 ) -> dict[str, Any]:
     """Mean nats per target (and bits per byte) of the three count models on ``targets``, each
     predicted from the token in ``contexts`` at the same position."""
-    train = np.asarray(train_tokens, dtype=np.int64)
-    contexts = np.asarray(contexts, dtype=np.int64)
-    targets = np.asarray(targets, dtype=np.int64)
-    counts = np.bincount(train, minlength=vocab_size).astype(np.float64)
-    unigram = (counts + 1.0) / (len(train) + vocab_size)
-
-    # bigram counts as sorted pair codes v * V + w, looked up by binary search
-    pairs, pair_counts = np.unique(train[:-1] * vocab_size + train[1:], return_counts=True)
-    first = pairs // vocab_size
-    context_total = np.bincount(first, weights=pair_counts, minlength=vocab_size)
-    context_types = np.bincount(first, minlength=vocab_size).astype(np.float64)
-    codes = contexts * vocab_size + targets
-    at = np.minimum(np.searchsorted(pairs, codes), len(pairs) - 1)
-    pair = np.where(pairs[at] == codes, pair_counts[at], 0).astype(np.float64)
-    total, types = context_total[contexts], context_types[contexts]
-    seen = total > 0
-    safe = np.where(seen, total, 1.0)
-    p_uni = unigram[targets]
-    p_bi = np.where(
-        seen,
-        np.maximum(pair - DISCOUNT, 0.0) / safe + DISCOUNT * types / safe * p_uni,
-        p_uni,
-    )
+    models = CountModels(train_tokens, vocab_size)
     nats = {
         "uniform": math.log(vocab_size),
-        "unigram": float(-np.log(p_uni).mean()),
-        "bigram": float(-np.log(p_bi).mean()),
+        "unigram": float(models.unigram_nll(targets).mean()),
+        "bigram": float(models.bigram_nll(contexts, targets).mean()),
     }
     scale = len(targets) / (math.log(2) * n_bytes)
     return {

@@ -12,6 +12,7 @@ from typing import Any
 from lmablate.analysis.findings import FLOPS_CONVENTION, Analysis
 from lmablate.analysis.rundata import StudyData
 from lmablate.analysis.stats import ALPHA, CONFIDENCE
+from lmablate.report.format import by_prompt
 from lmablate.report.methods import resolved_settings
 from lmablate.version import __version__
 
@@ -392,9 +393,11 @@ def _generation_quality(study: StudyData, variant: str) -> dict[str, Any]:
     if run is None:
         return {"num_samples": 0, "sample_prompts": [], "generation_success": False}
     samples = run.samples["samples"]
+    prompts = by_prompt(samples)
     return {
         "num_samples": len(samples),
-        "sample_prompts": [f"prompt_{i + 1}" for i in range(len(samples))],
+        "sample_prompts": [f"prompt_{i + 1}" for i in range(len(prompts))],
+        "draws_per_prompt": max(map(len, prompts)),
         "generation_success": True,
         **(run.samples.get("quality") or {}),
         "mean_new_tokens": sum(s["new_tokens"] for s in samples) / len(samples),
@@ -405,16 +408,18 @@ def _generation_quality(study: StudyData, variant: str) -> dict[str, Any]:
 
 
 def _samples_by_prompt(study: StudyData, variant: str) -> dict[str, Any]:
+    """Per prompt: the first draw's fields, and every draw's continuation under "draws"."""
     run = next((r for r in study.runs_of(variant) if r.samples), None)
     if run is None:
         return {}
     return {
         f"prompt_{i + 1}": {
-            k: s[k]
+            k: draws[0][k]
             for k in ("prompt", "generated", "generated_only", "source", "reference")
-            if k in s
+            if k in draws[0]
         }
-        for i, s in enumerate(run.samples["samples"])
+        | {"draws": [s["generated_only"] for s in draws]}
+        for i, draws in enumerate(by_prompt(run.samples["samples"]))
     }
 
 

@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from lmablate.analysis.findings import Analysis
 from lmablate.analysis.rundata import RunData, StudyData, eval_curve
-from lmablate.analysis.validity import INDICATIVE
+from lmablate.analysis.validity import INDICATIVE, OVERFIT_GAP
 from lmablate.config.run import TrainConfig
 from lmablate.optim.schedules import lr_at
 from lmablate.report.format import plain
@@ -286,10 +286,12 @@ def draw_schedules(study: StudyData, styles, out: Path) -> dict[str, dict[str, A
     if len(groups) < 2:
         return {}
     fig, (ax,) = _figure(TEXT, 1, 0)
+    # one style per curve (a configuration's own colour would repeat past eight of them)
+    curve_styles = _styles([same[0] for same in groups.values()])
     for same in groups.values():
-        variant, cfg = same[0], configs[same[0]]
+        cfg = configs[same[0]]
         steps = np.arange(cfg.max_steps)
-        style = styles[variant]
+        style = curve_styles[same[0]]
         ax.plot(
             steps + 1,
             [lr_at(int(s), cfg) for s in steps],
@@ -614,8 +616,33 @@ def _final_performance(analysis: Analysis, variants: list[str], styles, out: Pat
         loc="best",
         frameon=False,
     )  # fmt: skip
+    if _bpb_is_rescaled_loss(table, variants):
+        # one tokenizer and the same scored bytes: bpb is loss times a constant, so panel (b)
+        # shows what panel (a) cannot, the generalization gap against the overfitting threshold
+        gaps = [
+            None if None in (table[v]["eval_loss"], table[v]["train_loss"])
+            else table[v]["eval_loss"] - table[v]["train_loss"]
+            for v in variants
+        ]  # fmt: skip
+        _dots(bpb_ax, variants, gaps, [None] * len(variants), styles)
+        bpb_ax.axhline(
+            OVERFIT_GAP, color="0.5", linestyle="--", linewidth=0.8,
+            label=f"overfitting threshold ({OVERFIT_GAP:g} nats)",
+        )  # fmt: skip
+        bpb_ax.legend(loc="best", frameon=False)
+        bpb_ax.set(title="(b) Generalization gap (validation - training)", ylabel="nats/token")
+        second = "the generalization gap (bits per byte are the loss rescaled here: one tokenizer)"
+    else:
+        _dots(
+            bpb_ax,
+            variants,
+            [table[v]["val_bpb"] for v in variants],
+            [intervals[v].get("val_bpb") for v in variants],
+            styles,
+        )
+        bpb_ax.set(title="(b) Validation bits per byte", ylabel="bits/byte")
+        second = "bits per byte"
     for ax, key, title, unit in (
-        (bpb_ax, "val_bpb", "(b) Validation bits per byte", "bits/byte"),
         (acc_ax, "accuracy", "(c) Next-token accuracy", "fraction of targets"),
         (top5_ax, "top5_accuracy", "(d) Top-5 accuracy", "fraction of targets (top-5)"),
     ):
@@ -630,10 +657,21 @@ def _final_performance(analysis: Analysis, variants: list[str], styles, out: Pat
     return _finish(
         fig,
         out / "final_performance_comparison.png",
-        "Final validation loss (with training loss), bits per byte, accuracy and top-5 "
+        f"Final validation loss (with training loss), {second}, accuracy and top-5 "
         "accuracy per configuration; error bars are the seeds' 95% intervals where there are "
         "several seeds",
     )
+
+
+def _bpb_is_rescaled_loss(table: dict[str, dict[str, Any]], variants: list[str]) -> bool:
+    """True when every configuration's bits per byte is its loss times one constant (the same
+    tokenizer scoring the same bytes), so a bpb panel would repeat the loss panel."""
+    ratios = [
+        table[v]["val_bpb"] / table[v]["eval_loss"]
+        for v in variants
+        if table[v].get("val_bpb") and table[v].get("eval_loss")
+    ]
+    return len(ratios) == len(variants) and max(ratios) - min(ratios) <= 1e-6 * max(ratios)
 
 
 def _efficiency(study: StudyData, analysis: Analysis, variants: list[str], styles, out: Path):
@@ -736,7 +774,7 @@ def _equal_budgets(analysis: Analysis, styles, out: Path):
         return {}
     matched = analysis.budget.get("match")
     fig, (ax,) = _figure(TEXT, 1, 0)
-    fig.set_size_inches(TEXT, 2.0)
+    fig.set_size_inches(TEXT, 2.6)
     kinds = [b for b in ("tokens", "flops", "time_s") if b in budgets]
     titles = {"tokens": "equal tokens", "flops": "equal FLOPs", "time_s": "equal time"}
     fills = {"tokens": "o", "flops": "s", "time_s": "^"}
@@ -755,7 +793,7 @@ def _equal_budgets(analysis: Analysis, styles, out: Path):
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set(
         title="Validation loss at the budget every configuration reached",
-        ylabel="val loss at equal budget (nats/token)",
+        ylabel=VAL_LOSS,
     )
     ax.legend(loc="best", frameon=False)
     return _finish(

@@ -92,3 +92,20 @@ def prompt_blocks(sample: dict, heading: str = "Prompt:") -> list[str]:
     if sample.get("reference") is not None:
         out += ["The document's own continuation:", "", *code_block(sample["reference"])]
     return out
+
+
+def by_prompt(samples: list[dict]) -> list[list[dict]]:
+    """A run's samples grouped by prompt, in prompt order, each group in draw order (files
+    written before draws existed hold one sample per prompt)."""
+    groups: dict[int, list[dict]] = {}
+    for position, sample in enumerate(samples):
+        groups.setdefault(sample.get("prompt_index", position), []).append(sample)
+    return [sorted(group, key=lambda s: s.get("draw", 0)) for _, group in sorted(groups.items())]
+
+
+def seeds_text(settings: dict) -> str:
+    """'sampler seed 0' or 'sampler seeds 0-2 (3 draws per prompt)'."""
+    seed, draws = settings["seed"], settings.get("draws", 1)
+    if draws == 1:
+        return f"sampler seed {seed}"
+    return f"sampler seeds {seed}-{seed + draws - 1} ({draws} draws per prompt)"

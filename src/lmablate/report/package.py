@@ -18,7 +18,13 @@ from lmablate.analysis.findings import AGGREGATED, Analysis, analyze
 from lmablate.analysis.rundata import RunData, StudyData, load_study_dir
 from lmablate.report.data import json_safe, research_data
 from lmablate.report.figures import draw_all
-from lmablate.report.format import INVALID_BYTES, code_block, prompt_blocks
+from lmablate.report.format import (
+    INVALID_BYTES,
+    by_prompt,
+    code_block,
+    prompt_blocks,
+    seeds_text,
+)
 from lmablate.report.latex import write_paper
 from lmablate.report.markdown import markdown_report
 from lmablate.report.methods import methods_paragraph
@@ -160,9 +166,9 @@ def write_samples(study: StudyData, out: Path) -> None:
         lines = [f"# Text samples: {variant}", ""]
         for run in runs:
             lines += [f"## seed {run.seed}", "", _settings_line(run.samples), ""]
-            for sample in run.samples["samples"]:
-                lines += prompt_blocks(sample)
-                lines += [f"{variant}:", *code_block(sample["generated_only"])]
+            for draws in by_prompt(run.samples["samples"]):
+                lines += prompt_blocks(draws[0])
+                lines += _draw_blocks(variant, draws)
         (out / f"{variant}.md").write_text("\n".join(lines))
     if not first:
         return
@@ -171,27 +177,42 @@ def write_samples(study: StudyData, out: Path) -> None:
         "# Appendix: text samples",
         "",
         _settings_line(reference),
-        "Every configuration samples with the same sampler seed, from its first seed's final "
+        "Every configuration samples with the same sampler seeds, from its first seed's final "
         "weights. Prompts from held-out validation documents are shown with the document's "
         f"own continuation. Bytes that do not decode as UTF-8 show as {INVALID_BYTES}.",
         "",
     ]
-    for i, sample in enumerate(reference["samples"]):
-        source = sample.get("source", "fixed prompt")
-        lines += [f"## Prompt {i + 1} ({source})", "", *prompt_blocks(sample)]
+    for i, draws in enumerate(by_prompt(reference["samples"])):
+        source = draws[0].get("source", "fixed prompt")
+        lines += [f"## Prompt {i + 1} ({source})", "", *prompt_blocks(draws[0])]
         for variant, run in first.items():
             # matched by prompt, not position: a stale samples.json may hold other prompts
-            same = [s for s in run.samples["samples"] if s["prompt"] == sample["prompt"]]
-            text = same[0]["generated_only"] if same else "(no continuation of this prompt)"
-            lines += [f"{variant}:", *code_block(text)]
+            same = [
+                g for g in by_prompt(run.samples["samples"]) if g[0]["prompt"] == draws[0]["prompt"]
+            ]
+            if same:
+                lines += _draw_blocks(variant, same[0])
+            else:
+                lines += [f"{variant}:", *code_block("(no continuation of this prompt)")]
     (out / "appendix.md").write_text("\n".join(lines))
+
+
+def _draw_blocks(variant: str, draws: list[dict[str, Any]]) -> list[str]:
+    """One configuration's continuations of one prompt, a block per draw."""
+    if len(draws) == 1:
+        return [f"{variant}:", *code_block(draws[0]["generated_only"])]
+    out: list[str] = []
+    for sample in draws:
+        label = f"{variant}, draw {sample.get('draw', 0) + 1} (seed {sample.get('seed')}):"
+        out += [label, *code_block(sample["generated_only"])]
+    return out
 
 
 def _settings_line(samples: dict[str, Any]) -> str:
     settings = samples["settings"]
     return (
         f"{settings['max_new_tokens']} new tokens, temperature {settings['temperature']}, "
-        f"top-k {settings['top_k']}, sampler seed {settings['seed']}; weights of step "
+        f"top-k {settings['top_k']}, {seeds_text(settings)}; weights of step "
         f"{samples['step']}."
     )
 

@@ -24,6 +24,7 @@ from lmablate.report.format import (
     pm,
     prompt_blocks,
     sci,
+    seeds_text,
     setting,
     without_empty_columns,
 )
@@ -393,50 +394,66 @@ def text_generation_section(
             else ""
         )
         + f": {settings['max_new_tokens']} new tokens, temperature {settings['temperature']}, "
-        f"with the same sampler seed ({settings['seed']}) for every configuration, from its "
-        "first seed's final weights. All continuations, side by side: "
+        f"{seeds_text(settings)}, the same for every configuration, from its first seed's "
+        "final weights. All continuations, side by side: "
         "[`text_samples/appendix.md`](text_samples/appendix.md).",
         "",
     ]
     out += _quality_table(data, analysis)
     example = next(iter(prompts.values()))
     out += prompt_blocks(example, f"**Example** ({example.get('source', 'fixed prompt')}). Prompt:")
+    drawn = " (first draw)" if settings.get("draws", 1) > 1 else ""
     for variant in study.compared:
         same = [s for s in samples.get(variant, {}).values() if s["prompt"] == example["prompt"]]
         if same:  # matched by prompt: a stale samples.json may hold other prompts
-            out += [f"{variant}:", "", *code_block(same[0]["generated_only"])]
+            out += [f"{variant}{drawn}:", "", *code_block(same[0]["generated_only"])]
     return out
 
 
 def _quality_table(data: dict[str, Any], analysis: Analysis) -> list[str]:
     quality = data["results_summary"]["text_generation_quality"]
-    rows = []
-    for variant, q in quality.items():
-        if not q["generation_success"]:
-            continue
-        rows.append(
-            [
-                variant,
-                fmt(q.get("distinct_1"), ".3f"),
-                fmt(q.get("distinct_2"), ".3f"),
-                fmt(q.get("distinct_3"), ".3f"),
-                fmt(q.get("repetition_rate"), ".3f"),
-                fmt(q.get("mean_new_tokens"), ".1f"),
-                fmt(q.get("mean_baseline_ppl"), ".1f"),
-                fmt(analysis.per_variant[variant]["val_bpb"]),
-            ]
-        )
-    yardstick = next((q.get("yardstick") for q in quality.values() if q.get("yardstick")), None)
-    note = (
-        f"Perplexity under the baseline: each continuation scored by {yardstick['run']} "
-        f"(weights of step {yardstick['step']}); geometric mean over prompts."
-        if yardstick
-        else "No complete baseline run, so continuations are not scored."
-    )
+
+    def measures(q: dict[str, Any]) -> list[str]:
+        return [
+            fmt(q.get("distinct_1"), ".3f"),
+            fmt(q.get("distinct_2"), ".3f"),
+            fmt(q.get("distinct_3"), ".3f"),
+            fmt(q.get("repetition_rate"), ".3f"),
+            fmt(q.get("mean_new_tokens"), ".1f"),
+            fmt(q.get("mean_bigram_ppl"), ".1f"),
+            fmt(q.get("mean_baseline_ppl"), ".1f"),
+        ]
+
+    rows = [
+        [variant, *measures(q), fmt(analysis.per_variant[variant]["val_bpb"])]
+        for variant, q in quality.items()
+        if q["generation_success"]
+    ]
+    scored = [q for q in quality.values() if q["generation_success"]]
+    held_out = next((q["held_out_text"] for q in scored if q.get("held_out_text")), None)
+    if held_out:
+        rows.append(["*documents' own continuations*", *measures(held_out), "-"])
+    yardstick = next((q.get("yardstick") for q in scored if q.get("yardstick")), None) or {}
+    baseline = yardstick.get("baseline") or (yardstick if "run" in yardstick else None)
+    notes = [
+        "Bigram ppl: each continuation scored by the training split's bigram count model (the "
+        "bigram reference loss's), a yardstick that favours no configuration; lower is more "
+        "locally fluent, and very low with high repetition is a loop."
+        if yardstick.get("bigram")
+        else "Bigram ppl: not scored.",
+        f"Ppl under baseline: scored by {baseline['run']} (weights of step {baseline['step']}), "
+        "which favours text like the baseline's own."
+        if baseline
+        else "No complete baseline run, so continuations are not scored under it.",
+        "Both are geometric means over prompts and draws"
+        + (
+            "; the last row scores the held-out documents' true continuations." if held_out else "."
+        ),
+    ]
     return [
         "Text quality per configuration: distinct-n = unique n-grams / all n-grams of the "
         "continuations (higher: more varied); repetition = share of 4-grams repeating an "
-        "earlier 4-gram of the same continuation; length in tokens. " + note,
+        "earlier 4-gram of the same continuation; length in tokens. " + " ".join(notes),
         "",
         *md_table(
             [
@@ -446,6 +463,7 @@ def _quality_table(data: dict[str, Any], analysis: Analysis) -> list[str]:
                 "distinct-3",
                 "repetition",
                 "length",
+                "bigram ppl",
                 "ppl under baseline",
                 "val bpb",
             ],

@@ -328,8 +328,9 @@ def validity_section(analysis: Analysis) -> list[str]:
         out += [
             f"**{leak['val_documents_in_training']}** of {docs['val']} validation documents "
             f"appear in the {docs['train']} training documents ({leak['method']}); "
-            f"{leak['duplicates_removed']} exact repeats were removed from the corpus "
-            "before the split."
+            f"{leak['duplicates_removed']} exact "
+            f"{'repeat was' if leak['duplicates_removed'] == 1 else 'repeats were'} removed "
+            "from the corpus before the split."
             + (
                 f" **{leak['test_documents_in_training_or_validation']}** of the "
                 f"{docs['test']} test documents appear in training or validation."

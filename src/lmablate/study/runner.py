@@ -22,6 +22,7 @@ import yaml
 from lmablate.config.keys import with_defaults
 from lmablate.config.study import Study, StudyRun
 from lmablate.data import prepare
+from lmablate.data.references import CountModels
 from lmablate.errors import LmablateError
 from lmablate.hardware import resolve_device
 from lmablate.locks import exclusive
@@ -242,7 +243,8 @@ def _run_study(
     if not outcome.interrupted:
         try:
             with deferred_interrupts():
-                score_samples(directory, study.runs, device, log)
+                counts = CountModels(data.train_tokens, data.tokenizer.vocab_size)
+                score_samples(directory, study.runs, device, log, counts)
         except KeyboardInterrupt:
             outcome.interrupted = True
         except Exception as exc:  # the runs stand; the report says the scores are missing

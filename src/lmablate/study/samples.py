@@ -1,12 +1,18 @@
 """Text samples of a study's runs: every finished run continues the study's prompts
-(``samples.json``), then every continuation is scored under the baseline's model (a common
-yardstick) and measured for repetition and diversity.
+(``samples.json``), then every continuation is scored and measured for repetition and diversity.
 
 The prompts are, by default, the openings of held-out validation documents (the first
 ``samples.prompt_tokens`` tokens of the first ``samples.documents`` documents long enough to
 have a continuation), chosen once per study from the validation tokens and written to
 ``DIR/sample_prompts.json`` with each document's true continuation; fixed ``samples.prompts``
-follow them. Every run samples with the same sampler seed.
+follow them. Each prompt is continued ``samples.draws`` times, draw d with sampler seed
+``samples.seed + d``: the same seeds for every run, and more than one draw, so no configuration
+is judged by one lucky sample.
+
+Two yardsticks score every continuation: the training split's bigram count model (the
+reference-loss bigram; it favours no configuration, and the documents' own continuations are
+scored by it too, for scale) and the baseline's model (which favours text like its own, so it
+is shown second).
 
 A sample that fails never fails its run: the run stands, and the report says what is missing.
 """
@@ -23,7 +29,9 @@ from typing import Any
 import numpy as np
 from torch import device as torch_device
 
+from lmablate.config.run import SEED_MAX
 from lmablate.config.study import SamplesConfig, Study, StudyRun
+from lmablate.data.references import CountModels
 from lmablate.data.tokenizers import Tokenizer
 from lmablate.generation import (
     Sampling,
@@ -91,10 +99,15 @@ def write_prompts(
         write_json_atomic(path, record)
 
 
+def _held_out_prompts(directory: Path) -> list[dict[str, Any]]:
+    """The study's held-out prompts (DIR/sample_prompts.json)."""
+    path = directory / PROMPTS_FILE
+    return json.loads(path.read_text())["prompts"] if path.is_file() else []
+
+
 def _held_out(run_dir: Path) -> list[dict[str, Any]]:
     """The study's held-out prompts for a run at DIR/runs/VARIANT/seed-K."""
-    path = run_dir.parents[2] / PROMPTS_FILE
-    return json.loads(path.read_text())["prompts"] if path.is_file() else []
+    return _held_out_prompts(run_dir.parents[2])
 
 
 def write_samples(run_dir: Path, study: Study, device: str) -> None:
@@ -112,38 +125,67 @@ def write_samples(run_dir: Path, study: Study, device: str) -> None:
     if not prompts:
         return
     model, tokenizer, cfg, step = load_run(run_dir, device)
-    sampling = Sampling(**{k: v for k, v in settings.items() if k in Sampling.__dataclass_fields__})
+    options = {k: v for k, v in settings.items() if k in Sampling.__dataclass_fields__}
     precision = resolve_precision(cfg.train.precision, torch_device(device))
-    samples = generate(
-        model,
-        tokenizer,
-        prompts,
-        sampling,
-        context=cfg.train.seq_len,
-        precision=precision,
-    )
-    for sample, source in zip(samples, held_out, strict=False):
-        sample["source"] = f"validation document {source['document']}"
-        sample["reference"] = source["reference"]
+    samples = []
+    for draw in range(settings["draws"]):
+        seed = (settings["seed"] + draw) % (SEED_MAX + 1)
+        drawn = generate(
+            model,
+            tokenizer,
+            prompts,
+            Sampling(**(options | {"seed": seed})),
+            context=cfg.train.seq_len,
+            precision=precision,
+        )
+        for index, sample in enumerate(drawn):
+            sample |= {"prompt_index": index, "draw": draw, "seed": seed}
+            if index < len(held_out):
+                sample["source"] = f"validation document {held_out[index]['document']}"
+                sample["reference"] = held_out[index]["reference"]
+        samples += drawn
     write_json_atomic(path, {"settings": settings, "step": step, "samples": samples})
 
 
 def score_samples(
-    directory: Path, runs: list[StudyRun], device: str, log: Callable[[str], None]
+    directory: Path,
+    runs: list[StudyRun],
+    device: str,
+    log: Callable[[str], None],
+    counts: CountModels | None = None,
 ) -> None:
-    """Perplexity of every run's continuations under the baseline (a common yardstick), and
-    each run's text-quality measures, written into its samples.json."""
+    """Score every run's continuations under the training split's bigram (``counts``) and
+    under the baseline's model, and write each run's text-quality measures (with those of the
+    documents' own continuations, for scale) into its samples.json."""
     baselines = [
         r
         for r in runs
         if r.variant == "baseline"
         and (read_summary(directory / r.path) or {}).get("status") == "complete"
     ]
-    yardstick = None
+    baseline = None
     if baselines:
-        reference = directory / baselines[0].path
-        model, tokenizer, cfg, step = load_run(reference, device)
-        yardstick = {"run": baselines[0].path, "step": step}
+        model, tokenizer, cfg, step = load_run(directory / baselines[0].path, device)
+        baseline = {"run": baselines[0].path, "step": step}
+    yardstick = {"baseline": baseline, "bigram": counts is not None}
+
+    def scored(prompt: list[int] | str, new_ids: list[int]) -> dict[str, float | None]:
+        last = prompt[-1:] if isinstance(prompt, list) else []  # samples before ids were kept
+        return {
+            "bigram_ppl": counts.bigram_perplexity(last + new_ids)
+            if counts is not None and last
+            else None,
+            "baseline_ppl": continuation_perplexity(
+                model, tokenizer, prompt, new_ids, cfg.train.seq_len
+            )
+            if baseline
+            else None,
+        }
+
+    held_out = [
+        {"new_token_ids": p["reference_ids"], **scored(p["prompt_ids"], p["reference_ids"])}
+        for p in _held_out_prompts(directory)
+    ]
     for run in runs:
         path = directory / run.path / "samples.json"
         if not path.is_file():
@@ -152,21 +194,13 @@ def score_samples(
         if record.get("yardstick") == yardstick and "quality" in record:
             continue
         for sample in record["samples"]:
-            sample["baseline_ppl"] = (
-                continuation_perplexity(
-                    model,
-                    tokenizer,
-                    sample.get("prompt_ids") or sample["prompt"],
-                    sample["new_token_ids"],
-                    cfg.train.seq_len,
-                )
-                if yardstick
-                else None
-            )
+            sample |= scored(sample.get("prompt_ids") or sample["prompt"], sample["new_token_ids"])
         record["yardstick"] = yardstick
         record["quality"] = quality(record["samples"])
+        if held_out:
+            record["quality"]["held_out_text"] = quality(held_out)
         write_json_atomic(path, record)
-    if yardstick is None:
+    if baseline is None:
         log("no complete baseline run: continuations are not scored under the baseline")
 
 
