@@ -290,11 +290,23 @@ def test_a_margin_within_the_seeds_interval_is_not_a_finding(tmp_path):
 # ----------------------------------------------------------------------- matched budgets
 
 
-@pytest.mark.parametrize("match", ["flops", "tokens", None])
-def test_the_equal_budget_reading_is_labelled_by_what_the_study_matched(tmp_path, match):
+@pytest.mark.parametrize(
+    "match, b_tokens, end_of_schedule",
+    [
+        ("flops", 2000, {"flops", "tokens"}),
+        ("tokens", 2000, {"flops", "tokens"}),
+        # not matched, but both runs end at the same tokens and FLOPs: still their ends
+        (None, 2000, {"flops", "tokens"}),
+        # b trains longer: a reading at the baseline's budget is mid-schedule for b
+        (None, 3000, set()),
+    ],
+)
+def test_the_equal_budget_reading_is_labelled_by_where_the_runs_end(
+    tmp_path, match, b_tokens, end_of_schedule
+):
     write_study(tmp_path, {"b": {"learning_rate": 0.002}})
     write_run(tmp_path, "baseline", 0, line(8.0, 3.0, 2000))
-    write_run(tmp_path, "b", 0, line(8.0, 2.9, 2000))
+    write_run(tmp_path, "b", 0, line(8.0, 2.9, b_tokens))
     if match:
         _with_budget(
             tmp_path,
@@ -308,8 +320,8 @@ def test_the_equal_budget_reading_is_labelled_by_what_the_study_matched(tmp_path
     analysis = analyze(load_study_dir(tmp_path))
     readings = {b: row["reading"] for b, row in analysis.equal_budgets.items()}
     matched = "end of schedule (matched budgets)"
-    assert readings["flops"] == (matched if match == "flops" else "indicative")
-    assert readings["tokens"] == (matched if match == "tokens" else "indicative")
+    for budget in ("flops", "tokens"):
+        assert readings[budget] == (matched if budget in end_of_schedule else "indicative")
     assert readings["time_s"] == "indicative"
 
     from lmablate.report.results import key_findings, results_tables
@@ -318,16 +330,26 @@ def test_the_equal_budget_reading_is_labelled_by_what_the_study_matched(tmp_path
     findings = "\n".join(key_findings(analysis, 1))
     tables = "\n".join(results_tables(analysis))
     section = "\n".join(equal_budget_section(analysis))
-    if match == "flops":
+    if "flops" in end_of_schedule:
         assert "end of schedule (matched budgets): budgets matched on FLOPs" in findings
         assert "val loss at equal FLOPs (end of schedule)" in tables
         assert "FLOPs; end of schedule (matched budgets))" in section
+        assert "tokens; end of schedule (matched budgets))" in section
         assert "mid-schedule, indicative" not in findings + tables + section
     else:
         assert "so indicative" in findings and "(indicative)" in tables
-        assert "FLOPs; indicative)" in section
-    if match == "tokens":
-        assert "tokens; end of schedule (matched budgets))" in section
+        assert "FLOPs; indicative)" in section and "tokens; indicative)" in section
+
+    from lmablate.report import figures
+
+    caption = figures._equal_budgets(analysis, figures._styles(["baseline", "b"]), tmp_path)[
+        "equal_budget_comparison.png"
+    ]["description"]
+    if end_of_schedule:
+        assert "the token and FLOP budgets are read at the end of every schedule" in caption
+        assert caption.endswith("the others mid-schedule for the longer runs (indicative)")
+    else:
+        assert caption.endswith("read mid-schedule for the longer runs, so indicative")
 
 
 # ---------------------------------------------------------------------------- overfitting

@@ -97,10 +97,17 @@ END_OF_SCHEDULE = "end of schedule (matched budgets)"
 INDICATIVE = "indicative"
 
 
-def budget_reading(budget: str, matched: str | None) -> str:
+def budget_reading(budget: str, matched: str | None, finals: list[float]) -> str:
     """How a reading at the budget every run reached is taken: at the end of every schedule
-    when the study matched budgets on that quantity, mid-schedule (indicative) otherwise."""
-    return END_OF_SCHEDULE if matched is not None and budget == matched else INDICATIVE
+    when the study matched budgets on that quantity, or when every run ended at the same count
+    of it (tokens and FLOPs are exact counts: runs of one model and token budget end at the same
+    FLOPs whatever was matched); mid-schedule (indicative) otherwise. Training seconds never
+    come out equal, so a reading at equal time is always indicative."""
+    if matched is not None and budget == matched:
+        return END_OF_SCHEDULE
+    if budget != "time_s" and max(finals) <= min(finals) * (1 + 1e-9):
+        return END_OF_SCHEDULE
+    return INDICATIVE
 
 
 def _complete(study: StudyData, variant: str):
@@ -127,7 +134,9 @@ def equal_budgets(study: StudyData) -> dict[str, Any]:
         ranking = sorted((v for v in losses if losses[v] is not None), key=lambda v: losses[v])
         out[budget] = {
             "label": label,
-            "reading": budget_reading(budget, (study.study.get("budget") or {}).get("match")),
+            "reading": budget_reading(
+                budget, (study.study.get("budget") or {}).get("match"), finals
+            ),
             "matched_budget": matched,
             "val_loss": losses,
             "ranking": ranking,

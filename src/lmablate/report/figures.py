@@ -772,7 +772,6 @@ def _equal_budgets(analysis: Analysis, styles, out: Path):
     names = [v for v, _ in analysis.ranking]
     if not budgets or not names:
         return {}
-    matched = analysis.budget.get("match")
     fig, (ax,) = _figure(TEXT, 1, 0)
     fig.set_size_inches(TEXT, 2.6)
     kinds = [b for b in ("tokens", "flops", "time_s") if b in budgets]
@@ -796,15 +795,22 @@ def _equal_budgets(analysis: Analysis, styles, out: Path):
         ylabel=VAL_LOSS,
     )
     ax.legend(loc="best", frameon=False)
+    ends = [
+        units[b].removesuffix("s") if b != "time_s" else "time"
+        for b in kinds
+        if budgets[b].get("reading", INDICATIVE) != INDICATIVE
+    ]
+    others = len(ends) < len(kinds)
     return _finish(
         fig,
         out / "equal_budget_comparison.png",
         "Each configuration's validation loss at the largest token, FLOP and time budget every "
         "configuration reached; "
         + (
-            f"the {titles[matched].removeprefix('equal ')} budget is read at the end of every "
-            "schedule (matched budgets), the others mid-schedule for the longer runs (indicative)"
-            if matched
+            f"the {' and '.join(ends)} budget{'s are' if len(ends) > 1 else ' is'} read at the "
+            "end of every schedule (matched budgets)"
+            + (", the others mid-schedule for the longer runs (indicative)" if others else "")
+            if ends
             else "read mid-schedule for the longer runs, so indicative"
         ),
     )
