@@ -331,7 +331,11 @@ def test_the_equal_budget_reading_is_labelled_by_where_the_runs_end(
     tables = "\n".join(results_tables(analysis))
     section = "\n".join(equal_budget_section(analysis))
     if "flops" in end_of_schedule:
-        assert "end of schedule (matched budgets): budgets matched on FLOPs" in findings
+        assert (
+            "end of schedule (matched budgets): "
+            + ("budgets matched on FLOPs" if match == "flops" else "every compared run ends at")
+            in findings
+        )
         assert "val loss at equal FLOPs (end of schedule)" in tables
         assert "FLOPs; end of schedule (matched budgets))" in section
         assert "tokens; end of schedule (matched budgets))" in section

@@ -505,6 +505,34 @@ def test_a_known_compute_multiplier_is_recovered(tmp_path):
     assert set(out["multipliers"]) == {"better", "far"}  # the rungs are the reference
 
 
+def test_a_tuned_study_converts_each_configuration_at_its_tuned_choice(tmp_path):
+    """At its written learning rate "muon" only matches the baseline (1x); its tuned choice
+    reaches the baseline's 2x loss at 1x compute. The multiplier is the choice's, named so."""
+    from lmablate.report.format import represented
+    from lmablate.report.sections import scaling_section
+
+    choice = "muon,learning_rate=0.01"
+    study = ladder_study(
+        tmp_path, {"muon": [law(1.0) + 0.05] * 3, choice: [law(2.0)] * 3}, variant_compute=1.0
+    )
+    out = compute_multipliers(study, per_run(study), {"muon": choice, "baseline": "baseline"})
+    muon = out["multipliers"]["muon"]
+    assert muon["run"] == choice and muon["multiplier"] == pytest.approx(2.0, rel=1e-3)
+    assert out["tuned"] and out["ladder_is_baseline_choice"]
+    untuned = compute_multipliers(study, per_run(study))["multipliers"]["muon"]
+    assert untuned["run"] == "muon" and untuned["multiplier"] < 1.0
+
+    assert represented("muon", choice) == "muon (learning_rate=0.01)"
+    assert represented("baseline", "learning_rate=0.01") == "baseline (learning_rate=0.01)"
+    assert represented("muon", "muon") == "muon"
+    text = "\n".join(scaling_section(SimpleNamespace(scaling=out)))
+    assert "| muon (learning_rate=0.01) |" in text and "tuned choice" in text
+    assert "untuned curve" not in text
+    out = compute_multipliers(study, per_run(study), {"muon": choice, "baseline": "budget=2x"})
+    assert not out["ladder_is_baseline_choice"]
+    assert "untuned curve" in "\n".join(scaling_section(SimpleNamespace(scaling=out)))
+
+
 def test_one_seed_multipliers_take_their_interval_from_the_fit(tmp_path):
     rng = np.random.default_rng(1)
     study = ladder_study(tmp_path, {"half": [law(0.5)]}, variant_compute=1.0)

@@ -403,6 +403,8 @@ def analyze(study: StudyData) -> Analysis:
         "verdicts": {c.variant: c.verdict for c in comparisons},
         "incomplete": [v for v, e in per_variant.items() if e["n_complete"] < e["n_seeds"]],
     }
+    tuning = tuned_comparison(study)
+    choices = {c: row["chosen"] for c, row in tuning.get("configurations", {}).items()}
     return Analysis(
         per_run,
         per_variant,
@@ -419,8 +421,10 @@ def analyze(study: StudyData) -> Analysis:
         confounds=confounds(study, per_variant),
         study_threats=study_threats(study),
         budget=study.study.get("budget") or {},
-        scaling=compute_multipliers(study, per_run),
-        tuning=tuned_comparison(study),
+        scaling=compute_multipliers(
+            study, per_run, {c: run for c, run in choices.items() if run is not None}
+        ),
+        tuning=tuning,
         sensitivity=lr_sensitivity(study),
         sweep_edges=sweep_edges(study, per_variant, floor),
         document_intervals=document_intervals(study),

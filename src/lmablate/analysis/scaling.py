@@ -45,6 +45,12 @@ Whatever the verdict, each configuration also gets an **interpolation between ru
 baseline compute at which the ladder's seed-mean losses, joined linearly in log compute and
 ordered by compute, first reach its loss; only inside the ladder's range (outside it, "beyond the
 ladder"). It assumes no law, and is what the report shows when the law does not hold.
+
+**In a tuned study** each configuration is converted at its tuned choice (``choices``: the
+candidate run with the lowest mean validation loss, as the tuned comparison picks it), not at
+its written settings, so a multiplier answers "what is this change worth once both sides are
+tuned". The ladder is the baseline at its written settings; when the baseline's own choice is
+another candidate, ``ladder_is_baseline_choice`` is False and the report says so.
 """
 
 from __future__ import annotations
@@ -265,8 +271,12 @@ def _interval(
     return low, high, source + ", 2.5-97.5 percentiles (draws below their floor count as +inf)"
 
 
-def compute_multipliers(study: StudyData, per_run: list[dict[str, Any]]) -> dict[str, Any]:
-    """The ladder's fit and every other configuration's multiplier; {} without a ladder."""
+def compute_multipliers(
+    study: StudyData, per_run: list[dict[str, Any]], choices: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The ladder's fit and every other configuration's multiplier; {} without a ladder.
+    ``choices``: in a tuned study, the run (candidate) that represents each configuration."""
+    choices = choices or {}
     rungs: dict[str, float] = (study.study.get("budget") or {}).get("ladder_variants") or {}
     if not rungs:
         return {}
@@ -301,8 +311,10 @@ def compute_multipliers(study: StudyData, per_run: list[dict[str, Any]]) -> dict
     curve = [(s["relative_compute"], s["val_loss"]) for s in steps]
     base_loss = next(s["val_loss"] for s in steps if s["variant"] == "baseline")
     variants = {}
+    runs = {}
     for variant in study.compared:  # not the rungs, nor a tuned study's candidates
-        rows = [m for m in complete if m["variant"] == variant]
+        runs[variant] = choices.get(variant, variant)
+        rows = [m for m in complete if m["variant"] == runs[variant]]
         if variant != "baseline" and rows:
             variants[variant] = rows
     effects = {
@@ -320,6 +332,8 @@ def compute_multipliers(study: StudyData, per_run: list[dict[str, Any]]) -> dict
         "ladder_range": span,
         "ladder": steps,
         "ladder_monotone": all(a[1] > b[1] for a, b in pairwise(curve)),
+        "tuned": bool(choices),
+        "ladder_is_baseline_choice": choices.get("baseline", "baseline") == "baseline",
         "multipliers": {},
     }
     rng = np.random.default_rng(0)
@@ -334,6 +348,7 @@ def compute_multipliers(study: StudyData, per_run: list[dict[str, Any]]) -> dict
         compute = sum(m["total_flops"] for m in rows) / len(rows) / c0
         interpolation = interpolate_ladder(curve, loss)
         row: dict[str, Any] = {
+            "run": runs[variant],
             "val_loss": loss,
             "relative_compute": compute,
             "interpolation": {

@@ -34,7 +34,7 @@ from lmablate.analysis.rundata import RunData, StudyData, eval_curve
 from lmablate.analysis.validity import INDICATIVE, OVERFIT_GAP
 from lmablate.config.run import TrainConfig
 from lmablate.optim.schedules import lr_at
-from lmablate.report.format import plain
+from lmablate.report.format import plain, represented
 
 COLUMN, TEXT = 3.3, 6.8  # widths in inches: one column, the text width
 PANEL_HEIGHT = 2.3
@@ -230,7 +230,7 @@ def draw_scaling(
             color=style["color"],
             markersize=5,
             zorder=4,
-            label=f"{variant}: {text}",
+            label=f"{represented(variant, row.get('run'))}: {text}",
         )
         xs.append(x)
         if target:

@@ -109,3 +109,11 @@ def seeds_text(settings: dict) -> str:
     if draws == 1:
         return f"sampler seed {seed}"
     return f"sampler seeds {seed}-{seed + draws - 1} ({draws} draws per prompt)"
+
+
+def represented(variant: str, run: str | None) -> str:
+    """A configuration's name, and the tuned choice that stands for it where that is another
+    run: "muon (learning_rate=0.009)" for the run "muon,learning_rate=0.009"."""
+    if not run or run == variant:
+        return variant
+    return f"{variant} ({run.removeprefix(variant + ',')})"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lmablate.analysis.findings import Analysis
-from lmablate.report.format import plain, setting
+from lmablate.report.format import plain, represented, setting
 
 ENGINES = ("pdflatex", "lualatex", "xelatex")
 ENGINE_VARIABLE = "LMABLATE_LATEX"  # an engine's name or path, or "none" to write only .tex
@@ -302,7 +302,7 @@ def multiplier_table(analysis: Analysis, study_name: str) -> str | None:
             )
         rows.append(
             [
-                _tex(variant),
+                _tex(represented(variant, row.get("run"))),
                 _number(row["val_loss"]),
                 _plain(row["relative_compute"]),
                 matched,

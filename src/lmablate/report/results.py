@@ -154,7 +154,9 @@ def key_findings(analysis: Analysis, n_seeds: int) -> list[str]:
 def _equal_reading(analysis: Analysis) -> str:
     reading = (analysis.equal_budgets.get("flops") or {}).get("reading", INDICATIVE)
     if reading != INDICATIVE:
-        return f"{reading}: budgets matched on FLOPs"
+        if analysis.budget.get("match") == "flops":
+            return f"{reading}: budgets matched on FLOPs"
+        return f"{reading}: every compared run ends at these FLOPs"
     return "mid-schedule for the longer runs, so indicative"
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from lmablate.analysis.findings import Analysis
 from lmablate.analysis.stats import ALPHA
 from lmablate.analysis.validity import INDICATIVE, OVERFIT_GAP
-from lmablate.report.format import ci, fmt, md_table, plain, sci
+from lmablate.report.format import ci, fmt, md_table, plain, represented, sci
 
 
 def _document_reading(interval: dict) -> str:
@@ -412,6 +412,7 @@ def scaling_section(analysis: Analysis) -> list[str]:
             ],
         ),
     ]
+    out += _tuned_note(scaling)
     if not fit["usable"]:
         return [*out, *_unusable_fit(scaling), "![Budget ladder](compute_multipliers.png)", ""]
     out += [
@@ -433,7 +434,7 @@ def scaling_section(analysis: Analysis) -> list[str]:
                 value += f" [{plain(row['ci_low'])}, {plain(row['ci_high'])}]"
         rows.append(
             [
-                variant,
+                represented(variant, row.get("run")),
                 fmt(row["val_loss"]),
                 plain(row["relative_compute"]),
                 plain(row["baseline_compute_to_match"]),
@@ -455,6 +456,24 @@ def scaling_section(analysis: Analysis) -> list[str]:
     sources = {row["interval_from"] for row in scaling["multipliers"].values()}
     out += [f"Intervals: {'; '.join(sorted(sources))}.", ""] if sources else []
     return [*out, "![Compute multipliers](compute_multipliers.png)", ""]
+
+
+def _tuned_note(scaling: dict) -> list[str]:
+    """In a tuned study: which run stands for each configuration, and whether the ladder is the
+    baseline's own choice."""
+    if not scaling.get("tuned"):
+        return []
+    out = [
+        "Each configuration is converted at its tuned choice (named beside it), at the "
+        "validation loss on which that choice was made, so it is slightly flattered by the "
+        "choice; the *Tuned Comparison* gives the unbiased test numbers.",
+    ]
+    if not scaling.get("ladder_is_baseline_choice", True):
+        out[0] += (
+            " The ladder is the baseline at its written settings, but the baseline's tuned "
+            "choice is another value: a multiplier is then measured against an untuned curve."
+        )
+    return [*out, ""]
 
 
 def _unusable_fit(scaling: dict) -> list[str]:
@@ -483,7 +502,7 @@ def _unusable_fit(scaling: dict) -> list[str]:
         beyond = interpolation["beyond_the_ladder"]
         rows.append(
             [
-                variant,
+                represented(variant, row.get("run")),
                 fmt(row["val_loss"]),
                 plain(row["relative_compute"]),
                 f"beyond the ladder ({beyond})"
