@@ -182,14 +182,13 @@ def write_samples(study: StudyData, out: Path) -> None:
         f"own continuation. Bytes that do not decode as UTF-8 show as {INVALID_BYTES}.",
         "",
     ]
+    grouped = {variant: by_prompt(run.samples["samples"]) for variant, run in first.items()}
     for i, draws in enumerate(by_prompt(reference["samples"])):
         source = draws[0].get("source", "fixed prompt")
         lines += [f"## Prompt {i + 1} ({source})", "", *prompt_blocks(draws[0])]
-        for variant, run in first.items():
+        for variant, groups in grouped.items():
             # matched by prompt, not position: a stale samples.json may hold other prompts
-            same = [
-                g for g in by_prompt(run.samples["samples"]) if g[0]["prompt"] == draws[0]["prompt"]
-            ]
+            same = [g for g in groups if g[0]["prompt"] == draws[0]["prompt"]]
             if same:
                 lines += _draw_blocks(variant, same[0])
             else:
