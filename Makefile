@@ -32,7 +32,7 @@ lint: install-dev
 	$(BIN)/lint-imports --no-cache
 
 test: lint
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n auto
 
 demo: install
 	$(BIN)/lmablate run studies/quickstart.yaml
