@@ -129,7 +129,10 @@ def test_scientific_notation_without_a_dot_is_a_number():
         ({"train": {"device": "gpu"}}, "train.device 'gpu' is not a device"),
         ({"data": {"val_fraction": 0.0}}, "data.val_fraction: Input should be greater than 0"),
         ({"data": {"val_fraction": 0.6}}, "data.val_fraction: Input should be less than or equal"),
-        ({"data": {"source": "s3"}}, "data.source: Input should be 'hf', 'local' or 'builtin'"),
+        (
+            {"data": {"source": "s3"}},
+            "data.source: Input should be 'hf', 'local', 'builtin' or 'builtin_code'",
+        ),
         ({"data": {"source": "local"}}, "data.path is required when data.source is 'local'"),
         (
             {"data": {"source": "local", "path": "/no/such/corpus.txt"}},

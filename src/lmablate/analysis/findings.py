@@ -34,6 +34,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from lmablate.analysis.domains import per_domain, tokenizer_threat
 from lmablate.analysis.efficiency import compute_to_reach
 from lmablate.analysis.efficiency import efficiency as efficiency_targets
 from lmablate.analysis.references import study_references
@@ -60,6 +61,10 @@ from lmablate.analysis.validity import (
 )
 
 INTERVAL_METRICS = ("eval_loss", "val_bpb", "accuracy")
+BYTES_WITHHELD = (
+    "withheld: the configurations use different tokenizers, and the efficiency target is read "
+    "off loss curves in nats per token, which do not compare across tokenizers"
+)
 PHASE_FRACTION = 0.1
 FLOPS_CONVENTION = (
     "training FLOPs per token = 6N + 12·d·Σ_l T_l (Chowdhery et al. 2022, appendix B): N is "
@@ -243,6 +248,7 @@ class Analysis:
     efficiency: dict[str, Any] = field(default_factory=dict)  # target levels, intervals, margin
     correlations: dict[str, Any] = field(default_factory=dict)  # over configurations, with n
     provenance: list[dict[str, Any]] = field(default_factory=list)
+    domains: dict[str, Any] = field(default_factory=dict)  # per evaluation set, in bpb
 
 
 def _usable(record: dict[str, Any] | None) -> bool:
@@ -300,12 +306,22 @@ def analyze(study: StudyData) -> Analysis:
     }
     seeds = {v: (len(study.runs_of(v, True)), len(study.runs_of(v))) for v in study.variants}
     # the budget ladder's rungs measure the baseline at other budgets, not a change: no target
-    efficient = efficiency_targets(
-        study,
-        {v: curves[v] for v in study.compared if seeds[v][0] and seeds[v][0] == seeds[v][1]},
+    # runs with different tokenizers score different targets: nats per token do not compare,
+    # so rankings and tests use bits per byte of the same bytes, and what is read off the
+    # loss curves (efficiency, equal budgets) is withheld
+    by_bytes = tokenizer_threat(study) is not None
+    metric, final_key = (
+        ("val_bpb", "final_val_bpb") if by_bytes else ("eval_loss", "final_val_loss")
     )
+    if by_bytes:
+        efficient: dict[str, Any] = {"rule": BYTES_WITHHELD, "finding": False, "withheld": True}
+    else:
+        efficient = efficiency_targets(
+            study,
+            {v: curves[v] for v in study.compared if seeds[v][0] and seeds[v][0] == seeds[v][1]},
+        )
     target = efficient.get("target")
-    source = efficient["rule"] if target is not None else "no complete run"
+    source = efficient["rule"] if target is not None or by_bytes else "no complete run"
     per_run = [run_metrics(run, target) for run in study.runs]
     per_variant: dict[str, dict[str, Any]] = {}
     for variant in study.variants:
@@ -339,9 +355,9 @@ def analyze(study: StudyData) -> Analysis:
         for v, e in per_variant.items()
         if v in study.compared  # the budget ladder's rungs measure the baseline, not a change
         and _all_complete(e)
-        and e["eval_loss"]
+        and e[metric]
     }
-    ranking = sorted(((v, e["eval_loss"]) for v, e in complete.items()), key=lambda x: x[1])
+    ranking = sorted(((v, e[metric]) for v, e in complete.items()), key=lambda x: x[1])
     # a configuration whose lowest loss stays above the ranking target (or whose seeds share
     # no evaluation curve) is listed, never ranked by a tie-break
     at_start = set(efficient.get("at_start", []))  # at the target before training: not placed
@@ -349,12 +365,11 @@ def analyze(study: StudyData) -> Analysis:
         (v for v in complete if complete[v]["flops_to_target"] is not None and v not in at_start),
         key=lambda v: complete[v]["flops_to_target"],
     )
-    missed = [v for v in complete if complete[v]["flops_to_target"] is None]
+    missed = [] if by_bytes else [v for v in complete if complete[v]["flops_to_target"] is None]
     efficiency = [(v, complete[v]["flops_to_target"]) for v in reached]
 
     final = {
-        v: {r.seed: r.summary["final_val_loss"] for r in study.runs_of(v, True)}
-        for v in study.variants
+        v: {r.seed: r.summary[final_key] for r in study.runs_of(v, True)} for v in study.variants
     }
 
     def interval(variant: str, key: str) -> dict[str, Any] | None:
@@ -376,7 +391,7 @@ def analyze(study: StudyData) -> Analysis:
         ],
         floor,
     )
-    budgets = equal_budgets(study)
+    budgets = {} if by_bytes else equal_budgets(study)
     # "best": the lowest mean loss, unless others sit within the noise floor of it (a tie)
     tied = [v for v, loss in ranking if floor is not None and loss - ranking[0][1] <= floor]
     best = (f"tied: {', '.join(tied)}" if len(tied) > 1 else ranking[0][0]) if ranking else None
@@ -395,8 +410,14 @@ def analyze(study: StudyData) -> Analysis:
         "least_efficient_config": efficiency[-1][0] if efficiency else None,
         "efficiency_margin": efficient.get("margin"),
         "best_at_equal_compute": equal_compute[0] if equal_compute else None,
-        "ranking_metric": "final validation loss on held-out documents (nats per token), "
-        "mean over seeds",
+        "ranking_metric": (
+            "final validation bits per byte on held-out documents (the same bytes for every "
+            "run; the configurations' tokenizers differ), mean over seeds"
+            if by_bytes
+            else "final validation loss on held-out documents (nats per token), mean over seeds"
+        ),
+        "metric": metric,
+        "unit": "bits per byte" if by_bytes else "nats per token",
         "efficiency_measure": f"training FLOPs to reach the target validation loss ({source})",
         "target_val_loss": target,
         "not_reaching_target": missed,
@@ -419,7 +440,7 @@ def analyze(study: StudyData) -> Analysis:
         equal_budgets=budgets,
         overfitting=overfitting(study),
         confounds=confounds(study, per_variant),
-        study_threats=study_threats(study),
+        study_threats=[*study_threats(study), *filter(None, [tokenizer_threat(study)])],
         budget=study.study.get("budget") or {},
         scaling=compute_multipliers(
             study, per_run, {c: run for c, run in choices.items() if run is not None}
@@ -429,8 +450,9 @@ def analyze(study: StudyData) -> Analysis:
         sweep_edges=sweep_edges(study, per_variant, floor),
         document_intervals=document_intervals(study),
         leakage=leakage(study),
-        references=study_references(study, per_variant),
+        references=study_references(study, per_variant, by_bytes),
         efficiency=efficient,
         correlations=correlations(study, per_variant, [v for v, _ in ranking]),
         provenance=provenance(study),
+        domains=per_domain(study),
     )

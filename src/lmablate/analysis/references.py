@@ -29,9 +29,13 @@ def _usable(entry: Any) -> bool:
     )
 
 
-def study_references(study: StudyData, per_variant: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def study_references(
+    study: StudyData, per_variant: dict[str, dict[str, Any]], by_bytes: bool = False
+) -> dict[str, Any]:
     """The study's reference losses (validation and, with a test split, test) and, per compared
-    configuration, its margin below the bigram; {} when no run recorded them."""
+    configuration, its margin below the bigram; {} when no run recorded them. ``by_bytes``
+    (configurations with different tokenizers): each configuration against the bigram of its
+    own tokenizer, in bits per byte."""
     records = [
         (run.summary.get("eval") or {}, run.summary["reference_losses"])
         for run in study.runs
@@ -49,6 +53,10 @@ def study_references(study: StudyData, per_variant: dict[str, dict[str, Any]]) -
     }
     out["same_targets"] = len(digests) == 1
     out["margin"] = MARGIN
+    if by_bytes:
+        out["unit"] = "bits per byte"
+        out["configurations"] = _own_references(study, per_variant)
+        return out
     bigram = out["val"]["bigram"]["loss"]
     out["configurations"] = {
         variant: {
@@ -60,4 +68,32 @@ def study_references(study: StudyData, per_variant: dict[str, dict[str, Any]]) -
         for variant, entry in per_variant.items()
         if variant in study.compared and _finite(entry.get("eval_loss"))
     }
+    return out
+
+
+def _own_references(
+    study: StudyData, per_variant: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Per configuration, in bits per byte: its bigram and unigram references (its own
+    tokenizer's, from its runs) against its seed-mean validation bpb."""
+    out = {}
+    for variant in study.compared:
+        entry = per_variant.get(variant) or {}
+        refs = [
+            run.summary["reference_losses"]["val"]
+            for run in study.runs_of(variant, complete_only=True)
+            if isinstance(run.summary.get("reference_losses"), dict)
+            and _usable(run.summary["reference_losses"].get("val"))
+            and _finite(run.summary["reference_losses"]["val"]["bigram"].get("bpb"))
+        ]
+        if not refs or not _finite(entry.get("val_bpb")):
+            continue
+        bigram = refs[0]["bigram"]["bpb"]
+        out[variant] = {
+            "val_loss": entry["val_bpb"],
+            "bigram": bigram,
+            "below_bigram": bigram - entry["val_bpb"],
+            "beats_bigram": bigram - entry["val_bpb"] > MARGIN,
+            "beats_unigram": entry["val_bpb"] < refs[0]["unigram"]["bpb"],
+        }
     return out

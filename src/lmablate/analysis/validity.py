@@ -88,6 +88,11 @@ FACTORS = {
     ),
     "loss": ("z_loss",),
     "numerics": ("precision", "compile", "device"),
+    # the data families a variant may change (its training side; config/data.py)
+    "data mixture": ("sources",),
+    "data filters": ("filters",),
+    "tokenizer": ("tokenizer",),
+    "unique data": ("max_train_tokens",),
 }
 BUDGET_TOLERANCE = 0.05  # tokens or FLOPs beyond ±5% of the baseline's are flagged
 # nats per token: final validation minus final training loss above this is flagged (runs on
@@ -286,6 +291,13 @@ def confounds(study: StudyData, per_variant: dict[str, dict[str, Any]]) -> dict[
                     else ""
                 )
             )
+        epochs, base_epochs = row.get("epochs"), base.get("epochs")
+        if epochs and base_epochs and epochs / base_epochs > 1 + BUDGET_TOLERANCE:
+            warnings.append(
+                f"repeats its training data {epochs:.2f} times (the baseline {base_epochs:.2f}): "
+                "it sees less distinct data for the same tokens, so its difference mixes its "
+                "own change with the cost of repetition (Muennighoff et al. 2023)"
+            )
         out[variant] = {
             "changes": {k: v for k, v in (changes or {}).items() if k != "description"},
             "factors": factors,
@@ -346,7 +358,31 @@ def leakage(study: StudyData) -> dict[str, Any]:
             for r in study.runs
             if r.summary and r.summary.get("data")
         ),
+        "by_configuration": _leakage_by_configuration(study),
     }
+
+
+def _leakage_by_configuration(study: StudyData) -> dict[str, dict[str, Any]]:
+    """Per configuration whose training data is its own (mixture, filters, training-only
+    sources): its check against every evaluation set, as its first complete run recorded it."""
+    out: dict[str, dict[str, Any]] = {}
+    for variant in study.compared:
+        for run in study.runs_of(variant, complete_only=True):
+            data = (run.summary or {}).get("data") or {}
+            record = data.get("leakage") or {}
+            if not data.get("sources") and "filtered" not in record:
+                continue
+            out[variant] = {
+                "train_documents": (data.get("documents") or {}).get("train"),
+                "val_documents_in_training": record.get("val_documents_in_training"),
+                "test_documents_in_training_or_validation": record.get(
+                    "test_documents_in_training_or_validation"
+                ),
+                "training_removed_for_overlap": record.get("training_removed_for_overlap"),
+                "filtered": (record.get("filtered") or {}).get("dropped"),
+            }
+            break
+    return out
 
 
 def provenance(study: StudyData) -> list[dict[str, Any]]:

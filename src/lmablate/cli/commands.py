@@ -74,15 +74,12 @@ def _leakage_row(leak: dict[str, Any]) -> str:
 
 def _inspect(cfg: RunConfig, data: PreparedData) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """``data inspect``'s JSON report, and the same as the rows of its table."""
-    from lmablate.data import validation_set
     from lmablate.data.references import references_for
     from lmablate.model.counts import count_parameters, resolve_vocab_size, training_flops_per_token
 
     tokenizer, meta, train = data.tokenizer, data.meta, cfg.train
     model_vocab = resolve_vocab_size(cfg.model, tokenizer.vocab_size)
-    val = validation_set(
-        data.val_tokens, train.seq_len, train.eval_tokens, tokenizer.decode, tokenizer.eos_id
-    )
+    val = data.scored("val", train.seq_len, train.eval_tokens)
     references = references_for(data.train_tokens, val, tokenizer.vocab_size)
     train_budget = train.max_steps * train.batch_size * train.seq_len
     params = count_parameters(cfg.model, model_vocab)
@@ -119,6 +116,18 @@ def _inspect(cfg: RunConfig, data: PreparedData) -> tuple[dict[str, Any], list[t
         "reference_losses": references,
         "cache": {"path": str(data.cache_dir), "reused": data.cache_hit},
     }
+    if meta.get("sources"):
+        report["sources"] = meta["sources"]
+        report["evaluation_sets"] = [
+            {
+                "name": s.name,
+                "documents": s.n_documents,
+                "targets": s.n_targets,
+                "bytes": s.n_bytes,
+                "tokens_per_byte": round(s.n_targets / s.n_bytes, 4),
+            }
+            for s in val.sets
+        ]
     docs, tokens = meta["documents"], meta["tokens"]
     rows = [
         ("source", meta["source"]),
@@ -165,6 +174,39 @@ def _inspect(cfg: RunConfig, data: PreparedData) -> tuple[dict[str, Any], list[t
         ),
         ("cache", f"{data.cache_dir} ({'reused' if data.cache_hit else 'written'})"),
     ]
+    for name, source in (meta.get("sources") or {}).items():
+        held = f"validation {source['val_documents']:,}" if source["held_out"] else "training only"
+        rows.insert(
+            2,
+            (
+                f"source {name}",
+                f"weight {source['weight']:g} ({source['share']:.0%} of training tokens), "
+                f"{source['train_documents']:,} training documents "
+                f"({source['train_tokens']:,} tokens), {held}",
+            ),
+        )
+    if len(val.sets) > 1 or meta.get("eval_documents"):
+        for part in val.sets:
+            rows.append(
+                (
+                    f"eval set {part.name}",
+                    f"{part.n_documents:,} documents, {part.n_targets:,} targets, "
+                    f"{part.n_bytes:,} bytes ({part.n_targets / part.n_bytes:.3f} tokens per byte)",
+                )
+            )
+    filtered = meta["leakage"].get("filtered")
+    if filtered:
+        dropped = ", ".join(f"{n:,} {why}" for why, n in filtered["dropped"].items()) or "none"
+        rows.append(("filters", f"kept {filtered['kept']:,} training documents; dropped {dropped}"))
+    removed = meta["leakage"].get("training_removed_for_overlap")
+    if removed:
+        rows.append(
+            (
+                "training-only",
+                f"removed {removed['exact']:,} exact and {removed['overlap']:,} overlapping "
+                "copies of evaluation documents from the training-only sources",
+            )
+        )
     if meta["replaced_characters"]:
         rows.append(
             ("non-UTF-8", f"{meta['replaced_characters']:,} undecodable bytes replaced by U+FFFD")

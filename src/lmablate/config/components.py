@@ -65,16 +65,16 @@ class Registry:
     def names(self) -> list[str]:
         return list(self.entries)
 
-    def check(self, name: str) -> str:
-        """``name`` if registered, else a ConfigError naming the valid ones."""
+    def check(self, name: str, where: str | None = None) -> str:
+        """``name`` if registered, else a ValueError naming the valid ones."""
         if name in self.entries:
             return name
         from lmablate.config.keys import suggest
 
         valid = ", ".join(self.entries)
         raise ValueError(
-            f"model.{self.family}: unknown {self.family} {name!r}{suggest(name, self.entries)} "
-            f"(registered: {valid})"
+            f"{where or f'model.{self.family}'}: unknown {self.family} {name!r}"
+            f"{suggest(name, self.entries)} (registered: {valid})"
         )
 
     def builder(self, name: str) -> Callable[..., Any]:
@@ -93,6 +93,8 @@ MLPS = Registry("mlp")
 ATTENTION = Registry("attention")
 POSITIONS = Registry("positions")
 REGISTRIES = {"norm": NORMS, "mlp": MLPS, "attention": ATTENTION, "positions": POSITIONS}
+# filters of training documents: ``keep(text) -> bool``, named in data.filters.keep
+FILTERS = Registry("filter")
 
 
 def register(family: str, name: str, builder: Callable[..., Any], description: str) -> None:
@@ -100,6 +102,14 @@ def register(family: str, name: str, builder: Callable[..., Any], description: s
     if family not in REGISTRIES:
         raise ConfigError(f"no component family {family!r}; families: {', '.join(REGISTRIES)}")
     REGISTRIES[family].add(name, builder, description, builtin=False)
+
+
+def register_filter(name: str, keep: Callable[[str], bool], description: str) -> None:
+    """Make ``name`` a valid entry of ``data.filters.keep`` in this process: a training document
+    is kept when ``keep(text)`` is true."""
+    if not callable(keep):
+        raise ConfigError(f"filter {name!r}: keep must be a function of the text, not {keep!r}")
+    FILTERS.add(name, keep, description, builtin=False)
 
 
 for _name, _description in (
@@ -131,3 +141,11 @@ for _name, _description in (
     ("learned", "a learned absolute embedding of max_positions rows added to the tokens (GPT-2)"),
 ):
     POSITIONS.add(_name, f"lmablate.model.positions:{_name}", _description, builtin=True)
+FILTERS.add(
+    "gopher",
+    "lmablate.data.filters:gopher",
+    "the Gopher quality rules (Rae et al. 2021, appendix A.1.1): 50 to 100,000 words, mean word "
+    "length 3 to 10 characters, under 0.1 '#' or '...' per word, at most 90% of lines starting "
+    "with a bullet and 30% ending in '...', at least 80% of words with a letter",
+    builtin=True,
+)

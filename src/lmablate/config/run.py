@@ -9,12 +9,9 @@ with what would be valid (divisors of d_model, of n_heads, of batch_size). No to
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationInfo,
     field_validator,
@@ -22,67 +19,40 @@ from pydantic import (
 )
 
 from lmablate.config.components import ATTENTION, MLPS, NORMS, POSITIONS, REGISTRIES
-
-# Integers are strict (a YAML 3.5 or "12" for a layer count is a mistake, not a conversion);
-# floats stay lax because PyYAML reads ``1e-4`` (no dot) as a string.
-PosInt = Annotated[int, Field(gt=0, strict=True)]
-NonNegInt = Annotated[int, Field(ge=0, strict=True)]
-PosFloat = Annotated[float, Field(gt=0)]
-NonNegFloat = Annotated[float, Field(ge=0)]
-# Upper bounds on sizes and counts, each with why: a typo (an extra few zeros) fails here in
-# milliseconds instead of allocating for minutes (keys.format_validation_error adds the reason).
-LIMITS: dict[str, tuple[int, str]] = {
-    "d_model": (2**16, "wider than any model this tool can train in memory"),
-    "n_heads": (2**12, "more heads than any d_model here can divide usefully"),
-    "n_kv_heads": (2**12, "more heads than any d_model here can divide usefully"),
-    "n_layers": (2**12, "deeper than any published transformer LM by an order of magnitude"),
-    "d_ff": (2**18, "an MLP wider than any model this tool can train in memory"),
-    "vocab_size": (2**22, "a larger output layer than any tokenizer needs"),
-    "max_positions": (2**22, "a longer position table than any context trained here"),
-    "sliding_window": (2**22, "a window longer than any context trained here"),
-    "global_every": (2**12, "more than the layers a model may have"),
-    "batch_size": (2**20, "more sequences per step than fit any device"),
-    "seq_len": (2**22, "a longer context than fits any device"),
-    "max_steps": (10**9, "a billion optimizer steps"),
-    "warmup_steps": (10**9, "a billion optimizer steps"),
-    "muon_ns_steps": (99, "torch.optim.Muon refuses 100 or more Newton-Schulz steps"),
-    "grad_accum_steps": (2**20, "more micro-batches than any batch_size allowed"),
-    "eval_every": (10**9, "a billion optimizer steps"),
-    "eval_tokens": (2**34, "more validation targets than a token cache holds"),
-    "log_every": (10**9, "a billion optimizer steps"),
-    "checkpoint_every": (10**9, "a billion optimizer steps"),
-    "num_documents": (10**10, "more documents than any corpus this tool reads"),
-}
+from lmablate.config.data import (  # noqa: F401  (re-exported: the data section's home)
+    BPETraining,
+    ContaminationCheck,
+    DataConfig,
+    TrainedTokenizer,
+)
+from lmablate.config.fields import (  # noqa: F401  (re-exported for the modules that use them)
+    LIMITS,
+    SEED_MAX,
+    NonNegFloat,
+    NonNegInt,
+    PosFloat,
+    PosInt,
+    Section,
+    Seed,
+    bounded,
+    looks_like_path,
+)
 
 
-def _bounded(field: str, zero: bool = False) -> object:
-    """A strict int above 0 (or from 0) up to the field's limit."""
-    low = {"ge": 0} if zero else {"gt": 0}
-    return Annotated[int, Field(**low, le=LIMITS[field][0], strict=True)]
-
-
-SEED_MAX = 2**63 - 1  # torch and numpy take seeds up to a signed 64-bit integer
-Seed = Annotated[int, Field(ge=0, le=SEED_MAX, strict=True)]
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-class ModelConfig(_Section):
+class ModelConfig(Section):
     """Decoder-only transformer, Llama-compatible by default; every component is a field."""
 
-    d_model: _bounded("d_model") = Field(384, description="Width of the residual stream.")
-    n_heads: _bounded("n_heads") = Field(
+    d_model: bounded("d_model") = Field(384, description="Width of the residual stream.")
+    n_heads: bounded("n_heads") = Field(
         6, description="Attention (query) heads; must divide d_model."
     )
-    n_kv_heads: _bounded("n_kv_heads") | None = Field(
+    n_kv_heads: bounded("n_kv_heads") | None = Field(
         None,
         description="Key/value heads for grouped-query attention; must divide n_heads. "
         "null means n_heads (plain multi-head attention).",
     )
-    n_layers: _bounded("n_layers") = Field(12, description="Transformer blocks.")
-    d_ff: _bounded("d_ff") = Field(1536, description="Hidden width of the MLP.")
+    n_layers: bounded("n_layers") = Field(12, description="Transformer blocks.")
+    d_ff: bounded("d_ff") = Field(1536, description="Hidden width of the MLP.")
     mlp: str = Field(
         "swiglu",
         description="MLP form, a name in the MLP registry (or one registered from Python): "
@@ -94,7 +64,7 @@ class ModelConfig(_Section):
     tie_embeddings: bool = Field(
         True, description="Share the token embedding matrix with the output (LM head) layer."
     )
-    vocab_size: _bounded("vocab_size") | None = Field(
+    vocab_size: bounded("vocab_size") | None = Field(
         None,
         description="Rows of the embedding. null: the tokenizer's vocabulary rounded up to a "
         "multiple of 64. A tokenizer larger than this is an error.",
@@ -136,17 +106,17 @@ class ModelConfig(_Section):
         description="Share of each head's dimensions that rope rotates (the first ones; GPT-NeoX "
         "rotary_pct). The rotated count must be even.",
     )
-    max_positions: _bounded("max_positions") = Field(
+    max_positions: bounded("max_positions") = Field(
         2048,
         description="Rows of the learned position table (positions: learned); at least "
         "train.seq_len. Unused otherwise.",
     )
-    sliding_window: _bounded("sliding_window") | None = Field(
+    sliding_window: bounded("sliding_window") | None = Field(
         None,
         description="Attend to the last W tokens only (Mistral, Gemma 2). null: full causal "
         "attention.",
     )
-    global_every: _bounded("global_every") | None = Field(
+    global_every: bounded("global_every") | None = Field(
         None,
         description="With sliding_window: every k-th layer (layers k, 2k, ... counting from 1) "
         "keeps full attention (Gemma 2: 2; nanochat's SSSL pattern: 4). null: every layer slides.",
@@ -242,20 +212,18 @@ class ModelConfig(_Section):
         return self.sliding_window
 
 
-class TrainConfig(_Section):
+class TrainConfig(Section):
     """Optimization, evaluation and bookkeeping of one run."""
 
-    batch_size: _bounded("batch_size") = Field(
+    batch_size: bounded("batch_size") = Field(
         8, description="Sequences per optimizer step, all micro-batches and processes together."
     )
-    seq_len: _bounded("seq_len") = Field(
-        512, description="Tokens of context per training sequence."
-    )
+    seq_len: bounded("seq_len") = Field(512, description="Tokens of context per training sequence.")
     learning_rate: PosFloat = Field(3.0e-4, description="Peak learning rate, reached after warmup.")
     min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = Field(
         0.1, description="The decay ends at min_lr_ratio * learning_rate at max_steps."
     )
-    warmup_steps: _bounded("warmup_steps", zero=True) = Field(
+    warmup_steps: bounded("warmup_steps", zero=True) = Field(
         100, description="Steps of linear warmup from 0."
     )
     warmup_fraction: Annotated[float, Field(ge=0, lt=1)] | None = Field(
@@ -280,7 +248,7 @@ class TrainConfig(_Section):
         description="wsd: the decay's shape: linear, cosine, or sqrt (1 - sqrt(progress), "
         "Hägele et al. 2024).",
     )
-    max_steps: _bounded("max_steps") = Field(2000, description="Optimizer steps in the run.")
+    max_steps: bounded("max_steps") = Field(2000, description="Optimizer steps in the run.")
     optimizer: Literal["adamw", "muon", "lion", "sgd"] = Field(
         "adamw",
         description="adamw: AdamW (Loshchilov & Hutter 2019). muon: Muon (Jordan et al. 2024; "
@@ -306,7 +274,7 @@ class TrainConfig(_Section):
         0.95, description="Muon momentum (Jordan et al. 2024)."
     )
     muon_nesterov: bool = Field(True, description="Muon: Nesterov momentum (Jordan et al. 2024).")
-    muon_ns_steps: _bounded("muon_ns_steps") = Field(
+    muon_ns_steps: bounded("muon_ns_steps") = Field(
         5, description="Muon: Newton-Schulz iterations that orthogonalize the update."
     )
     muon_adjust_lr: Literal["match_rms_adamw", "original"] = Field(
@@ -367,7 +335,7 @@ class TrainConfig(_Section):
     grad_clip: NonNegFloat = Field(
         1.0, description="Clip the global gradient norm to this value; 0 disables clipping."
     )
-    grad_accum_steps: _bounded("grad_accum_steps") = Field(
+    grad_accum_steps: bounded("grad_accum_steps") = Field(
         1, description="Micro-batches per optimizer step; must divide batch_size."
     )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
@@ -378,16 +346,16 @@ class TrainConfig(_Section):
     device: str = Field(
         "auto", description="auto, cpu, cuda, cuda:N or mps. auto picks cuda, then mps, then cpu."
     )
-    eval_every: _bounded("eval_every") = Field(
+    eval_every: bounded("eval_every") = Field(
         400, description="Evaluate on the validation targets every N steps."
     )
-    eval_tokens: _bounded("eval_tokens") = Field(
+    eval_tokens: bounded("eval_tokens") = Field(
         65536,
         description="Validation target tokens scored at each evaluation (capped by what the "
         "validation documents hold); the same targets for every seq_len and batch size.",
     )
-    log_every: _bounded("log_every") = Field(10, description="Log training metrics every N steps.")
-    checkpoint_every: _bounded("checkpoint_every") = Field(
+    log_every: bounded("log_every") = Field(10, description="Log training metrics every N steps.")
+    checkpoint_every: bounded("checkpoint_every") = Field(
         500, description="Save a resumable checkpoint every N steps."
     )
     seed: Seed = Field(
@@ -448,118 +416,7 @@ class TrainConfig(_Section):
         return self
 
 
-class BPETraining(_Section):
-    vocab_size: Annotated[int, Field(ge=260, le=65536, strict=True)] = Field(
-        4096, description="Vocabulary of the byte-level BPE tokenizer trained on the corpus."
-    )
-
-
-class TrainedTokenizer(_Section):
-    """``{train_bpe: {vocab_size: N}}``: a BPE tokenizer trained on the training documents."""
-
-    train_bpe: BPETraining
-
-
-class ContaminationCheck(_Section):
-    """Overlap between documents by word n-grams (``data/overlap.py``), applied before the split
-    is used: near-copies dropped from the corpus, contaminated held-out documents moved out."""
-
-    ngram: Annotated[int, Field(ge=3, le=64, strict=True)] = Field(
-        8, description="Words per n-gram (GPT-3's contamination check used 13)."
-    )
-    near_duplicates: Annotated[float, Field(gt=0, le=1)] | None = Field(
-        0.8,
-        description="Drop a document when at least this share of its distinct n-grams occurs "
-        "in the documents before it in the corpus (the first copy stays); null keeps them.",
-    )
-    max_overlap: Annotated[float, Field(ge=0, lt=1)] = Field(
-        0.2,
-        description="A validation document sharing more than this share of its n-grams with "
-        "training (a test document: with training or validation) is contaminated.",
-    )
-    action: Literal["move", "drop"] = Field(
-        "move",
-        description="What happens to a contaminated held-out document: move it to training, "
-        "or drop it.",
-    )
-
-
-class DataConfig(_Section):
-    """The corpus, its tokenizer and the document-level train/validation split."""
-
-    source: Literal["hf", "local", "builtin"] = Field(
-        "hf",
-        description="hf: stream from the Hugging Face Hub (or a local folder laid out like a "
-        "hub dataset). local: files at path. builtin: English prose that ships with Python "
-        "(the standard library's documentation topics), needs no download.",
-    )
-    dataset: str = Field(
-        "HuggingFaceTB/smollm-corpus", description="Hub dataset id or folder (source: hf)."
-    )
-    subset: str | None = Field("cosmopedia-v2", description="Dataset configuration (source: hf).")
-    split: str = Field("train", description="Dataset split to read (source: hf).")
-    text_field: str = Field(
-        "text", description="Field holding the text in hf, .jsonl, .json and .parquet records."
-    )
-    path: str | None = Field(
-        None,
-        description="source: local. A .txt file (documents separated by blank lines), a "
-        ".jsonl/.json/.parquet file of records, or a directory of .txt files (one document "
-        "per file). Relative paths are relative to the working directory.",
-    )
-    num_documents: _bounded("num_documents") | None = Field(
-        500, description="Read the first N documents of the source; null reads all of them."
-    )
-    tokenizer: str | TrainedTokenizer = Field(
-        "HuggingFaceTB/SmolLM-135M",
-        description="A hub tokenizer id, a local directory or tokenizer.json, or "
-        "{train_bpe: {vocab_size: N}} to train a byte-level BPE on the training documents.",
-    )
-    val_fraction: Annotated[float, Field(gt=0, le=0.5)] = Field(
-        0.1, description="Share of documents held out for validation, in (0, 0.5]."
-    )
-    test_fraction: Annotated[float, Field(ge=0, le=0.5)] = Field(
-        0.0,
-        description="Share of documents held out as a test split, seen by neither training nor "
-        "any choice made on validation (a study's tune:); every complete run is scored on it "
-        "once at the end. 0: no test split.",
-    )
-    split_seed: Seed = Field(
-        0, description="Seed of the document-level train/validation/test split."
-    )
-    contamination: ContaminationCheck = Field(
-        default_factory=ContaminationCheck,
-        description="The overlap check between held-out and training documents (ngram, "
-        "near_duplicates, max_overlap, action); exact repeats are always removed.",
-    )
-    cache_dir: str | None = Field(
-        None,
-        description="Where token caches live; null: $LMABLATE_CACHE or ~/.cache/lmablate.",
-    )
-
-    @model_validator(mode="after")
-    def _check_paths(self, info: ValidationInfo) -> DataConfig:
-        if info.context and not info.context.get("check_paths", True):
-            return self  # a finished run's config: its corpus may have moved since
-        if self.source == "local":
-            if self.path is None:
-                raise ValueError("data.path is required when data.source is 'local'")
-            if not Path(self.path).expanduser().exists():
-                raise ValueError(f"data.path {self.path!r} does not exist")
-        tokenizer = self.tokenizer
-        if (
-            isinstance(tokenizer, str)
-            and looks_like_path(tokenizer)
-            and not Path(tokenizer).expanduser().exists()
-        ):
-            raise ValueError(
-                f"data.tokenizer {tokenizer!r} looks like a path but does not exist; give a "
-                "hub id, a tokenizer directory or a tokenizer.json file"
-            )
-        return self
-
-
-class RunConfig(_Section):
+class RunConfig(Section):
     """Everything one training run needs."""
 
     description: str = Field("", description="Free text shown in reports.")
@@ -578,7 +435,7 @@ class RunConfig(_Section):
         return self
 
 
-SECTIONS: dict[str, type[_Section]] = {
+SECTIONS: dict[str, type[Section]] = {
     "model": ModelConfig,
     "train": TrainConfig,
     "data": DataConfig,
@@ -590,11 +447,6 @@ FLAT_KEYS: dict[str, str] = {
     field: section for section, cls in SECTIONS.items() for field in cls.model_fields
 }
 assert len(FLAT_KEYS) == sum(len(cls.model_fields) for cls in SECTIONS.values())
-
-
-def looks_like_path(value: str) -> bool:
-    """A tokenizer spec meant as a file system path rather than a hub id."""
-    return value.startswith((".", "/", "~")) or value.endswith(".json")
 
 
 def _divisors(n: int, even_quotient: bool = False) -> list[int]:

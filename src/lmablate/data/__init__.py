@@ -10,7 +10,6 @@ with the same inputs memory-maps the cache and skips reading and tokenizing.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from lmablate.config.run import DataConfig, TrainedTokenizer
-from lmablate.data.batches import IGNORE_INDEX, TrainBatches, ValidationSet, validation_set
+from lmablate.config.data import SINGLE_SOURCE, DataConfig, TrainedTokenizer
+from lmablate.data.batches import (
+    IGNORE_INDEX,
+    EvalSet,
+    Part,
+    TrainBatches,
+    ValidationSet,
+    evaluation_sets,
+    validation_set,
+)
 from lmablate.data.cache import (
     cache_root,
     digest,
@@ -28,8 +35,21 @@ from lmablate.data.cache import (
     token_dtype,
     write_cache,
 )
-from lmablate.data.overlap import NgramIndex, decontaminate, near_duplicates
-from lmablate.data.sources import Corpus, builtin_documents, describe_source, load_corpus
+from lmablate.data.filters import register_filter
+from lmablate.data.mixture import (
+    EvaluationSplit,
+    evaluation_split,
+    sha256,
+    training_documents,
+)
+from lmablate.data.sources import (
+    Corpus,
+    builtin_code_documents,
+    builtin_documents,
+    describe_source,
+    load_corpus,
+)
+from lmablate.data.split import split_documents
 from lmablate.data.tokenizers import (
     Tokenizer,
     load_tokenizer,
@@ -37,15 +57,17 @@ from lmablate.data.tokenizers import (
     save_backend,
     train_bpe,
 )
-from lmablate.errors import ConfigError, DataError
 
 __all__ = [
     "IGNORE_INDEX",
+    "EvalSet",
     "PreparedData",
     "TrainBatches",
     "ValidationSet",
+    "builtin_code_documents",
     "builtin_documents",
     "prepare",
+    "register_filter",
     "split_documents",
     "validation_set",
 ]
@@ -63,32 +85,29 @@ class PreparedData:
     cache_hit: bool
     test_tokens: np.ndarray | None = None  # None without a test split
 
+    def train_parts(self) -> list[Part] | None:
+        """Each training source's range of the training stream (None: one source)."""
+        parts = self.meta.get("train_parts")
+        return [Part(*p) for p in parts] if parts else None
 
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).hexdigest()
+    def batches(self, batch_size: int, seq_len: int, data_seed: int) -> TrainBatches:
+        return TrainBatches(self.train_tokens, batch_size, seq_len, data_seed, self.train_parts())
 
-
-def split_documents(
-    n_documents: int, val_fraction: float, seed: int, test_fraction: float = 0.0
-) -> tuple[list[int], list[int], list[int]]:
-    """Seeded document-level split: (train, validation, test) indices, each in source order.
-
-    The validation documents are the first of one seeded permutation and the test documents
-    the next, so adding a test split leaves the validation documents as they were."""
-    n_val = max(1, round(n_documents * val_fraction))
-    n_test = max(1, round(n_documents * test_fraction)) if test_fraction > 0 else 0
-    if n_val + n_test >= n_documents:
-        raise ValueError(
-            f"{n_documents} documents leave none for training after {n_val} validation and "
-            f"{n_test} test documents; lower val_fraction/test_fraction or add documents"
+    def scored(self, side: str, seq_len: int, eval_tokens: int) -> ValidationSet | None:
+        """The validation (``side="val"``) or test targets of every evaluation set."""
+        tokens = self.val_tokens if side == "val" else self.test_tokens
+        if tokens is None:
+            return None
+        parts = self.meta.get(f"{side}_parts") or [[SINGLE_SOURCE, 0, len(tokens)]]
+        return evaluation_sets(
+            tokens,
+            [(name, start, end) for name, start, end, *_ in parts],
+            seq_len,
+            eval_tokens,
+            self.tokenizer.decode,
+            self.tokenizer.eos_id,
+            self.meta.get("eval_documents"),
         )
-    order = np.random.default_rng(seed).permutation(n_documents)
-    held = n_val + n_test
-    return (
-        sorted(order[held:].tolist()),
-        sorted(order[:n_val].tolist()),
-        sorted(order[n_val:held].tolist()),
-    )
 
 
 def _token_stream(
@@ -108,24 +127,33 @@ def _token_stream(
     return np.concatenate(pieces)
 
 
+def _source_key(source, corpus: Corpus | None) -> dict[str, Any]:
+    if source.source == "hf":  # keyed by what names the documents: a cache hit needs no network
+        return {
+            "source": "hf",
+            "dataset": source.dataset,
+            "subset": source.subset,
+            "split": source.split,
+            "text_field": source.text_field,
+            "num_documents": source.num_documents,
+        }
+    # local files are hashed by content: an edited file invalidates the cache
+    return {"source": source.source, "documents": documents_digest(corpus.documents)}
+
+
 def prepare(
     cfg: DataConfig, progress: bool = True, log: Callable[[str], None] = lambda _: None
 ) -> PreparedData:
     """Token streams for a data config, from the cache when it holds them."""
     root = cache_root(cfg)
-    corpus: Corpus | None = None
-    if cfg.source == "hf":  # keyed by what names the documents, so a cache hit needs no network
-        source_key: dict[str, Any] = {
-            "source": "hf",
-            "dataset": cfg.dataset,
-            "subset": cfg.subset,
-            "split": cfg.split,
-            "text_field": cfg.text_field,
-            "num_documents": cfg.num_documents,
-        }
-    else:  # local files are hashed by content: an edited file invalidates the cache
-        corpus = load_corpus(cfg, progress)
-        source_key = {"source": cfg.source, "documents": documents_digest(corpus.documents)}
+    sources = cfg.named_sources()
+    held = {name: s for name, s in sources.items() if s.held_out}
+    corpora: dict[str, Corpus] = {
+        name: load_corpus(s, progress) for name, s in held.items() if s.source != "hf"
+    }
+    keys = {name: _source_key(s, corpora.get(name)) for name, s in held.items()}
+    # one source keeps the key it always had, so its caches stay valid
+    source_key: dict[str, Any] = keys[SINGLE_SOURCE] if not cfg.sources else {"sources": keys}
     split_key: dict[str, Any] = {
         "val_fraction": cfg.val_fraction,
         "split_seed": cfg.split_seed,
@@ -133,72 +161,149 @@ def prepare(
     }
     if cfg.test_fraction > 0:  # absent otherwise: caches made before test splits stay valid
         split_key["test_fraction"] = cfg.test_fraction
+    train_key = _train_key(cfg, sources)
+    split: EvaluationSplit | None = None
 
-    def get_corpus() -> Corpus:
-        nonlocal corpus
-        if corpus is None:
-            corpus = load_corpus(cfg, progress)
-        return corpus
+    def get_split() -> EvaluationSplit:
+        nonlocal split
+        if split is None:
+            for name, s in held.items():
+                if name not in corpora:
+                    corpora[name] = load_corpus(s, progress)
+            split = evaluation_split(cfg, corpora)
+        return split
 
-    if isinstance(cfg.tokenizer, TrainedTokenizer):
-        vocab = cfg.tokenizer.train_bpe.vocab_size
+    if isinstance(cfg.tokenizer, TrainedTokenizer):  # trained on the study's training split,
+        vocab = cfg.tokenizer.train_bpe.vocab_size  # whatever a run's weights and filters
         tok_path = root / "tokenizers" / digest([source_key, split_key, vocab]) / "tokenizer.json"
         if tok_path.is_file():
             tokenizer = load_trained(tok_path, f"bpe-{vocab}")
         else:
-            documents = get_corpus().documents
-            train_idx, _, _, _ = _split(documents, cfg)
-            log(f"training a {vocab}-token BPE tokenizer on {len(train_idx)} documents")
-            tokenizer = train_bpe([documents[i] for i in train_idx], vocab)
+            study = get_split()
+            documents = [study.documents[i] for i in study.all("train")]
+            log(f"training a {vocab}-token BPE tokenizer on {len(documents)} documents")
+            tokenizer = train_bpe(documents, vocab)
             tok_path.parent.mkdir(parents=True, exist_ok=True)
             save_backend(tokenizer, tok_path)
     else:
         tokenizer = load_tokenizer(cfg.tokenizer)
 
-    directory = root / "tokens" / digest([source_key, split_key, tokenizer.identity()])
+    parts = [source_key, split_key, tokenizer.identity()] + ([train_key] if train_key else [])
+    directory = root / "tokens" / digest(parts)
     cached = read_cache(directory)
     if cached is not None:
-        meta, train, val, test = cached
         log(f"reusing token cache {directory}")
-        return PreparedData(
-            train, val, tokenizer, meta, directory, cache_hit=True, test_tokens=test
-        )
+        return _prepared(cached, tokenizer, cfg, directory, cache_hit=True)
 
-    documents = get_corpus().documents
-    train_idx, val_idx, test_idx, overlap_record = _split(documents, cfg)
-    train = _token_stream(tokenizer, [documents[i] for i in train_idx], "train", progress)
-    val = _token_stream(tokenizer, [documents[i] for i in val_idx], "validation", progress)
-    test = (
-        _token_stream(tokenizer, [documents[i] for i in test_idx], "test", progress)
-        if test_idx
-        else None
-    )
-    train_hashes = {_sha256(documents[i]) for i in train_idx}
-    leaked = sum(_sha256(documents[i]) in train_hashes for i in val_idx)
-    val_hashes = {_sha256(documents[i]) for i in val_idx}
-    test_leaked = sum(_sha256(documents[i]) in train_hashes | val_hashes for i in test_idx)
-    meta = {
-        "source": describe_source(cfg),
-        "source_key": source_key,
+    study = get_split()
+    chosen = training_documents(cfg, study, progress)
+    meta = _tokenize_into(cfg, study, chosen, tokenizer, progress)
+    meta = {"source": _describe(cfg), "source_key": source_key, **meta}
+    train, val, test = meta.pop("_streams")
+    write_cache(directory, meta, train, val, test)
+    log(f"wrote token cache {directory}")
+    return _prepared(read_cache(directory), tokenizer, cfg, directory, cache_hit=False)
+
+
+def _prepared(cached, tokenizer: Tokenizer, cfg: DataConfig, directory: Path, cache_hit: bool):
+    """PreparedData from a read cache; the scoring mode (whole documents or not) comes from the
+    config, since it changes no stream."""
+    meta, train, val, test = cached
+    meta = {**meta, "eval_documents": cfg.eval_documents}
+    return PreparedData(train, val, tokenizer, meta, directory, cache_hit, test_tokens=test)
+
+
+def _describe(cfg: DataConfig) -> str:
+    if not cfg.sources:
+        return describe_source(cfg)
+    return "; ".join(f"{name}: {describe_source(s)}" for name, s in cfg.named_sources().items())
+
+
+def _train_key(cfg: DataConfig, sources) -> dict[str, Any] | None:
+    """What selects the training documents beyond the split (None: the whole training split
+    of one source, as every cache before mixtures)."""
+    if not cfg.sources and not cfg.filters.active and cfg.max_train_tokens is None:
+        return None
+    extra = {}
+    for name, s in sources.items():
+        if not s.held_out and s.weight > 0:
+            extra[name] = (
+                _source_key(s, None) if s.source == "hf" else _source_key(s, load_corpus(s, False))
+            )
+    return {
+        "weights": {name: s.weight for name, s in sources.items()},
+        "extra": extra,
+        "filters": cfg.filters.model_dump(),
+        "max_train_tokens": cfg.max_train_tokens,
+    }
+
+
+def _tokenize_into(
+    cfg: DataConfig,
+    study: EvaluationSplit,
+    chosen,
+    tokenizer: Tokenizer,
+    progress: bool,
+) -> dict[str, Any]:
+    """Token streams and the data meta of one run's documents."""
+    dtype = token_dtype(tokenizer.vocab_size)
+    shares = {name: w / sum(chosen.weights.values()) for name, w in chosen.weights.items()}
+    streams, train_parts, start = [], [], 0
+    for name, docs in chosen.by_source.items():
+        stream = _token_stream(
+            tokenizer, docs, f"{name} train" if cfg.sources else "train", progress
+        )
+        if cfg.max_train_tokens is not None:
+            stream = stream[: max(1, round(shares[name] * cfg.max_train_tokens))]
+        streams.append(stream)
+        train_parts.append([name, start, start + len(stream), chosen.weights[name]])
+        start += len(stream)
+    train = np.concatenate(streams).astype(dtype, copy=False)
+    held_sides = {}
+    for side, label in (("val", "validation"), ("test", "test")):
+        pieces, side_parts, offset = [], [], 0
+        for name, indices in getattr(study, side).items():
+            if not indices:
+                continue
+            docs = [study.documents[i] for i in indices]
+            desc = f"{name} {label}" if cfg.sources else label
+            stream = _token_stream(tokenizer, docs, desc, progress)
+            pieces.append(stream)
+            side_parts.append([name, offset, offset + len(stream), len(docs)])
+            offset += len(stream)
+        held_sides[side] = (np.concatenate(pieces) if pieces else None, side_parts)
+    val, val_parts = held_sides["val"]
+    test, test_parts = held_sides["test"]
+    val_docs, test_docs = study.all("val"), study.all("test")
+    train_hashes = {sha256(d) for docs in chosen.by_source.values() for d in docs}
+    leaked = sum(sha256(study.documents[i]) in train_hashes for i in val_docs)
+    val_hashes = {sha256(study.documents[i]) for i in val_docs}
+    test_leaked = sum(sha256(study.documents[i]) in train_hashes | val_hashes for i in test_docs)
+    n_train_docs = sum(len(d) for d in chosen.by_source.values())
+    scored = val_docs + test_docs
+    meta: dict[str, Any] = {
         "tokenizer": tokenizer.name,
         "tokenizer_vocab_size": tokenizer.vocab_size,
         "eos_id": tokenizer.eos_id,
         # "test" only with a test split: caches and summaries without one read as before
         "documents": {
-            "total": len(train_idx) + len(val_idx) + len(test_idx),
-            "read": len(documents),  # before near-copies and dropped held-out documents
-            "train": len(train_idx),
-            "val": len(val_idx),
-            **({"test": len(test_idx)} if test is not None else {}),
+            "total": n_train_docs + len(scored),
+            "read": len(study.documents),  # before near-copies and dropped held-out documents
+            "train": n_train_docs,
+            "val": len(val_docs),
+            **({"test": len(test_docs)} if test is not None else {}),
         },
         "tokens": {
             "train": len(train),
             "val": len(val),
             **({"test": len(test)} if test is not None else {}),
         },
-        "characters": {"total": sum(len(documents[i]) for i in train_idx + val_idx + test_idx)},
-        "replaced_characters": get_corpus().replaced_characters,
-        "val_document_indices": val_idx,
+        "characters": {
+            "total": sum(len(d) for docs in chosen.by_source.values() for d in docs)
+            + sum(len(study.documents[i]) for i in scored)
+        },
+        "replaced_characters": study.replaced_characters,
+        "val_document_indices": val_docs,
         "leakage": {
             "method": (
                 f"SHA-256 of every document's text, and the share of each held-out document's "
@@ -211,63 +316,28 @@ def prepare(
                 if test is not None
                 else {}
             ),
-            "duplicates_removed": get_corpus().duplicates_removed,
-            "overlap": overlap_record,
+            "duplicates_removed": study.duplicates_removed,
+            "overlap": study.record,
+            **chosen.record,
         },
+        "_streams": (train, val, test),
     }
-    write_cache(directory, meta, train, val, test)
-    log(f"wrote token cache {directory}")
-    meta, train, val, test = read_cache(directory)  # type: ignore[misc]
-    return PreparedData(train, val, tokenizer, meta, directory, cache_hit=False, test_tokens=test)
-
-
-def _split(documents: list[str], cfg: DataConfig) -> tuple[list[int], list[int], list[int], dict]:
-    """(train, validation, test) indices into ``documents`` after the overlap check, and its
-    record: near-copies dropped from the corpus first, then the seeded split by document, then
-    contaminated held-out documents moved to training (or dropped)."""
-    check = cfg.contamination
-    index = NgramIndex(check.ngram)
-    fingerprints = [index.fingerprint(doc) for doc in documents]
-    dropped = (
-        set(near_duplicates(fingerprints, check.near_duplicates))
-        if check.near_duplicates is not None
-        else set()
-    )
-    kept = [i for i in range(len(documents)) if i not in dropped]
-    try:
-        train, val, test = split_documents(
-            len(kept), cfg.val_fraction, cfg.split_seed, cfg.test_fraction
-        )
-    except ValueError as exc:
-        raise ConfigError(f"data: {exc}") from None
-    clean = decontaminate(
-        fingerprints,
-        [kept[i] for i in train],
-        [kept[i] for i in val],
-        [kept[i] for i in test],
-        check.max_overlap,
-        check.action,
-    )
-    if not clean.val or (test and not clean.test):
-        side = "validation" if not clean.val else "test"
-        raise DataError(
-            f"every {side} document shares more than {check.max_overlap:.0%} of its "
-            f"{check.ngram}-word n-grams with the documents before it in the split; the corpus "
-            "repeats itself too much to hold any out (raise data.contamination.max_overlap, "
-            "or use a corpus with more distinct documents)"
-        )
-    record = {
-        "ngram": check.ngram,
-        "near_duplicate_threshold": check.near_duplicates,
-        "near_duplicates_removed": len(dropped),
-        "max_overlap": check.max_overlap,
-        "action": check.action,
-        "moved_to_training": clean.moved,
-        "dropped": clean.dropped,
-        "largest_overlap_after": clean.max_overlap,
-        "sharing_any_ngram": clean.sharing_any,
-    }
-    if not test:
-        for key in ("moved_to_training", "dropped", "largest_overlap_after", "sharing_any_ngram"):
-            record[key].pop("test", None)
-    return clean.train, clean.val, clean.test, record
+    if cfg.sources or cfg.filters.active or cfg.max_train_tokens is not None:
+        meta["train_parts"] = train_parts
+        meta["val_parts"] = val_parts
+        if test is not None:
+            meta["test_parts"] = test_parts
+        meta["sources"] = {
+            name: {
+                "weight": s.weight,
+                "share": shares.get(name, 0.0),
+                "held_out": s.held_out,
+                "documents_read": study.read.get(name),
+                "train_documents": len(chosen.by_source.get(name, [])),
+                "train_tokens": next((p[2] - p[1] for p in train_parts if p[0] == name), 0),
+                "val_documents": len(study.val.get(name, [])),
+                **({"test_documents": len(study.test.get(name, []))} if test is not None else {}),
+            }
+            for name, s in cfg.named_sources().items()
+        }
+    return meta

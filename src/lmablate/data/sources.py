@@ -6,6 +6,10 @@
   document per file), or a .jsonl/.json/.parquet file of records (read through ``datasets``).
 - ``builtin``: the documentation topics that ship with every CPython (``pydoc_data``), split at
   their section headings: real English prose that needs no download.
+- ``builtin_code``: the standard library's own top-level modules (``*.py`` beside ``os.py``),
+  split at their top-level statements: real Python source, a second domain that needs no
+  download either. Its chunks come in one fixed shuffled order, so the first N documents sample
+  the whole library rather than its first modules alphabetically.
 
 Text is decoded as UTF-8; a few undecodable bytes become U+FFFD and are counted, but a file
 that is not text (a NUL byte, or over a fifth of its characters undecodable) is an error naming
@@ -39,6 +43,8 @@ def load_corpus(cfg: DataConfig, progress: bool = True) -> Corpus:
     """Read the documents a data config names, without empty ones, in source order."""
     if cfg.source == "builtin":
         corpus = Corpus(builtin_documents())
+    elif cfg.source == "builtin_code":
+        corpus = Corpus(builtin_code_documents())
     elif cfg.source == "local":
         corpus = _local_corpus(Path(cfg.path).expanduser(), cfg)  # type: ignore[arg-type]
     else:
@@ -57,6 +63,8 @@ def load_corpus(cfg: DataConfig, progress: bool = True) -> Corpus:
 def describe_source(cfg: DataConfig) -> str:
     if cfg.source == "builtin":
         return "the builtin corpus"
+    if cfg.source == "builtin_code":
+        return "the builtin code corpus"
     if cfg.source == "local":
         return f"local corpus {cfg.path}"
     subset = f" ({cfg.subset})" if cfg.subset else ""
@@ -86,6 +94,40 @@ def builtin_documents(min_chars: int = 600) -> list[str]:
                 current = section
         if current:
             documents.append(current)
+    return documents
+
+
+_TOP_LEVEL = re.compile(r"\n(?=(?:def |class |async def |@)\S)")  # a statement at column 0
+
+
+def builtin_code_documents(min_chars: int = 600) -> list[str]:
+    """The standard library's top-level modules, cut before each top-level definition and
+    merged up to ``min_chars``, in a fixed shuffled order (seed 0)."""
+    import random
+    import sysconfig
+
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    documents = []
+    for path in sorted(stdlib.glob("*.py")):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):  # an unreadable module is left out, not guessed
+            continue
+        current = ""
+        for piece in _TOP_LEVEL.split(text):
+            piece = piece.strip("\n")
+            if not piece.strip():
+                continue
+            if len(current) < min_chars:
+                current = f"{current}\n\n{piece}".strip("\n")
+            else:
+                documents.append(current)
+                current = piece
+        if current.strip():
+            documents.append(current)
+    if not documents:
+        raise DataError(f"the standard library at {stdlib} holds no readable .py modules")
+    random.Random(0).shuffle(documents)
     return documents
 
 

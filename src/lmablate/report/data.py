@@ -172,6 +172,7 @@ def research_data(study: StudyData, analysis: Analysis, figures: dict[str, dict[
                     "seeds_per_configuration": len(setup["seeds"]),
                 },
                 "key_findings": analysis.findings,
+                "per_domain": analysis.domains or None,
                 "performance_metrics": {
                     v: {
                         "final_loss": table[v]["eval_loss"],

@@ -40,6 +40,8 @@ def efficiency_findings(analysis: Analysis) -> list[str]:
     otherwise the fewest-FLOPs configuration is named and why it is not a finding."""
     efficiency = analysis.efficiency
     ranking = [v for v, _ in analysis.efficiency_ranking]
+    if efficiency.get("withheld"):
+        return [f"- **Efficiency:** {efficiency['rule']}; the per-domain results compare them."]
     if not efficiency or not ranking:
         return []
     best = ranking[0]
@@ -101,7 +103,7 @@ def efficiency_rule() -> str:
 def target_levels_table(analysis: Analysis) -> list[str]:
     """FLOPs to every target level per configuration, with where in its run it got there."""
     efficiency = analysis.efficiency
-    if not efficiency:
+    if not efficiency or efficiency.get("withheld"):
         return []
     levels = efficiency["levels"]
     chosen = efficiency["target_index"]

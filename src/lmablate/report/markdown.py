@@ -12,6 +12,7 @@ from typing import Any
 
 from lmablate.analysis.findings import FLOPS_CONVENTION, Analysis
 from lmablate.analysis.rundata import StudyData
+from lmablate.report.domains import domain_section
 from lmablate.report.methods import methods_paragraph, settings_table
 from lmablate.report.results import (
     downstream_section,
@@ -56,6 +57,7 @@ def markdown_report(study: StudyData, analysis: Analysis, data: dict[str, Any]) 
     out += tuning_section(analysis)
     out += sensitivity_section(analysis)
     out += results_tables(analysis)
+    out += domain_section(analysis)
     out += statistics_section(analysis, n_seeds)
     out += equal_budget_section(analysis)
     out += scaling_section(analysis)

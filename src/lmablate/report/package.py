@@ -17,6 +17,7 @@ from typing import Any
 from lmablate.analysis.findings import AGGREGATED, Analysis, analyze
 from lmablate.analysis.rundata import RunData, StudyData, load_study_dir
 from lmablate.report.data import json_safe, research_data
+from lmablate.report.domains import draw_domains, write_domains_csv
 from lmablate.report.figures import draw_all
 from lmablate.report.format import (
     INVALID_BYTES,
@@ -145,6 +146,7 @@ def write_csvs(out: Path, analysis: Analysis) -> None:
             }
         )
     _write_rows(out / "performance_metrics.csv", CONFIG_COLUMNS, rows)
+    write_domains_csv(out, analysis, _write_rows)
 
 
 def write_samples(study: StudyData, out: Path) -> None:
@@ -225,7 +227,7 @@ def build_report(directory: str | Path) -> Path:
     # what this version draws replaces what any version drew: no stale figure reaches the zip
     for stale in [*out.glob("*.png"), *out.glob("paper/*.pdf")]:
         stale.unlink()
-    figures = draw_all(study, analysis, out)
+    figures = draw_all(study, analysis, out) | draw_domains(analysis, out)
     data = research_data(study, analysis, figures)
     data["paper"] = write_paper(
         out,

@@ -36,6 +36,8 @@ def reference_findings(analysis: Analysis) -> list[str]:
         return []
     bigram = refs["val"]["bigram"]["loss"]
     behind = [v for v, r in rows.items() if not r["beats_bigram"]]
+    if refs.get("unit") == "bits per byte":  # tokenizers differ: each against its own bigram
+        return _own_reference_findings(rows, behind, refs["margin"])
     if behind:
         names = ", ".join(
             f"{v} ({fmt(rows[v]['val_loss'])}"
@@ -55,4 +57,25 @@ def reference_findings(analysis: Analysis) -> list[str]:
         f"- **Beyond count models:** every configuration beats the smoothed bigram reference "
         f"({fmt(bigram)} nats on the same validation targets), by "
         f"{fmt(rows[closest]['below_bigram'])} nats at the least ({closest})."
+    ]
+
+
+def _own_reference_findings(
+    rows: dict[str, dict[str, Any]], behind: list[str], margin
+) -> list[str]:
+    if behind:
+        names = ", ".join(
+            f"{v} ({fmt(rows[v]['val_loss'])} bpb against {fmt(rows[v]['bigram'])})" for v in behind
+        )
+        return [
+            f"- **Not beyond a bigram model:** {names} do not beat the smoothed bigram "
+            "reference of the training split under their own tokenizer by more than "
+            f"{margin} bits per byte; such a model has learned little beyond which token "
+            "follows which. Train longer or on more data before reading them."
+        ]
+    closest = min(rows, key=lambda v: rows[v]["below_bigram"])
+    return [
+        "- **Beyond count models:** every configuration beats the smoothed bigram reference of "
+        "the training split under its own tokenizer (in bits per byte of the same validation "
+        f"bytes), by {fmt(rows[closest]['below_bigram'])} bpb at the least ({closest})."
     ]

@@ -80,7 +80,10 @@ def key_findings(analysis: Analysis, n_seeds: int) -> list[str]:
     lowest = findings["lowest_mean_val_loss_config"]
     if lowest is None:
         return ["- No configuration completed; see *Runs that did not complete*."]
-    interval = analysis.intervals[lowest]["eval_loss"]
+    metric = findings.get("metric", "eval_loss")
+    unit = findings.get("unit", "nats per token")
+    measure = "validation bpb" if metric == "val_bpb" else "validation loss"
+    interval = analysis.intervals[lowest][metric]
     ci = (
         f", 95% CI [{fmt(interval['ci_low'])}, {fmt(interval['ci_high'])}]"
         if interval and interval["ci_low"] is not None
@@ -91,9 +94,9 @@ def key_findings(analysis: Analysis, n_seeds: int) -> list[str]:
     out = _tuned_findings(analysis)
     if best.startswith("tied: "):
         out.append(
-            f"- **Best Performing Configuration:** {best} — their mean validation "
-            f"losses lie within the noise floor ({floor:.4f}) of the lowest, "
-            f"{lowest} ({fmt(table[lowest]['eval_loss'])}{ci})"
+            f"- **Best Performing Configuration:** {best} — their mean {measure} "
+            f"values lie within the noise floor ({floor:.4f}) of the lowest, "
+            f"{lowest} ({fmt(table[lowest][metric])}{ci})"
         )
     else:
         gap = findings["runner_up_gap"]
@@ -103,14 +106,14 @@ def key_findings(analysis: Analysis, n_seeds: int) -> list[str]:
             else ""
         )
         out.append(
-            f"- **Best Performing Configuration:** {best} (validation loss "
-            f"{fmt(table[best]['eval_loss'])}{ci}{beyond})"
+            f"- **Best Performing Configuration:** {best} ({measure} "
+            f"{fmt(table[best][metric])}{ci}{beyond})"
         )
     worst = findings["worst_performing_config"]
     out += [
-        f"- **Worst Performing Configuration:** {worst} (validation loss "
-        f"{pm(table[worst]['eval_loss'], table[worst]['eval_loss_std'])}); gap "
-        f"{fmt(findings['performance_gap'])} nats per token",
+        f"- **Worst Performing Configuration:** {worst} ({measure} "
+        f"{pm(table[worst][metric], table[worst][f'{metric}_std'])}); gap "
+        f"{fmt(findings['performance_gap'])} {unit}",
     ]
     out += efficiency_findings(analysis)
     if findings["not_reaching_target"]:
@@ -137,11 +140,13 @@ def key_findings(analysis: Analysis, n_seeds: int) -> list[str]:
     verdicts = [f"{c.variant} {c.verdict} ({c.difference:+.4f})" for c in analysis.comparisons]
     if n_seeds >= 2 and verdicts:
         out.append(f"- **Against the baseline:** {'; '.join(verdicts)}")
-    out.append(
-        f"- **Measures:** performance is the {findings['ranking_metric']}; efficiency "
-        f"is {findings['efficiency_measure']}, target "
-        f"{fmt(findings['target_val_loss'])}."
+    efficiency = (
+        "efficiency is withheld (tokenizers differ)"
+        if analysis.efficiency.get("withheld")
+        else f"efficiency is {findings['efficiency_measure']}, target "
+        f"{fmt(findings['target_val_loss'])}"
     )
+    out.append(f"- **Measures:** performance is the {findings['ranking_metric']}; {efficiency}.")
     if n_seeds < 2:
         out.append(
             "- **Caution:** one seed per configuration. Differences smaller than the "

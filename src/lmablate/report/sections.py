@@ -107,7 +107,8 @@ def statistics_section(analysis: Analysis, n_seeds: int) -> list[str]:
     floor = analysis.noise_floor
     if floor is not None:
         out += [
-            f"**Noise floor:** {floor:.4f} nats per token — the half-width of a 95% "
+            f"**Noise floor:** {floor:.4f} {analysis.findings.get('unit', 'nats per token')} — "
+            "the half-width of a 95% "
             "interval for a difference between two configurations with the baseline's "
             "seed-to-seed spread. Differences smaller than this are *within noise* and are "
             "never reported as wins.",
@@ -196,6 +197,14 @@ def equal_budget_section(analysis: Analysis) -> list[str]:
             + ".",
             "",
         ]
+    if analysis.efficiency.get("withheld"):
+        return [
+            *out,
+            "Withheld: the configurations use different tokenizers, and equal-budget readings "
+            "are taken off loss curves in nats per token; see *Per-Domain Results* (bits per "
+            "byte of the same bytes).",
+            "",
+        ]
     if not budgets:
         return [*out, "Not available: no complete runs.", ""]
     names = {"tokens": "equal tokens", "flops": "equal FLOPs", "time_s": "equal time"}
@@ -260,6 +269,47 @@ def overlap_paragraph(leak: dict[str, Any]) -> list[str]:
         + ".",
     ]
     return [" ".join(parts), ""]
+
+
+def _leakage_by_configuration(rows: dict[str, dict[str, Any]]) -> list[str]:
+    """Each configuration's own training data checked against every evaluation set."""
+    if not rows:
+        return []
+
+    def removed(row: dict[str, Any]) -> str:
+        counts = row.get("training_removed_for_overlap")
+        return f"{counts['exact']} exact, {counts['overlap']} by n-grams" if counts else "—"
+
+    def filtered(row: dict[str, Any]) -> str:
+        dropped = row.get("filtered")
+        return ", ".join(f"{n:,} {why}" for why, n in dropped.items()) if dropped else "—"
+
+    return [
+        "Each configuration's own training documents (its mixture, filters and training-only "
+        "sources) against every evaluation set: held-out documents found in its training data "
+        "(SHA-256), and documents of its training-only sources removed because they repeat or "
+        "overlap an evaluation document.",
+        "",
+        *md_table(
+            [
+                "configuration",
+                "training documents",
+                "held-out in training",
+                "removed from training-only sources",
+                "filtered out",
+            ],
+            [
+                [
+                    variant,
+                    fmt(row["train_documents"], ",.0f") if row["train_documents"] else "—",
+                    str(row["val_documents_in_training"]),
+                    removed(row),
+                    filtered(row),
+                ]
+                for variant, row in rows.items()
+            ],
+        ),
+    ]
 
 
 def validity_section(analysis: Analysis) -> list[str]:
@@ -339,6 +389,7 @@ def validity_section(analysis: Analysis) -> list[str]:
             ),
             "",
             *overlap_paragraph(leak),
+            *_leakage_by_configuration(leak.get("by_configuration") or {}),
         ]
     else:
         out += ["Not recorded by these runs.", ""]

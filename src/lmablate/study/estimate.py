@@ -47,6 +47,19 @@ def estimate_step_time(config: RunConfig, vocab_size: int, device: str, steps: i
     return (time.perf_counter() - start) / steps
 
 
+def _tokenizer_vocab(cfg, study_data, data) -> int:
+    """The vocabulary of a run's tokenizer: the study's, or a variant's own (a trained BPE's
+    as configured, without training it; a named one loaded)."""
+    from lmablate.config.data import TrainedTokenizer
+    from lmablate.data.tokenizers import load_tokenizer
+
+    if cfg.tokenizer == study_data.tokenizer:
+        return data.tokenizer.vocab_size
+    if isinstance(cfg.tokenizer, TrainedTokenizer):
+        return cfg.tokenizer.train_bpe.vocab_size
+    return load_tokenizer(cfg.tokenizer).vocab_size
+
+
 def dry_run(
     study: Study, only: list[str] | None = None, log: Callable[[str], None] = print
 ) -> list[dict[str, Any]]:
@@ -60,7 +73,7 @@ def dry_run(
         if only and run.variant not in only:
             continue
         cfg, tc = run.config, run.config.train
-        vocab = resolve_vocab_size(cfg.model, data.tokenizer.vocab_size)
+        vocab = resolve_vocab_size(cfg.model, _tokenizer_vocab(cfg.data, study.data, data))
         shape = json.dumps(
             [
                 cfg.model.model_dump(mode="json"),

@@ -63,8 +63,11 @@ def _computed(config: dict[str, Any]) -> dict[str, Any]:
     return {**config, "train": train}
 
 
-def config_conflicts(directory: Path, runs: list[StudyRun], data_key: str) -> dict[str, str]:
-    """Runs on disk that the study would now train differently: run path -> what changed."""
+def config_conflicts(
+    directory: Path, runs: list[StudyRun], data_keys: dict[str, str]
+) -> dict[str, str]:
+    """Runs on disk that the study would now train differently: run path -> what changed.
+    ``data_keys``: each run's token cache key, by run path."""
     conflicts = {}
     for run in runs:
         path = directory / run.path
@@ -74,7 +77,7 @@ def config_conflicts(directory: Path, runs: list[StudyRun], data_key: str) -> di
         recorded = json.loads((path / "config.json").read_text())
         if _computed(with_defaults(recorded)) != _computed(run.config.model_dump(mode="json")):
             conflicts[run.path] = "config"
-        elif summary.get("data_cache_key") not in (None, data_key):
+        elif summary.get("data_cache_key") not in (None, data_keys[run.path]):
             conflicts[run.path] = "data"  # same config, but the corpus or tokenizer changed
     return conflicts
 
@@ -199,6 +202,10 @@ class _Progress:
             self.done_flops += flops
 
 
+def _data_id(cfg: Any) -> str:
+    return json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
+
+
 def _run_study(
     study: Study,
     directory: Path,
@@ -213,7 +220,14 @@ def _run_study(
     study = match_budgets(study, data.tokenizer.vocab_size)
     matched = {run.path: run for run in study.runs}
     runs = [matched[run.path] for run in runs]
-    conflicts = config_conflicts(directory, runs, data.cache_dir.name)
+    # a variant's own training data (mixture, filters, tokenizer) is prepared once up front too
+    keys = {_data_id(study.data): data.cache_dir.name}
+    for run in runs:
+        if _data_id(run.config.data) not in keys:
+            own = prepare(run.config.data, progress=progress, log=log)
+            keys[_data_id(run.config.data)] = own.cache_dir.name
+    data_keys = {run.path: keys[_data_id(run.config.data)] for run in runs}
+    conflicts = config_conflicts(directory, runs, data_keys)
     if conflicts and not force:
         listed = ", ".join(f"{path} ({what})" for path, what in conflicts.items())
         raise LmablateError(

@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 import torch
 
 from lmablate.config.run import RunConfig, TrainConfig
-from lmablate.data import PreparedData, TrainBatches, prepare, validation_set
+from lmablate.data import PreparedData, prepare
 from lmablate.data.tokenizers import Tokenizer
 from lmablate.errors import LmablateError
 from lmablate.hardware import (
@@ -166,10 +166,8 @@ def _train(
     if data is None:  # prepared here under torchrun, rank 0 first
         data = _prepare_in_turn(cfg, world, progress, log)
     vocab_size = resolve_vocab_size(cfg.model, data.tokenizer.vocab_size)
-    batches = TrainBatches(data.train_tokens, tc.batch_size, tc.seq_len, tc.data_seed)
-    val = validation_set(
-        data.val_tokens, tc.seq_len, tc.eval_tokens, data.tokenizer.decode, data.tokenizer.eos_id
-    )
+    batches = data.batches(tc.batch_size, tc.seq_len, tc.data_seed)
+    val = data.scored("val", tc.seq_len, tc.eval_tokens)
     if world.is_main:
         _save_tokenizer(data.tokenizer, run_dir)
 

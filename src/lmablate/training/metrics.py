@@ -9,7 +9,9 @@ Evaluation scores the fixed validation targets (``data.ValidationSet``) and retu
 - ``val_confidence``: mean probability of the model's top prediction;
 - ``val_entropy``: mean entropy of the predicted distribution, in nats;
 - with ``per_document``, ``documents``: per validation document, [targets, summed nats] (the
-  paired bootstrap over documents in ``analysis.stats`` resamples these).
+  paired bootstrap over documents in ``analysis.stats`` resamples these);
+- with several evaluation sets, ``val_sets``: per set, its loss (nats/token) and bpb, from the
+  same pass (each target's nats go to its document, each document belongs to one set).
 
 All of it is computed on the device with tensor operations and summed there; the host reads
 six numbers once per evaluation.
@@ -60,8 +62,11 @@ def evaluate(
     sums = torch.zeros(5, dtype=torch.float64, device=device)
     if per_document and val.documents is None:
         raise ValueError("per-document scores need a validation set built with eos_id")
+    several = len(val.sets) > 1
     by_document = (
-        torch.zeros(val.n_documents, dtype=torch.float64, device=device) if per_document else None
+        torch.zeros(val.n_documents, dtype=torch.float64, device=device)
+        if per_document or several
+        else None
     )
     for start in range(0, len(val.inputs), windows):
         inputs = val.inputs[start : start + windows].to(device, non_blocking=True)
@@ -79,10 +84,22 @@ def evaluate(
     total_nats = float(sums[0])
     extra: dict[str, Any] = {}
     if by_document is not None:
-        counts = torch.bincount(val.documents[val.documents >= 0], minlength=val.n_documents)
-        extra["documents"] = [
-            [int(n), nats] for n, nats in zip(counts.tolist(), by_document.tolist(), strict=True)
-        ]
+        nats_of = by_document.tolist()
+        if per_document:
+            counts = torch.bincount(val.documents[val.documents >= 0], minlength=val.n_documents)
+            extra["documents"] = [
+                [int(n), nats] for n, nats in zip(counts.tolist(), nats_of, strict=True)
+            ]
+        if several:
+            extra["val_sets"] = {}
+            for part in val.sets:
+                nats = sum(nats_of[part.first_document : part.first_document + part.n_documents])
+                extra["val_sets"][part.name] = {
+                    "loss": nats / part.n_targets,
+                    "bpb": nats / math.log(2) / part.n_bytes,
+                    "targets": part.n_targets,
+                    "bytes": part.n_bytes,
+                }
     return {
         "val_loss": nll,
         "val_ppl": math.exp(min(nll, 700.0)),

@@ -17,7 +17,7 @@ import torch
 
 from lmablate.analysis.rundata import DOCUMENTS_FILE
 from lmablate.config.run import RunConfig
-from lmablate.data import PreparedData, ValidationSet, validation_set
+from lmablate.data import PreparedData, ValidationSet
 from lmablate.data.cache import digest
 from lmablate.data.references import references_for
 from lmablate.hardware import peak_flops, synchronize
@@ -129,9 +129,7 @@ class Recorder:
             return None
         tc = self.cfg.train
         tokenizer = self.data.tokenizer
-        test = validation_set(
-            self.data.test_tokens, tc.seq_len, tc.eval_tokens, tokenizer.decode, tokenizer.eos_id
-        )
+        test = self.data.scored("test", tc.seq_len, tc.eval_tokens)
         scores = evaluate(self.model, test, self.vocab_size, self.device, self.precision)
         references = references_for(self.data.train_tokens, test, tokenizer.vocab_size)
         self.log(f"test_loss {scores['val_loss']:.4f} on {test.n_targets:,} test targets")
@@ -141,6 +139,27 @@ class Recorder:
             "bytes": test.n_bytes,
             "targets_digest": digest(test.targets[test.targets >= 0].tolist()),
             "references": references,
+        }
+
+    def mixture(self, step: int) -> dict[str, Any] | None:
+        """Per training source: the tokens trained on over ``step`` steps, its unique tokens
+        and how many epochs of them that is (None for one source)."""
+        parts = self.data.train_parts()
+        if not parts:
+            return None
+        tc = self.cfg.train
+        batches = self.data.batches(tc.batch_size, tc.seq_len, tc.data_seed)
+        trained = batches.tokens_by_source(step)
+        total = sum(trained.values()) or 1
+        return {
+            part.name: {
+                "weight": part.weight,
+                "tokens_trained": trained.get(part.name, 0),
+                "share_trained": trained.get(part.name, 0) / total,
+                "unique_tokens": part.end - part.start,
+                "epochs": trained.get(part.name, 0) / (part.end - part.start),
+            }
+            for part in parts
         }
 
     def count_compilation(self, t_step: float) -> None:
@@ -200,11 +219,16 @@ class Recorder:
             train_tokens=len(data.train_tokens),
             data_key=data.cache_dir.name,
             tokenizer=data.tokenizer.name,
-            data_meta={key: data.meta[key] for key in ("documents", "tokens", "leakage")},
+            data_meta={
+                key: data.meta[key]
+                for key in ("documents", "tokens", "leakage", "sources", "eval_documents")
+                if key in data.meta
+            },
             parameter_groups=describe_groups(self.model, self.cfg.train),
             test=test,
             processes=self.world.size,
             references=references_for(data.train_tokens, self.val, data.tokenizer.vocab_size),
+            mixture=self.mixture(step),
         )
         if status == "complete" and self.documents[0] == step:
             write_json_atomic(

@@ -120,6 +120,7 @@ def build_summary(
     test: dict[str, Any] | None = None,
     processes: int = 1,
     references: dict[str, Any] | None = None,
+    mixture: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     tc = cfg.train
     test_references = (test or {}).get("references")
@@ -150,6 +151,8 @@ def build_summary(
         "final_test_loss": test["test_loss"] if test else None,
         "final_test_bpb": test["test_bpb"] if test else None,
         "final_test_accuracy": test["test_accuracy"] if test else None,
+        "final_val_sets": final.get("val_sets") if final else None,
+        "final_test_sets": test.get("test_sets") if test else None,
         "test": test,
         "best_val_loss": best["val_loss"] if best else None,
         "best_val_step": best["step"] if best else None,
@@ -157,6 +160,7 @@ def build_summary(
         "final_train_loss": smoothed_train_loss([r for r in records if r["step"] <= step]),
         "tokens_seen": tokens_seen,
         "epochs": tokens_seen / train_tokens,
+        "mixture": mixture,
         "params": count_parameters(cfg.model, vocab_size),
         "vocab_size": vocab_size,
         "optimizer": tc.optimizer,

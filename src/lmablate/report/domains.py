@@ -1,0 +1,158 @@
+"""The per-domain section: every configuration on every evaluation set, in bits per byte
+(``analysis/domains.py`` computes it), as a Markdown table, a CSV and a figure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lmablate.analysis.domains import MACRO
+from lmablate.analysis.findings import Analysis
+from lmablate.report.format import ci, fmt, md_table
+
+DOMAINS_CSV = "per_domain_metrics.csv"
+DOMAIN_COLUMNS = [
+    "configuration",
+    "evaluation_set",
+    "n",
+    "bpb",
+    "bpb_ci_low",
+    "bpb_ci_high",
+    "diff_vs_baseline",
+    "diff_ci_low",
+    "diff_ci_high",
+    "p_holm",
+    "verdict",
+    "tokens_per_byte",
+]
+
+
+def _difference(row: dict[str, Any]) -> str:
+    versus = row.get("vs_baseline")
+    if not versus:
+        return "—"
+    interval = ""
+    if versus.get("ci_low") is not None:
+        interval = f" [{versus['ci_low']:+.4f}, {versus['ci_high']:+.4f}]"
+    return f"{versus['difference']:+.4f}{interval} {versus['verdict']}"
+
+
+def domain_section(analysis: Analysis) -> list[str]:
+    domains = analysis.domains
+    if not domains:
+        return []
+    sets = [*domains["sets"], MACRO]
+    out = [
+        "## Per-Domain Results",
+        "",
+        f"Every run is scored on every evaluation set ({', '.join(domains['sets'])}): the "
+        "held-out documents of each source, the same bytes for every configuration. Values are "
+        "bits per byte (bpb), which do not depend on the tokenizer; the macro-average is the "
+        "unweighted mean of the sets' bpb. Differences are to the baseline on the same set, "
+        "paired by seed with a 95% t-interval; verdicts are Holm-adjusted over the "
+        "configurations within each set, with the baseline's seed spread on that set as its "
+        "noise floor.",
+        "",
+    ]
+    header = ["configuration", *(f"{name} bpb" for name in sets)]
+    rows = []
+    for variant in domains["table"][sets[0]]["configurations"]:
+        cells = [variant]
+        for name in sets:
+            row = domains["table"][name]["configurations"][variant]
+            bpb = row["bpb"] or {}
+            cells.append(ci(bpb) if bpb else "n/a")
+        rows.append(cells)
+    out += md_table(header, rows)
+    out += ["Difference from the baseline (bpb), per set:", ""]
+    rows = []
+    for variant in domains["table"][sets[0]]["configurations"]:
+        if variant == "baseline":
+            continue
+        rows.append(
+            [variant] + [_difference(domains["table"][n]["configurations"][variant]) for n in sets]
+        )
+    out += md_table(["configuration", *sets], rows)
+    floors = ", ".join(f"{name} {fmt(domains['table'][name]['noise_floor'])}" for name in sets)
+    out += [f"Noise floors (bpb): {floors}.", ""]
+    per_byte = domains.get("tokens_per_byte") or {}
+    if per_byte:
+        out += ["Tokens per byte of each configuration's tokenizer on each set:", ""]
+        out += md_table(
+            ["configuration", *domains["sets"]],
+            [
+                [variant, *(fmt(values.get(name), ".3f") for name in domains["sets"])]
+                for variant, values in per_byte.items()
+            ],
+        )
+    return out
+
+
+def domain_rows(analysis: Analysis) -> list[dict[str, Any]]:
+    domains = analysis.domains
+    rows = []
+    for name, entry in (domains or {}).get("table", {}).items():
+        for variant, row in entry["configurations"].items():
+            bpb = row["bpb"] or {}
+            versus = row.get("vs_baseline") or {}
+            rows.append(
+                {
+                    "configuration": variant,
+                    "evaluation_set": name,
+                    "n": row["n"],
+                    "bpb": bpb.get("mean"),
+                    "bpb_ci_low": bpb.get("ci_low"),
+                    "bpb_ci_high": bpb.get("ci_high"),
+                    "diff_vs_baseline": versus.get("difference"),
+                    "diff_ci_low": versus.get("ci_low"),
+                    "diff_ci_high": versus.get("ci_high"),
+                    "p_holm": versus.get("p_holm"),
+                    "verdict": versus.get("verdict"),
+                    "tokens_per_byte": (domains.get("tokens_per_byte") or {})
+                    .get(variant, {})
+                    .get(name),
+                }
+            )
+    return rows
+
+
+def write_domains_csv(out: Path, analysis: Analysis, write_rows) -> None:
+    if analysis.domains:
+        write_rows(out / DOMAINS_CSV, DOMAIN_COLUMNS, domain_rows(analysis))
+
+
+DOMAINS_FIGURE = "per_domain_performance.png"
+
+
+def draw_domains(analysis: Analysis, out: Path) -> dict[str, dict[str, Any]]:
+    """One panel per evaluation set and one for the macro-average: each configuration's bpb
+    with its seeds' 95% interval."""
+    domains = analysis.domains
+    if not domains:
+        return {}
+    import matplotlib.pyplot as plt
+
+    from lmablate.report.figures import STYLE, TEXT, _dots, _figure, _finish, _styles
+
+    sets = [*domains["sets"], MACRO]
+    variants = list(domains["table"][sets[0]]["configurations"])
+    styles = _styles(variants)
+    with plt.rc_context(STYLE):
+        fig, axes = _figure(TEXT, len(sets))
+        for ax, name in zip(axes, sets, strict=True):
+            rows = domains["table"][name]["configurations"]
+            _dots(
+                ax,
+                variants,
+                [(rows[v]["bpb"] or {}).get("mean") for v in variants],
+                [rows[v]["bpb"] for v in variants],
+                styles,
+            )
+            ax.set_title(name)
+            ax.set_ylabel("bits per byte" if name == sets[0] else "")
+        description = (
+            f"Bits per byte of each configuration on each evaluation set "
+            f"({', '.join(domains['sets'])}) and their unweighted mean, final evaluation, mean "
+            "over seeds with the seeds' 95% interval; the same bytes for every configuration."
+        )
+        return _finish(fig, out / DOMAINS_FIGURE, description)
