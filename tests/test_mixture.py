@@ -295,6 +295,8 @@ def test_the_per_domain_table_matches_a_hand_computation(tmp_path):
     assert (report / "per_domain_performance.png").is_file()
     data = json.loads((report / "research_data.json").read_text())
     assert data["results_summary"]["per_domain"]["sets"] == ["code", "prose"]
+    curves = data["visualizations"]["training_loss_comparison.png"]["panels"][1]
+    assert curves["y"] == "validation bits per byte"  # not nats of different tokenizers
     confound = analysis.confounds["mixed"]
     assert confound["factors"] == ["data mixture"]
 

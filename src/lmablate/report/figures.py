@@ -399,9 +399,11 @@ def _plot_curves(ax, study: StudyData, styles, points, markers: bool = True) -> 
             ax.fill_between(x, low, high, color=style["color"], alpha=0.15, linewidth=0)
 
 
-def _eval_points(budget: str) -> Callable[[RunData], list[tuple[float, float]]]:
+def _eval_points(
+    budget: str, key: str = "val_loss"
+) -> Callable[[RunData], list[tuple[float, float]]]:
     def points(run: RunData) -> list[tuple[float, float]]:
-        return [(p[budget], p["val_loss"]) for p in eval_curve(run) if p[budget] is not None]
+        return [(p[budget], p[key]) for p in eval_curve(run) if p[budget] is not None]
 
     return points
 
@@ -563,22 +565,37 @@ def _loss_curves(study: StudyData, analysis: Analysis, styles, out: Path):
     fig, (train_ax, val_ax) = _figure(TEXT, 2, len(study.compared) + 3)
     _plot_curves(train_ax, study, styles, _train_points, markers=False)
     train_ax.set(title="(a) Training loss (logged means)", xlabel="tokens seen", ylabel=TRAIN_LOSS)
-    _plot_curves(val_ax, study, styles, _eval_points("tokens"))
-    _matched_line(val_ax, analysis, "tokens")
-    _reference_lines(val_ax, analysis, models=("unigram", "bigram"))
-    val_ax.set(
-        title="(b) Validation loss, held-out documents", xlabel="tokens seen", ylabel=VAL_LOSS
-    )
+    by_bytes = analysis.findings.get("metric") == "val_bpb"  # the tokenizers differ
+    if by_bytes:
+        train_ax.set_title(
+            "(a) Training loss (each its own tokenizer's tokens)"
+        )  # nats per token of different tokenizers do not compare: the same bytes do
+        _plot_curves(val_ax, study, styles, _eval_points("tokens", "val_bpb"))
+        val_ax.set(
+            title="(b) Validation bits per byte, held-out documents",
+            xlabel="tokens seen",
+            ylabel="validation bits per byte",
+        )
+    else:
+        _plot_curves(val_ax, study, styles, _eval_points("tokens"))
+        _matched_line(val_ax, analysis, "tokens")
+        _reference_lines(val_ax, analysis, models=("unigram", "bigram"))
+        val_ax.set(
+            title="(b) Validation loss, held-out documents", xlabel="tokens seen", ylabel=VAL_LOSS
+        )
     for ax in (train_ax, val_ax):
         ax.xaxis.set_major_formatter(ticker.FuncFormatter(_si))
     _legend_below(fig, [train_ax, val_ax])
-    return _finish(
-        fig,
-        out / "training_loss_comparison.png",
-        "Training loss and validation loss against tokens seen (markers: evaluations; the "
+    description = (
+        "Training loss (nats per token of each configuration's own tokenizer, not comparable "
+        "across tokenizers) and validation bits per byte of the same held-out bytes against "
+        "tokens seen (markers: evaluations)"
+        if by_bytes
+        else "Training loss and validation loss against tokens seen (markers: evaluations; the "
         "dotted line: the token budget every configuration reached; horizontal lines: the "
-        "unigram and bigram reference losses on the same validation targets)",
+        "unigram and bigram reference losses on the same validation targets)"
     )
+    return _finish(fig, out / "training_loss_comparison.png", description)
 
 
 def _final_performance(analysis: Analysis, variants: list[str], styles, out: Path):
