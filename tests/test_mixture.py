@@ -4,6 +4,7 @@ budgets, tokenizers; evaluation sets fixed by the study, scored on the same byte
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -321,3 +322,29 @@ def test_every_shipped_study_expands():
         "vocab_1024": {"tokenizer"},
         "long_only": {"filters"},
     }
+
+
+def test_data_inspect_shows_each_source_and_evaluation_set(tmp_path, documents):
+    from helpers import run_cli, write_yaml
+
+    data = two_domains(tmp_path, documents, eval_documents=3)
+    data["sources"]["code"]["weight"] = 0.5
+    data["filters"] = {"min_chars": 400}
+    config = write_yaml(
+        tmp_path / "run.yaml",
+        "model: {d_model: 32, n_heads: 2, n_layers: 2, d_ff: 64}\n"
+        "train: {seq_len: 64, eval_tokens: 1000, max_steps: 10, warmup_steps: 2}\n"
+        f"data: {json.dumps(data)}\n",
+    )
+    result = run_cli("data", "inspect", str(config))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "source prose" in out and "weight 1 (67% of training tokens)" in out
+    assert "source code" in out and "weight 0.5 (33% of training tokens)" in out
+    assert re.search(r"eval set prose +3 documents", out)
+    assert re.search(r"eval set code +3 documents", out)
+    assert "filters" in out and "shorter than 400 characters" in out
+    report = json.loads(run_cli("data", "inspect", str(config), "--json").stdout)
+    assert [s["name"] for s in report["evaluation_sets"]] == ["prose", "code"]
+    assert all(s["documents"] == 3 for s in report["evaluation_sets"])
+    assert report["sources"]["code"]["share"] == pytest.approx(1 / 3)
