@@ -161,7 +161,13 @@ def prepare(
     }
     if cfg.test_fraction > 0:  # absent otherwise: caches made before test splits stay valid
         split_key["test_fraction"] = cfg.test_fraction
-    train_key = _train_key(cfg, sources)
+    # training-only sources outside the hub are keyed by content too: read once, used twice
+    extra = {
+        name: load_corpus(s, progress)
+        for name, s in sources.items()
+        if not s.held_out and s.weight > 0 and s.source != "hf"
+    }
+    train_key = _train_key(cfg, sources, extra)
     split: EvaluationSplit | None = None
 
     def get_split() -> EvaluationSplit:
@@ -196,7 +202,7 @@ def prepare(
         return _prepared(cached, tokenizer, cfg, directory, cache_hit=True)
 
     study = get_split()
-    chosen = training_documents(cfg, study, progress)
+    chosen = training_documents(cfg, study, progress, extra)
     meta = _tokenize_into(cfg, study, chosen, tokenizer, progress)
     meta = {"source": _describe(cfg), "source_key": source_key, **meta}
     train, val, test = meta.pop("_streams")
@@ -219,20 +225,18 @@ def _describe(cfg: DataConfig) -> str:
     return "; ".join(f"{name}: {describe_source(s)}" for name, s in cfg.named_sources().items())
 
 
-def _train_key(cfg: DataConfig, sources) -> dict[str, Any] | None:
+def _train_key(cfg: DataConfig, sources, extra: dict[str, Corpus]) -> dict[str, Any] | None:
     """What selects the training documents beyond the split (None: the whole training split
-    of one source, as every cache before mixtures)."""
+    of one source, as every cache before mixtures). ``extra``: the training-only sources read."""
     if not cfg.sources and not cfg.filters.active and cfg.max_train_tokens is None:
         return None
-    extra = {}
-    for name, s in sources.items():
-        if not s.held_out and s.weight > 0:
-            extra[name] = (
-                _source_key(s, None) if s.source == "hf" else _source_key(s, load_corpus(s, False))
-            )
     return {
         "weights": {name: s.weight for name, s in sources.items()},
-        "extra": extra,
+        "extra": {
+            name: _source_key(s, extra.get(name))
+            for name, s in sources.items()
+            if not s.held_out and s.weight > 0
+        },
         "filters": cfg.filters.model_dump(),
         "max_train_tokens": cfg.max_train_tokens,
     }

@@ -154,14 +154,6 @@ def evaluation_sets(
         except DataError as exc:
             raise DataError(f"evaluation set {name!r}: {exc}") from None
         pieces.append((name, piece))
-    if len(pieces) == 1 and whole_documents is None:
-        name, only = pieces[0]
-        return ValidationSet(
-            **{
-                **only.__dict__,
-                "sets": (EvalSet(name, 0, only.n_documents, only.n_targets, only.n_bytes),),
-            }
-        )
     sets, offset = [], 0
     owners = []
     for name, piece in pieces:

@@ -151,8 +151,13 @@ class TrainingDocuments:
 
 
 def training_documents(
-    cfg: DataConfig, split: EvaluationSplit, progress: bool = False
+    cfg: DataConfig,
+    split: EvaluationSplit,
+    progress: bool = False,
+    corpora: dict[str, Corpus] | None = None,
 ) -> TrainingDocuments:
+    """``corpora``: training-only sources already read (the rest are read here)."""
+    corpora = corpora or {}
     sources = cfg.named_sources()
     trained = {name: s for name, s in sources.items() if s.weight > 0}
     record: dict[str, Any] = {}
@@ -172,7 +177,8 @@ def training_documents(
             docs = [split.documents[i] for i in split.train[name]]
         else:
             docs = []
-            for doc in load_corpus(source, progress).documents:
+            corpus = corpora.get(name) or load_corpus(source, progress)
+            for doc in corpus.documents:
                 if sha256(doc) in hashes:
                     removed["exact"] += 1
                 elif overlap(index.fingerprint(doc), reference) > cfg.contamination.max_overlap:
