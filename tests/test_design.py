@@ -478,7 +478,7 @@ def per_run(study):
         {
             "variant": r.variant,
             "status": "complete",
-            "eval_loss": r.summary["final_val_loss"],
+            "score": r.final_score,
             "total_flops": r.summary["total_flops"],
         }
         for r in study.runs
@@ -525,12 +525,12 @@ def test_a_tuned_study_converts_each_configuration_at_its_tuned_choice(tmp_path)
     assert represented("muon", choice) == "muon (learning_rate=0.01)"
     assert represented("baseline", "learning_rate=0.01") == "baseline (learning_rate=0.01)"
     assert represented("muon", "muon") == "muon"
-    text = "\n".join(scaling_section(SimpleNamespace(scaling=out)))
+    text = "\n".join(scaling_section(SimpleNamespace(findings={}, scaling=out)))
     assert "| muon (learning_rate=0.01) |" in text and "tuned choice" in text
     assert "untuned curve" not in text
     out = compute_multipliers(study, per_run(study), {"muon": choice, "baseline": "budget=2x"})
     assert not out["ladder_is_baseline_choice"]
-    assert "untuned curve" in "\n".join(scaling_section(SimpleNamespace(scaling=out)))
+    assert "untuned curve" in "\n".join(scaling_section(SimpleNamespace(findings={}, scaling=out)))
 
 
 def test_one_seed_multipliers_take_their_interval_from_the_fit(tmp_path):
@@ -560,7 +560,7 @@ MULTIPLIER_NUMBER = re.compile(r"(?<![=.\d])\d+(?:\.\d+)?\s*[x×]")
 def scaling_report(out: dict) -> str:
     from lmablate.report.sections import scaling_section
 
-    return "\n".join(scaling_section(SimpleNamespace(scaling=out)))
+    return "\n".join(scaling_section(SimpleNamespace(findings={}, scaling=out)))
 
 
 @pytest.mark.parametrize(
@@ -586,7 +586,7 @@ def test_a_ladder_the_law_cannot_fit_gives_no_multiplier(tmp_path, ladder_loss, 
     assert "No compute multiplier is given" in text and "interpolated between rungs" in text
     assert all(p in text for p in fit["problems"])
     assert not MULTIPLIER_NUMBER.search(text), text
-    table = multiplier_table(SimpleNamespace(scaling=out), "ladder")
+    table = multiplier_table(SimpleNamespace(findings={}, scaling=out), "ladder")
     assert "No compute multiplier: the power law does not describe" in table
     header = next(line for line in table.splitlines() if line.startswith("Configuration"))
     assert "Multiplier" not in header  # no row has one, so the column is left out
@@ -596,7 +596,7 @@ def test_a_ladder_the_law_cannot_fit_gives_no_multiplier(tmp_path, ladder_loss, 
 def test_the_paper_table_prints_a_usable_fits_multiplier(tmp_path):
     study = ladder_study(tmp_path, {"better": [law(2.0)] * 3}, variant_compute=1.0)
     table = multiplier_table(
-        SimpleNamespace(scaling=compute_multipliers(study, per_run(study))), "ladder"
+        SimpleNamespace(findings={}, scaling=compute_multipliers(study, per_run(study))), "ladder"
     )
     row = next(line for line in table.splitlines() if line.startswith("better &"))
     cells = row.removesuffix(r" \\").split(" & ")
@@ -608,7 +608,7 @@ def test_an_unusable_fit_draws_the_ladder_without_a_fitted_line(tmp_path):
     from lmablate.report.figures import draw_scaling
 
     study = ladder_study(tmp_path, {"better": [2.95]}, variant_compute=1.0, ladder_loss=ZIGZAG.get)
-    analysis = SimpleNamespace(per_run=per_run(study))
+    analysis = SimpleNamespace(findings={}, per_run=per_run(study))
     analysis.scaling = compute_multipliers(study, analysis.per_run)
     styles = {"better": {"marker": "s", "color": "#0072B2"}}
     (figure,) = draw_scaling(study, analysis, styles, tmp_path).values()

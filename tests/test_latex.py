@@ -9,12 +9,12 @@ import pytest
 import yaml
 from test_claims import line, write_run, write_study
 
-from lmablate.report.latex import _tex
 from lmablate.report.package import build_report
+from lmablate.report.tex import tex
 
 
 @pytest.mark.parametrize(
-    ("text", "tex"),
+    ("text", "latex"),
     [
         ("difference −0.3 or -0.25", "difference $-0.3$ or $-0.25$"),
         ("3-5 steps, x-1, [-0.1, 0.2]", "3-5 steps, x-1, [$-0.1$, 0.2]"),
@@ -30,8 +30,8 @@ from lmablate.report.package import build_report
         ("budget=0.25x and seed-1", "budget=0.25x and seed-1"),  # names keep their hyphens
     ],
 )
-def test_report_text_becomes_latex(text, tex):
-    assert _tex(text) == tex
+def test_report_text_becomes_latex(text, latex):
+    assert tex(text) == latex
 
 
 def _report(tmp_path, monkeypatch, engine: str | None):

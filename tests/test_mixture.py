@@ -252,6 +252,10 @@ def test_the_per_domain_table_matches_a_hand_computation(tmp_path):
                 }
                 for name, values in sets.items()
             }
+            summary["final_test_sets"] = {  # the test documents: 0.1 bpb above validation
+                name: {**record, "bpb": record["bpb"] + 0.1}
+                for name, record in summary["final_val_sets"].items()
+            }
             summary["tokenizer"] = "bpe-512" if variant == "baseline" else "bpe-1024"
             # fewer, harder targets: more nats per token, yet fewer bits per byte
             summary["final_val_bpb"] = (
@@ -279,20 +283,28 @@ def test_the_per_domain_table_matches_a_hand_computation(tmp_path):
         (1.415 + 1.455 + 1.47) / 3
     )
     assert table["code"]["configurations"]["mixed"]["vs_baseline"]["verdict"] == "better"
+    test = analysis.domains["test"]
+    assert test["prose"]["configurations"]["baseline"]["bpb"]["mean"] == pytest.approx(1.11)
+    assert test["code"]["configurations"]["mixed"]["vs_baseline"]["difference"] == pytest.approx(
+        -0.2
+    )
     assert analysis.domains["tokens_per_byte"]["mixed"] == {"code": 0.25, "prose": 0.25}
     assert any("different tokenizer" in threat for threat in analysis.study_threats)
-    # tokenizers differ: ranked and tested in bits per byte, curve readings withheld
+    # tokenizers differ: ranked and tested in bits per byte
     assert analysis.findings["metric"] == "val_bpb"
     (comparison,) = analysis.comparisons
     assert comparison.difference == pytest.approx(-0.11)
     assert [v for v, _ in analysis.ranking] == ["mixed", "baseline"]
-    assert analysis.efficiency["withheld"] and analysis.equal_budgets == {}
 
     report = build_report(tmp_path)
     rows = list(csv.DictReader((report / "per_domain_metrics.csv").open()))
-    assert len(rows) == 2 * 3 and {r["evaluation_set"] for r in rows} == set(diffs)
+    assert len(rows) == 2 * 3 * 2 and {r["evaluation_set"] for r in rows} == set(diffs)
+    assert {r["split"] for r in rows} == {"validation", "test"}
     markdown = (report / "research_report.md").read_text()
     assert "## Per-Domain Results" in markdown and "macro-average bpb" in markdown
+    assert "On the **test** documents of each set" in markdown
+    latex = (report / "paper" / "domains_table.tex").read_text()
+    assert "macro-average" in latex and "$-0.200$" in latex and "better" in latex
     assert (report / "per_domain_performance.png").is_file()
     data = json.loads((report / "research_data.json").read_text())
     assert data["results_summary"]["per_domain"]["sets"] == ["code", "prose"]
@@ -348,3 +360,53 @@ def test_data_inspect_shows_each_source_and_evaluation_set(tmp_path, documents):
     assert [s["name"] for s in report["evaluation_sets"]] == ["prose", "code"]
     assert all(s["documents"] == 3 for s in report["evaluation_sets"])
     assert report["sources"]["code"]["share"] == pytest.approx(1 / 3)
+
+
+def test_curve_readings_are_in_bits_per_byte_when_tokenizers_differ(tmp_path):
+    """In nats per token the variant's curve lies above the baseline's everywhere (its longer
+    tokens are harder targets); in bits per byte below. Efficiency, equal budgets, the tuned
+    comparison's inputs and the figures must read the bytes, so the variant comes first."""
+    from test_claims import line, write_run, write_study
+
+    from lmablate.analysis.findings import analyze
+    from lmablate.analysis.rundata import eval_curve, load_study_dir
+    from lmablate.report.package import build_report
+
+    write_study(tmp_path, {"vocab": {"tokenizer": "bpe-1024"}}, seeds=2)
+    per_byte = {"baseline": 3.0, "vocab": 5.0}  # nats per token / bits per byte
+    for variant, nats in (("baseline", 3.0), ("vocab", 4.0)):
+        for seed in range(2):
+            write_run(tmp_path, variant, seed, line(8.0, nats + 0.01 * seed, 2000))
+            run = tmp_path / "runs" / variant / f"seed-{seed}"
+            records = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
+            for record in records:
+                if record["kind"] == "eval":
+                    record["val_bpb"] = record["val_loss"] / per_byte[variant]
+            (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+            summary = json.loads((run / "summary.json").read_text())
+            summary["final_val_bpb"] = summary["final_val_loss"] / per_byte[variant]
+            summary["tokenizer"] = "bpe-512" if variant == "baseline" else "bpe-1024"
+            (run / "summary.json").write_text(json.dumps(summary))
+    study = load_study_dir(tmp_path)
+    assert study.in_bytes
+    curve = eval_curve(study.runs_of("vocab")[0])
+    assert curve[-1]["score"] == pytest.approx(4.0 / 5.0) and curve[-1]["val_loss"] == 4.0
+    analysis = analyze(study)
+    # the common target is the baseline's lowest seed-mean bpb (at its end); the variant,
+    # 0.8 bpb at its end, crosses it three quarters into its run: first in compute
+    assert analysis.efficiency["target"] == pytest.approx((3.0 + 0.005) / 3.0, rel=1e-3)
+    assert next(v for v, _ in analysis.efficiency_ranking) == "vocab"
+    assert analysis.equal_budgets["tokens"]["ranking"] == ["vocab", "baseline"]
+    assert analysis.equal_budgets["tokens"]["val_loss"]["vocab"] == pytest.approx(
+        (4.0 + 4.01) / 2 / 5.0
+    )
+    assert "bits per byte" in analysis.findings["efficiency_measure"]
+
+    report = build_report(tmp_path)
+    data = json.loads((report / "research_data.json").read_text())
+    figures = data["visualizations"]
+    assert figures["efficiency_analysis.png"]["panels"][0]["y"] == "validation bits per byte"
+    assert figures["convergence_analysis.png"]["panels"][0]["y"].startswith("bits per byte")
+    final = figures["final_performance_comparison.png"]["panels"][0]
+    assert final["y"] == "final validation bits per byte"
+    assert "own tokenizer" in figures["final_performance_comparison.png"]["panels"][1]["title"]

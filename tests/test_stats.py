@@ -119,9 +119,9 @@ def test_mismatched_seed_sets_pair_on_the_shared_seeds():
 
 def test_interpolated_loss_at_budget():
     curve = [
-        {"tokens": 0, "val_loss": 8.0},
-        {"tokens": 100, "val_loss": 6.0},
-        {"tokens": 300, "val_loss": 5.0},
+        {"tokens": 0, "score": 8.0},
+        {"tokens": 100, "score": 6.0},
+        {"tokens": 300, "score": 5.0},
     ]
     assert loss_at(curve, "tokens", 50) == pytest.approx(7.0)
     assert loss_at(curve, "tokens", 200) == pytest.approx(5.5)

@@ -22,8 +22,8 @@ from lmablate.analysis.stats import compare, noise_floor, summarize, with_verdic
 MACRO = "macro-average"
 
 
-def _bpb_by_set(summary: dict[str, Any] | None) -> dict[str, float]:
-    sets = (summary or {}).get("final_val_sets") or {}
+def _bpb_by_set(summary: dict[str, Any] | None, key: str = "final_val_sets") -> dict[str, float]:
+    sets = (summary or {}).get(key) or {}
     return {
         name: record["bpb"]
         for name, record in sets.items()
@@ -33,51 +33,61 @@ def _bpb_by_set(summary: dict[str, Any] | None) -> dict[str, float]:
     }
 
 
-def tokenizers(study: StudyData) -> dict[str, str]:
-    """Each compared configuration's tokenizer, as its runs recorded it."""
-    out = {}
-    for variant in study.compared:
-        for run in study.runs_of(variant, complete_only=True):
-            if (run.summary or {}).get("tokenizer"):
-                out.setdefault(variant, run.summary["tokenizer"])
-    return out
-
-
 def tokenizer_threat(study: StudyData) -> str | None:
     """A warning when configurations differ in tokenizer: their nats per token, and everything
     ranked on them, are not comparable."""
-    used = tokenizers(study)
+    used = study.tokenizers
     if len(set(used.values())) < 2:
         return None
     base = used.get("baseline")
     others = sorted(v for v, t in used.items() if t != base)
     return (
         f"{', '.join(others)} use(s) a different tokenizer from the baseline ({base}): losses in "
-        "nats per token, and the rankings, tests and efficiency read from them, compare "
-        "different targets and are not comparable across tokenizers; compare them in bits per "
-        "byte (the per-domain results, and the bpb column)."
+        "nats per token compare different targets and are not comparable across tokenizers, "
+        "so every ranking, test, efficiency reading and figure of this study is in bits per "
+        "byte of the same evaluation bytes; the nats-per-token columns are each "
+        "configuration's own tokenizer's."
     )
 
 
 def per_domain(study: StudyData) -> dict[str, Any]:
-    """The per-domain table (empty for a study with one evaluation set)."""
+    """The per-domain table (empty for a study with one evaluation set), on the validation
+    documents and, where the runs scored them, on the test documents of every set."""
     base_runs = study.runs_of("baseline", complete_only=True)
     sets = sorted({name for r in base_runs for name in _bpb_by_set(r.summary)})
     if len(sets) < 2:
         return {}
+    table, tokens_per_byte = _split_table(study, sets, "final_val_sets")
+    out = {
+        "sets": sets,
+        "metric": "bits per byte of the same held-out bytes (final evaluation), mean over seeds",
+        "macro_average": "the unweighted mean of the sets' bits per byte, per run",
+        "table": table,
+        "tokens_per_byte": tokens_per_byte,
+    }
+    if all(set(sets) <= set(_bpb_by_set(r.summary, "final_test_sets")) for r in base_runs):
+        out["test"] = _split_table(study, sets, "final_test_sets")[0]
+    return out
+
+
+def _split_table(
+    study: StudyData, sets: list[str], key: str
+) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
+    """Per set and the macro-average: each configuration's bpb over seeds and its paired
+    difference from the baseline with Holm verdicts within the set; and tokens per byte."""
     names = [*sets, MACRO]
     per_seed: dict[str, dict[str, dict[int, float]]] = {}
     tokens_per_byte: dict[str, dict[str, float]] = {}
     for variant in study.compared:
         values: dict[str, dict[int, float]] = {name: {} for name in names}
         for run in study.runs_of(variant, complete_only=True):
-            bpb = _bpb_by_set(run.summary)
+            bpb = _bpb_by_set(run.summary, key)
             if set(sets) - set(bpb):
                 continue  # a run that did not score every set is left out, not half-counted
             for name in sets:
                 values[name][run.seed] = bpb[name]
             values[MACRO][run.seed] = sum(bpb[name] for name in sets) / len(sets)
-            records = run.summary["final_val_sets"]
+            records = run.summary[key]
             tokens_per_byte.setdefault(
                 variant,
                 {
@@ -110,10 +120,4 @@ def per_domain(study: StudyData) -> dict[str, Any]:
                 "vs_baseline": by_variant.get(variant),
             }
         table[name] = {"noise_floor": floor, "configurations": rows}
-    return {
-        "sets": sets,
-        "metric": "bits per byte of the same held-out bytes (final evaluation), mean over seeds",
-        "macro_average": "the unweighted mean of the sets' bits per byte, per run",
-        "table": table,
-        "tokens_per_byte": tokens_per_byte,
-    }
+    return table, tokens_per_byte

@@ -55,11 +55,11 @@ def compute_to_reach(curve: list[dict[str, Any]], target: float, budget: str) ->
     reaches ``target``, interpolated linearly in log budget between the evaluations around
     the crossing (linearly from a budget of 0); None if it never does."""
     for before, after in zip([None, *curve], curve, strict=False):
-        if after[budget] is None or not after["val_loss"] <= target:  # NaN never reaches it
+        if after[budget] is None or not after["score"] <= target:  # NaN never reaches it
             continue
-        if before is None or before[budget] is None or before["val_loss"] == after["val_loss"]:
+        if before is None or before[budget] is None or before["score"] == after["score"]:
             return after[budget]
-        fraction = (before["val_loss"] - target) / (before["val_loss"] - after["val_loss"])
+        fraction = (before["score"] - target) / (before["score"] - after["score"])
         low, high = before[budget], after[budget]
         if low <= 0 or high <= 0:
             return low + fraction * (high - low)
@@ -69,7 +69,7 @@ def compute_to_reach(curve: list[dict[str, Any]], target: float, budget: str) ->
 
 def common_target(curves: dict[str, list[dict[str, Any]]]) -> float | None:
     """The highest of the curves' lowest validation losses: every curve reaches it."""
-    lows = [min(p["val_loss"] for p in c) for c in curves.values() if c]
+    lows = [min(p["score"] for p in c) for c in curves.values() if c]
     lows = [x for x in lows if math.isfinite(x)]
     return max(lows) if lows else None
 
@@ -80,9 +80,9 @@ def target_levels(curves: dict[str, list[dict[str, Any]]]) -> list[float]:
     if top is None:
         return []
     lowest = min(
-        min(p["val_loss"] for p in c)
+        min(p["score"] for p in c)
         for c in curves.values()
-        if c and math.isfinite(min(p["val_loss"] for p in c))
+        if c and math.isfinite(min(p["score"] for p in c))
     )
     if lowest >= top:
         return [top]

@@ -61,10 +61,6 @@ from lmablate.analysis.validity import (
 )
 
 INTERVAL_METRICS = ("eval_loss", "val_bpb", "accuracy")
-BYTES_WITHHELD = (
-    "withheld: the configurations use different tokenizers, and the efficiency target is read "
-    "off loss curves in nats per token, which do not compare across tokenizers"
-)
 PHASE_FRACTION = 0.1
 FLOPS_CONVENTION = (
     "training FLOPs per token = 6N + 12·d·Σ_l T_l (Chowdhery et al. 2022, appendix B): N is "
@@ -94,7 +90,7 @@ def mean_curve(curves: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     out = []
     for step in steps:
         point: dict[str, Any] = {"step": step}
-        for key in ("val_loss", "tokens", "flops", "time_s"):
+        for key in ("val_loss", "score", "tokens", "flops", "time_s"):
             values = [c[step][key] for c in by_step]
             point[key] = None if any(v is None for v in values) else sum(values) / len(values)
         out.append(point)
@@ -154,6 +150,7 @@ def run_metrics(run: RunData, target: float | None) -> dict[str, Any]:
         "train_loss": summary.get("final_train_loss"),
         "eval_loss": final,
         "val_bpb": summary.get("final_val_bpb"),
+        "score": run.final_score,  # the study's measure: eval_loss, or val_bpb across tokenizers
         "accuracy": summary.get("final_val_accuracy"),
         "top5_accuracy": summary.get("final_val_top5_accuracy"),
         "perplexity": summary.get("final_val_ppl"),
@@ -193,6 +190,7 @@ AGGREGATED = (
     "train_loss",
     "eval_loss",
     "val_bpb",
+    "score",
     "accuracy",
     "top5_accuracy",
     "perplexity",
@@ -305,23 +303,17 @@ def analyze(study: StudyData) -> Analysis:
         for v in study.variants
     }
     seeds = {v: (len(study.runs_of(v, True)), len(study.runs_of(v))) for v in study.variants}
-    # the budget ladder's rungs measure the baseline at other budgets, not a change: no target
-    # runs with different tokenizers score different targets: nats per token do not compare,
-    # so rankings and tests use bits per byte of the same bytes, and what is read off the
-    # loss curves (efficiency, equal budgets) is withheld
-    by_bytes = tokenizer_threat(study) is not None
-    metric, final_key = (
-        ("val_bpb", "final_val_bpb") if by_bytes else ("eval_loss", "final_val_loss")
+    # the budget ladder's rungs measure the baseline at other budgets, not a change: no target.
+    # Runs with different tokenizers score different targets: nats per token do not compare,
+    # so everything is read in bits per byte of the same bytes (each curve's "score")
+    by_bytes = study.in_bytes
+    metric = "val_bpb" if by_bytes else "eval_loss"
+    efficient = efficiency_targets(
+        study,
+        {v: curves[v] for v in study.compared if seeds[v][0] and seeds[v][0] == seeds[v][1]},
     )
-    if by_bytes:
-        efficient: dict[str, Any] = {"rule": BYTES_WITHHELD, "finding": False, "withheld": True}
-    else:
-        efficient = efficiency_targets(
-            study,
-            {v: curves[v] for v in study.compared if seeds[v][0] and seeds[v][0] == seeds[v][1]},
-        )
     target = efficient.get("target")
-    source = efficient["rule"] if target is not None or by_bytes else "no complete run"
+    source = efficient["rule"] if target is not None else "no complete run"
     per_run = [run_metrics(run, target) for run in study.runs]
     per_variant: dict[str, dict[str, Any]] = {}
     for variant in study.variants:
@@ -365,12 +357,10 @@ def analyze(study: StudyData) -> Analysis:
         (v for v in complete if complete[v]["flops_to_target"] is not None and v not in at_start),
         key=lambda v: complete[v]["flops_to_target"],
     )
-    missed = [] if by_bytes else [v for v in complete if complete[v]["flops_to_target"] is None]
+    missed = [v for v in complete if complete[v]["flops_to_target"] is None]
     efficiency = [(v, complete[v]["flops_to_target"]) for v in reached]
 
-    final = {
-        v: {r.seed: r.summary[final_key] for r in study.runs_of(v, True)} for v in study.variants
-    }
+    final = {v: {r.seed: r.final_score for r in study.runs_of(v, True)} for v in study.variants}
 
     def interval(variant: str, key: str) -> dict[str, Any] | None:
         values = [
@@ -391,7 +381,7 @@ def analyze(study: StudyData) -> Analysis:
         ],
         floor,
     )
-    budgets = {} if by_bytes else equal_budgets(study)
+    budgets = equal_budgets(study)
     # "best": the lowest mean loss, unless others sit within the noise floor of it (a tie)
     tied = [v for v, loss in ranking if floor is not None and loss - ranking[0][1] <= floor]
     best = (f"tied: {', '.join(tied)}" if len(tied) > 1 else ranking[0][0]) if ranking else None
@@ -418,7 +408,8 @@ def analyze(study: StudyData) -> Analysis:
         ),
         "metric": metric,
         "unit": "bits per byte" if by_bytes else "nats per token",
-        "efficiency_measure": f"training FLOPs to reach the target validation loss ({source})",
+        "efficiency_measure": "training FLOPs to reach the target validation "
+        f"{'bits per byte' if by_bytes else 'loss'} ({source})",
         "target_val_loss": target,
         "not_reaching_target": missed,
         "verdicts": {c.variant: c.verdict for c in comparisons},

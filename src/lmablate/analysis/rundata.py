@@ -33,6 +33,9 @@ class RunData:
     downstream: dict[str, Any] | None = None  # eval/lm_eval.json, from lmablate eval
     documents: dict[str, Any] | None = None  # eval_documents.json: the final per-document loss
     damaged: list[str] = field(default_factory=list)  # files read as missing, and why
+    # the study's measure: nats per token, or bits per byte when the study's tokenizers differ
+    # (set by StudyData: a property of the study, never of one run)
+    in_bytes: bool = False
 
     @property
     def status(self) -> str:
@@ -48,12 +51,46 @@ class RunData:
     def eval_records(self) -> list[dict[str, Any]]:
         return [r for r in self.records if r["kind"] == "eval"]
 
+    @property
+    def final_score(self) -> float | None:
+        """The final validation measure the study ranks on (see ``StudyData.in_bytes``)."""
+        return (self.summary or {}).get("final_val_bpb" if self.in_bytes else "final_val_loss")
+
+    @property
+    def final_test_score(self) -> float | None:
+        return (self.summary or {}).get("final_test_bpb" if self.in_bytes else "final_test_loss")
+
+    def score(self, record: dict[str, Any]) -> float:
+        """An evaluation record's value of the study's measure."""
+        return record["val_bpb" if self.in_bytes else "val_loss"]
+
 
 @dataclass
 class StudyData:
     directory: Path
     study: dict[str, Any]
     runs: list[RunData]
+
+    def __post_init__(self) -> None:
+        for run in self.runs:
+            run.in_bytes = self.in_bytes
+
+    @property
+    def tokenizers(self) -> dict[str, str]:
+        """Each compared configuration's tokenizer, as its complete runs recorded it."""
+        out: dict[str, str] = {}
+        for variant in self.compared:
+            for run in self.runs_of(variant, complete_only=True):
+                if (run.summary or {}).get("tokenizer"):
+                    out.setdefault(variant, run.summary["tokenizer"])
+        return out
+
+    @property
+    def in_bytes(self) -> bool:
+        """True when the compared configurations differ in tokenizer: their nats per token
+        score different targets, so the study's measure is bits per byte of the same bytes
+        (every curve's ``score``, every run's ``final_score``)."""
+        return len(set(self.tokenizers.values())) > 1
 
     @property
     def variants(self) -> list[str]:
@@ -190,7 +227,8 @@ def cumulative_train_time(run: RunData) -> dict[int, float]:
 
 
 def eval_curve(run: RunData) -> list[dict[str, float]]:
-    """Evaluation points with their budgets: tokens, training FLOPs, training seconds."""
+    """Evaluation points with their budgets: tokens, training FLOPs, training seconds, and
+    ``score``, the study's measure (validation loss, or bits per byte across tokenizers)."""
     flops_per_token = (run.summary or {}).get("flops_per_token")
     train_time = cumulative_train_time(run)
     curve = []
@@ -200,6 +238,7 @@ def eval_curve(run: RunData) -> list[dict[str, float]]:
             "tokens": record["tokens_seen"],
             "val_loss": record["val_loss"],
             "val_bpb": record["val_bpb"],
+            "score": run.score(record),
             "val_accuracy": record["val_accuracy"],
         }
         point["flops"] = record["tokens_seen"] * flops_per_token if flops_per_token else None
@@ -208,27 +247,15 @@ def eval_curve(run: RunData) -> list[dict[str, float]]:
     return curve
 
 
-def budget_to_reach(curve: list[dict[str, float]], target: float, budget: str) -> float | None:
-    """The ``budget`` (tokens, flops or time_s) at which the val loss first reaches ``target``,
-    interpolated linearly between evaluations; None if it never does."""
-    for before, after in zip([None, *curve], curve, strict=False):
-        if after[budget] is None or not after["val_loss"] <= target:  # NaN never reaches it
-            continue
-        if before is None or before["val_loss"] == after["val_loss"]:
-            return after[budget]
-        fraction = (before["val_loss"] - target) / (before["val_loss"] - after["val_loss"])
-        return before[budget] + fraction * (after[budget] - before[budget])
-    return None
-
-
 def loss_at(curve: list[dict[str, float]], budget: str, x: float) -> float | None:
-    """Validation loss at ``budget`` = x, interpolated linearly; None beyond the curve."""
+    """The score (validation loss, or bpb) at ``budget`` = x, interpolated linearly; None
+    beyond the curve."""
     points = [p for p in curve if p[budget] is not None]
     for before, after in itertools.pairwise(points):
         if before[budget] <= x <= after[budget]:
             span = after[budget] - before[budget]
             fraction = (x - before[budget]) / span if span else 1.0
-            return before["val_loss"] + fraction * (after["val_loss"] - before["val_loss"])
+            return before["score"] + fraction * (after["score"] - before["score"])
     if points and points[-1][budget] == x:
-        return points[-1]["val_loss"]
+        return points[-1]["score"]
     return None

@@ -286,7 +286,7 @@ def compute_multipliers(
         return {"fit": None, "reason": "the baseline did not complete"}
     c0 = sum(base) / len(base)
     ladder = [m for m in complete if m["variant"] == "baseline" or m["variant"] in rungs]
-    fit = fit_power_law([m["total_flops"] / c0 for m in ladder], [m["eval_loss"] for m in ladder])
+    fit = fit_power_law([m["total_flops"] / c0 for m in ladder], [m["score"] for m in ladder])
     if fit is None:
         return {"fit": None, "reason": "fewer than three ladder budgets completed"}
     fit["C0_flops"] = c0
@@ -300,8 +300,8 @@ def compute_multipliers(
             {
                 "variant": name,
                 "relative_compute": sum(m["total_flops"] for m in rows) / len(rows) / c0,
-                "val_loss": sum(m["eval_loss"] for m in rows) / len(rows),
-                "losses": [m["eval_loss"] for m in rows],
+                "val_loss": sum(m["score"] for m in rows) / len(rows),
+                "losses": [m["score"] for m in rows],
                 "seeds": len(rows),
             }
             for name, rows in by_rung.items()
@@ -318,7 +318,7 @@ def compute_multipliers(
         if variant != "baseline" and rows:
             variants[variant] = rows
     effects = {
-        v: abs(sum(m["eval_loss"] for m in rows) / len(rows) - base_loss)
+        v: abs(sum(m["score"] for m in rows) / len(rows) - base_loss)
         for v, rows in variants.items()
     }
     points = [(s["relative_compute"], s["losses"]) for s in steps]
@@ -343,7 +343,7 @@ def compute_multipliers(
             [fit["E"], fit["A"], fit["alpha"]], fit["covariance"], DRAWS
         )
     for variant, rows in variants.items():
-        losses = [m["eval_loss"] for m in rows]
+        losses = [m["score"] for m in rows]
         loss = sum(losses) / len(losses)
         compute = sum(m["total_flops"] for m in rows) / len(rows) / c0
         interpolation = interpolate_ladder(curve, loss)

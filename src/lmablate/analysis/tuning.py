@@ -3,10 +3,11 @@
 A study with ``tune: {learning_rate: [...]}`` trains every configuration at every value (the
 candidates, named like sweep points). Comparing configurations at one shared value can make a
 change look worse only because its best value lies elsewhere; here each configuration is
-represented by the candidate with the lowest validation loss (the mean over seeds), and what
-is reported about it, and compared with the baseline's choice, is its loss on the **test**
-documents, which neither training nor the choice saw. Choosing on the numbers one reports would
-flatter every configuration by the luck of its best candidate.
+represented by the candidate with the lowest validation loss (the mean over seeds; bits per
+byte when the study's tokenizers differ, as everywhere), and what is reported about it, and
+compared with the baseline's choice, is its loss on the **test** documents, which neither
+training nor the choice saw. Choosing on the numbers one reports would flatter every
+configuration by the luck of its best candidate.
 
 A choice at either end of a value list is flagged: the best value may lie beyond it. So is a
 one-factor series of variants whose best value lies at its edge (``sweep_edges``).
@@ -47,7 +48,7 @@ def tuned_comparison(study: StudyData) -> dict[str, Any]:
         validation = {}
         for name in dict.fromkeys(candidates):
             runs = study.runs_of(name)
-            finals = [r.summary["final_val_loss"] for r in runs if r.status == "complete"]
+            finals = [r.final_score for r in runs if r.status == "complete"]
             if runs and len(finals) == len(runs):  # every seed: a survivor would flatter it
                 validation[name] = _mean(finals)
         if not validation:
@@ -61,7 +62,7 @@ def tuned_comparison(study: StudyData) -> dict[str, Any]:
             for f, value in values.items()
             if len(fields[f]) > 1 and value in (min(fields[f]), max(fields[f]))
         ]
-        test = {r.seed: r.summary.get("final_test_loss") for r in runs}
+        test = {r.seed: r.final_test_score for r in runs}
         test = {seed: loss for seed, loss in test.items() if loss is not None}
         summary = summarize(list(test.values()))
         configurations[config] = {
@@ -127,13 +128,13 @@ def lr_sensitivity(study: StudyData) -> dict[str, Any]:
             runs = study.runs_of(name)
             if not runs or not runs[0].config:
                 continue
-            initial = [r.eval_records[0]["val_loss"] for r in runs if r.eval_records]
+            initial = [r.score(r.eval_records[0]) for r in runs if r.eval_records]
             if not initial:
                 continue
             l0 = _mean(initial)
             losses = [
-                min(r.summary["final_val_loss"], l0)
-                if r.status == "complete" and r.summary.get("final_val_loss") is not None
+                min(r.final_score, l0)
+                if r.status == "complete" and r.final_score is not None
                 else l0
                 for r in runs
             ]
@@ -192,12 +193,12 @@ def sweep_edges(
         for member in ["baseline", *variants]:
             runs = study.runs_of(member, complete_only=True)
             row = per_variant.get(member) or {}
-            if not runs or row.get("n_complete") != row.get("n_seeds") or not row.get("eval_loss"):
+            if not runs or row.get("n_complete") != row.get("n_seeds") or not row.get("score"):
                 break  # a series with a failed member is not read
             value = _flat(runs[0].config).get(name)
             if not _number(value):
                 break
-            points.append({"variant": member, "value": value, "val_loss": row["eval_loss"]})
+            points.append({"variant": member, "value": value, "val_loss": row["score"]})
         else:
             points.sort(key=lambda p: p["value"])
             losses = [p["val_loss"] for p in points]

@@ -205,7 +205,7 @@ def correlations(
     }
     if len(rows) < 3:
         return {**out, "note": "fewer than three configurations"}
-    losses = [r["eval_loss"] for r in rows]
+    losses = [r["score"] for r in rows]
     for key in ("tokens_seen", "total_flops", "params"):
         values = [r[key] for r in rows]
         if None in values or len(set(values)) < 2:

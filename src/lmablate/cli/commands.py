@@ -309,17 +309,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         + (f"; not complete: {', '.join(failed)}" if failed else "")
     )
     by_bytes = findings.get("metric") == "val_bpb"  # tokenizers differ
-    efficiency = (
-        "withheld (the tokenizers differ; see the per-domain results)"
-        if by_bytes
-        else findings["most_efficient_config"]
-        or f"no finding (fewest FLOPs: {findings.get('lowest_flops_to_target_config')}, "
+    efficiency = findings["most_efficient_config"] or (
+        f"no finding (fewest FLOPs: {findings.get('lowest_flops_to_target_config')}, "
         f"{_why_no_efficiency_finding(findings)})"
     )
+    measure = "bpb" if by_bytes else "loss"
     print(
-        f"best (lowest validation {'bpb' if by_bytes else 'loss'}): "
-        f"{findings['best_performing_config']}; most efficient (FLOPs to the ranking target "
-        f"loss): {efficiency}"
+        f"best (lowest validation {measure}): {findings['best_performing_config']}; most "
+        f"efficient (FLOPs to the ranking target {measure}): {efficiency}"
     )
     print(f"report: {outcome.report / 'research_report.md'}")
     if outcome.statuses and len(failed) == len(outcome.statuses):

@@ -1,5 +1,5 @@
 """The per-domain section: every configuration on every evaluation set, in bits per byte
-(``analysis/domains.py`` computes it), as a Markdown table, a CSV and a figure."""
+(``analysis/domains.py`` computes it), as a Markdown table, a LaTeX table, a CSV and a figure."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ from typing import Any
 from lmablate.analysis.domains import MACRO
 from lmablate.analysis.findings import Analysis
 from lmablate.report.format import ci, fmt, md_table
+from lmablate.report.tex import delta, header, interval, label, table, tex
 
 DOMAINS_CSV = "per_domain_metrics.csv"
 DOMAIN_COLUMNS = [
     "configuration",
     "evaluation_set",
+    "split",
     "n",
     "bpb",
     "bpb_ci_low",
@@ -54,16 +56,7 @@ def domain_section(analysis: Analysis) -> list[str]:
         "noise floor.",
         "",
     ]
-    header = ["configuration", *(f"{name} bpb" for name in sets)]
-    rows = []
-    for variant in domains["table"][sets[0]]["configurations"]:
-        cells = [variant]
-        for name in sets:
-            row = domains["table"][name]["configurations"][variant]
-            bpb = row["bpb"] or {}
-            cells.append(ci(bpb) if bpb else "n/a")
-        rows.append(cells)
-    out += md_table(header, rows)
+    out += _bpb_table(domains["table"], sets)
     out += ["Difference from the baseline (bpb), per set:", ""]
     rows = []
     for variant in domains["table"][sets[0]]["configurations"]:
@@ -85,13 +78,80 @@ def domain_section(analysis: Analysis) -> list[str]:
                 for variant, values in per_byte.items()
             ],
         )
+    if domains.get("test"):
+        out += [
+            "On the **test** documents of each set (held out like the validation documents, "
+            "and scored once, at the end), bpb [95% CI]:",
+            "",
+            *_bpb_table(domains["test"], sets),
+            "Difference from the baseline on test (bpb), per set:",
+            "",
+            *md_table(
+                ["configuration", *sets],
+                [
+                    [v, *(_difference(domains["test"][n]["configurations"][v]) for n in sets)]
+                    for v in domains["test"][sets[0]]["configurations"]
+                    if v != "baseline"
+                ],
+            ),
+        ]
     return out
 
 
-def domain_rows(analysis: Analysis) -> list[dict[str, Any]]:
-    domains = analysis.domains
+def _bpb_table(split: dict[str, Any], sets: list[str]) -> list[str]:
+    """bpb [95% CI] per configuration (rows) and set (columns)."""
     rows = []
-    for name, entry in (domains or {}).get("table", {}).items():
+    for variant in split[sets[0]]["configurations"]:
+        cells = [variant]
+        for name in sets:
+            bpb = split[name]["configurations"][variant]["bpb"] or {}
+            cells.append(ci(bpb) if bpb else "n/a")
+        rows.append(cells)
+    return md_table(["configuration", *(f"{name} bpb" for name in sets)], rows)
+
+
+def domain_table(analysis: Analysis, study_name: str) -> str | None:
+    """The per-domain results as a LaTeX table: bpb [95% CI] per configuration and set, and
+    each difference from the baseline with its interval and verdict; None with one set."""
+    domains = analysis.domains
+    if not domains:
+        return None
+    sets = [*domains["sets"], MACRO]
+    rows = []
+    for variant in domains["table"][sets[0]]["configurations"]:
+        cells = [tex(variant)]
+        for name in sets:
+            row = domains["table"][name]["configurations"][variant]
+            versus = row.get("vs_baseline")
+            cell = interval(row["bpb"])
+            if versus:
+                cell += f" ({delta(versus['difference'], versus['ci_low'], versus['ci_high'])}"
+                cell += f", {versus['verdict']})"
+            cells.append(cell)
+        rows.append(cells)
+    return header(study_name, "Per-domain results") + table(
+        "Bits per byte on each evaluation set's held-out documents (the same bytes for every "
+        "configuration) and their unweighted mean: mean [95\\% CI] over seeds; in brackets the "
+        "difference to the baseline on that set with its paired 95\\% CI and the verdict, "
+        "Holm-adjusted over the configurations within the set.",
+        label(study_name, "domains"),
+        ["Configuration", *(tex(name) for name in sets)],
+        rows,
+    )
+
+
+def domain_rows(analysis: Analysis) -> list[dict[str, Any]]:
+    domains = analysis.domains or {}
+    rows = []
+    splits = [("validation", domains.get("table") or {}), ("test", domains.get("test") or {})]
+    for split, sets in splits:
+        rows += _split_rows(domains, split, sets)
+    return rows
+
+
+def _split_rows(domains: dict[str, Any], split: str, sets: dict[str, Any]) -> list[dict]:
+    rows = []
+    for name, entry in sets.items():
         for variant, row in entry["configurations"].items():
             bpb = row["bpb"] or {}
             versus = row.get("vs_baseline") or {}
@@ -99,6 +159,7 @@ def domain_rows(analysis: Analysis) -> list[dict[str, Any]]:
                 {
                     "configuration": variant,
                     "evaluation_set": name,
+                    "split": split,
                     "n": row["n"],
                     "bpb": bpb.get("mean"),
                     "bpb_ci_low": bpb.get("ci_low"),

@@ -9,7 +9,7 @@ from typing import Any
 
 from lmablate.analysis.efficiency import LATE_REACH_FRACTION, RULE
 from lmablate.analysis.findings import Analysis
-from lmablate.report.format import fmt, md_table, sci
+from lmablate.report.format import fmt, md_table, measure, sci
 
 
 def flops_interval(row: dict[str, Any] | None, why: bool = True) -> str:
@@ -40,15 +40,14 @@ def efficiency_findings(analysis: Analysis) -> list[str]:
     otherwise the fewest-FLOPs configuration is named and why it is not a finding."""
     efficiency = analysis.efficiency
     ranking = [v for v, _ in analysis.efficiency_ranking]
-    if efficiency.get("withheld"):
-        return [f"- **Efficiency:** {efficiency['rule']}; the per-domain results compare them."]
     if not efficiency or not ranking:
         return []
     best = ranking[0]
     amount = (
         f"{flops_interval(efficiency['configurations'][best], why=False)} training FLOPs to "
         "reach the "
-        f"target loss {fmt(efficiency['target'])}, {_where(efficiency)}"
+        f"target {measure(analysis, short=True).removeprefix('val ')} "
+        f"{fmt(efficiency['target'])}, {_where(efficiency)}"
     )
     margin = efficiency["margin"]
     if margin is None:
@@ -103,7 +102,7 @@ def efficiency_rule() -> str:
 def target_levels_table(analysis: Analysis) -> list[str]:
     """FLOPs to every target level per configuration, with where in its run it got there."""
     efficiency = analysis.efficiency
-    if not efficiency or efficiency.get("withheld"):
+    if not efficiency:
         return []
     levels = efficiency["levels"]
     chosen = efficiency["target_index"]

@@ -64,6 +64,17 @@ LINESTYLES = ["-", "--", ":", "-."]
 VAL_LOSS = "validation loss (nats/token)"
 TRAIN_LOSS = "training loss (nats/token)"
 RATE = "loss change (nats/token per M tokens)"
+VAL_BPB = "validation bits per byte"
+RATE_BPB = "bits per byte change (per M tokens)"
+
+
+def _in_bytes(analysis: Analysis) -> bool:
+    """The study's measure is bits per byte (its tokenizers differ); curves plot ``score``."""
+    return analysis.findings.get("metric") == "val_bpb"
+
+
+def _val_label(analysis: Analysis) -> str:
+    return VAL_BPB if _in_bytes(analysis) else VAL_LOSS
 
 
 def _si(value: float, _position: Any = None) -> str:
@@ -143,11 +154,16 @@ def draw_sensitivity(analysis: Analysis, styles, out: Path) -> dict[str, dict[st
     _plain_log(left.xaxis)
     rates = sorted({p["learning_rate"] for c in curves.values() for p in c["points"]})
     left.set_xticks(rates, [f"{r:g}" for r in rates])  # the values tried, each labelled
-    left.set(title="(a) Final loss by learning rate", xlabel="peak learning rate", ylabel=VAL_LOSS)
+    left.set(
+        title="(a) Final loss by learning rate",
+        xlabel="peak learning rate",
+        ylabel=_val_label(analysis),
+    )
     names = list(curves)
     _bars(right, names, [curves[c]["sensitivity"] for c in names], [None] * len(names), styles)
+    unit = "bits/byte" if _in_bytes(analysis) else "nats/token"
     right.set(
-        title="(b) Learning-rate sensitivity", ylabel="mean excess loss on the grid (nats/token)"
+        title="(b) Learning-rate sensitivity", ylabel=f"mean excess loss on the grid ({unit})"
     )
     _legend_below(fig, [left])
     return _finish(
@@ -177,7 +193,7 @@ def draw_scaling(
     # a two-column legend (its labels say what each arrow reads): rows for 4 columns, doubled
     fig, (ax,) = _figure(TEXT, 1, 2 * (len(scaling["multipliers"]) + 2))
     points = [
-        (m["total_flops"] / c0, m["eval_loss"])
+        (m["total_flops"] / c0, m["score"])
         for m in analysis.per_run
         if m["variant"] in rungs and m["status"] == "complete" and m["total_flops"]
     ]
@@ -249,17 +265,18 @@ def draw_scaling(
         if usable
         else "The baseline's budget ladder (the power law does not hold: no multipliers)",
         xlabel="training compute (multiples of the baseline's)",
-        ylabel="final validation loss (nats/token)",
+        ylabel=f"final {_val_label(analysis)}",
     )
     fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=2, frameon=False)
+    measure = "bits per byte" if _in_bytes(analysis) else "loss"
     return _finish(
         fig,
         out / SCALING_FIGURE,
-        "Final validation loss against training compute: the baseline's budget ladder, its "
+        f"Final validation {measure} against training compute: the baseline's budget ladder, its "
         "power-law fit over the ladder's range, and each configuration with an arrow to the "
         "baseline compute that matches its loss"
         if usable
-        else "Final validation loss against training compute: the baseline's budget ladder, "
+        else f"Final validation {measure} against training compute: the baseline's budget ladder, "
         "whose power-law fit is unusable (no multipliers), its rung means joined in log "
         "compute, and each configuration with an arrow to the baseline compute at which that "
         "interpolation between rungs reaches its loss (none beyond the ladder)",
@@ -399,9 +416,7 @@ def _plot_curves(ax, study: StudyData, styles, points, markers: bool = True) -> 
             ax.fill_between(x, low, high, color=style["color"], alpha=0.15, linewidth=0)
 
 
-def _eval_points(
-    budget: str, key: str = "val_loss"
-) -> Callable[[RunData], list[tuple[float, float]]]:
+def _eval_points(budget: str, key: str = "score") -> Callable[[RunData], list[tuple[float, float]]]:
     def points(run: RunData) -> list[tuple[float, float]]:
         return [(p[budget], p[key]) for p in eval_curve(run) if p[budget] is not None]
 
@@ -413,11 +428,12 @@ def _train_points(run: RunData) -> list[tuple[float, float]]:
 
 
 def _rate_points(run: RunData) -> list[tuple[float, float]]:
-    """Change of validation loss per million tokens between consecutive evaluations."""
+    """Change of the study's measure (validation loss, or bpb) per million tokens between
+    consecutive evaluations."""
     return [
         (
             after["tokens_seen"],
-            (after["val_loss"] - before["val_loss"])
+            (run.score(after) - run.score(before))
             / (after["tokens_seen"] - before["tokens_seen"])
             * 1e6,
         )
@@ -536,6 +552,7 @@ def _panels(fig) -> list[dict[str, Any]]:
             {
                 "x": ax.get_xlabel(),
                 "y": ax.get_ylabel(),
+                "title": ax.get_title(),
                 "y_range": [float(v) for v in ax.get_ylim()],
                 "series": sorted(set(series)),
             }
@@ -565,20 +582,19 @@ def _loss_curves(study: StudyData, analysis: Analysis, styles, out: Path):
     fig, (train_ax, val_ax) = _figure(TEXT, 2, len(study.compared) + 3)
     _plot_curves(train_ax, study, styles, _train_points, markers=False)
     train_ax.set(title="(a) Training loss (logged means)", xlabel="tokens seen", ylabel=TRAIN_LOSS)
-    by_bytes = analysis.findings.get("metric") == "val_bpb"  # the tokenizers differ
+    by_bytes = _in_bytes(analysis)
+    _plot_curves(val_ax, study, styles, _eval_points("tokens"))
+    _matched_line(val_ax, analysis, "tokens")
     if by_bytes:
         train_ax.set_title(
             "(a) Training loss (each its own tokenizer's tokens)"
         )  # nats per token of different tokenizers do not compare: the same bytes do
-        _plot_curves(val_ax, study, styles, _eval_points("tokens", "val_bpb"))
         val_ax.set(
             title="(b) Validation bits per byte, held-out documents",
             xlabel="tokens seen",
-            ylabel="validation bits per byte",
+            ylabel=VAL_BPB,
         )
     else:
-        _plot_curves(val_ax, study, styles, _eval_points("tokens"))
-        _matched_line(val_ax, analysis, "tokens")
         _reference_lines(val_ax, analysis, models=("unigram", "bigram"))
         val_ax.set(
             title="(b) Validation loss, held-out documents", xlabel="tokens seen", ylabel=VAL_LOSS
@@ -589,7 +605,8 @@ def _loss_curves(study: StudyData, analysis: Analysis, styles, out: Path):
     description = (
         "Training loss (nats per token of each configuration's own tokenizer, not comparable "
         "across tokenizers) and validation bits per byte of the same held-out bytes against "
-        "tokens seen (markers: evaluations)"
+        "tokens seen (markers: evaluations; the dotted line: the token budget every "
+        "configuration reached)"
         if by_bytes
         else "Training loss and validation loss against tokens seen (markers: evaluations; the "
         "dotted line: the token budget every configuration reached; horizontal lines: the "
@@ -601,67 +618,41 @@ def _loss_curves(study: StudyData, analysis: Analysis, styles, out: Path):
 def _final_performance(analysis: Analysis, variants: list[str], styles, out: Path):
     table, intervals = analysis.per_variant, analysis.intervals
     fig, axes = _figure(TEXT, 4, 0, rows=2)
-    loss_ax, bpb_ax, acc_ax, top5_ax = axes
-    _dots(
-        loss_ax,
-        variants,
-        [table[v]["eval_loss"] for v in variants],
-        [intervals[v]["eval_loss"] for v in variants],
-        styles,
-        offset=-0.12,
-    )
-    _dots(
-        loss_ax,
-        variants,
-        [table[v]["train_loss"] for v in variants],
-        [None] * len(variants),
-        styles,
-        hollow=True,
-        offset=0.12,
-    )
-    loss_ax.set(title="(a) Final loss, ranked by validation loss", ylabel="final loss (nats/token)")
-    _reference_lines(loss_ax, analysis)
-    loss_ax.legend(
-        handles=[
-            Line2D([], [], color="0.3", marker="o", linestyle="none", label="validation"),
-            Line2D(
-                [], [], color="0.3", marker="o", markerfacecolor="white", linestyle="none",
-                label="training (last 10% of steps)",
-            ),
-            *[line for line in loss_ax.get_lines() if line.get_label().endswith("counts)")],
-        ],
-        loc="best",
-        frameon=False,
-    )  # fmt: skip
-    if _bpb_is_rescaled_loss(table, variants):
-        # one tokenizer and the same scored bytes: bpb is loss times a constant, so panel (b)
-        # shows what panel (a) cannot, the generalization gap against the overfitting threshold
-        gaps = [
-            None if None in (table[v]["eval_loss"], table[v]["train_loss"])
-            else table[v]["eval_loss"] - table[v]["train_loss"]
-            for v in variants
-        ]  # fmt: skip
-        _dots(bpb_ax, variants, gaps, [None] * len(variants), styles)
-        bpb_ax.axhline(
-            OVERFIT_GAP, color="0.5", linestyle="--", linewidth=0.8,
-            label=f"overfitting threshold ({OVERFIT_GAP:g} nats)",
-        )  # fmt: skip
-        bpb_ax.legend(loc="best", frameon=False)
-        bpb_ax.set(title="(b) Generalization gap (validation - training)", ylabel="nats/token")
-        second = "the generalization gap (bits per byte are the loss rescaled here: one tokenizer)"
-    else:
+    loss_ax, second_ax, acc_ax, top5_ax = axes
+    by_bytes = _in_bytes(analysis)
+    if by_bytes:
+        # the tokenizers differ: the ranking panel is bits per byte of the same bytes, and
+        # each configuration's nats per token (of its own tokens) come second
         _dots(
-            bpb_ax,
+            loss_ax,
             variants,
             [table[v]["val_bpb"] for v in variants],
             [intervals[v].get("val_bpb") for v in variants],
             styles,
         )
-        bpb_ax.set(title="(b) Validation bits per byte", ylabel="bits/byte")
-        second = "bits per byte"
+        loss_ax.set(
+            title="(a) Final validation bits per byte, ranked",
+            ylabel="final validation bits per byte",
+        )
+        _loss_dots(second_ax, table, intervals, variants, styles)
+        second_ax.set(
+            title="(b) Final loss per token, each its own tokenizer",
+            ylabel="final loss (nats/own token)",
+        )
+        second = "each configuration's loss in nats per token of its own tokenizer (not "
+        second += "comparable across tokenizers; accuracies are per own token too)"
+    else:
+        _loss_dots(loss_ax, table, intervals, variants, styles)
+        loss_ax.set(
+            title="(a) Final loss, ranked by validation loss", ylabel="final loss (nats/token)"
+        )
+        _reference_lines(loss_ax, analysis)
+        second = _second_panel(second_ax, table, intervals, variants, styles)
+    _loss_legend(loss_ax if not by_bytes else second_ax)
+    own = " (own tokens)" if by_bytes else ""
     for ax, key, title, unit in (
-        (acc_ax, "accuracy", "(c) Next-token accuracy", "fraction of targets"),
-        (top5_ax, "top5_accuracy", "(d) Top-5 accuracy", "fraction of targets (top-5)"),
+        (acc_ax, "accuracy", f"(c) Next-token accuracy{own}", "fraction of targets"),
+        (top5_ax, "top5_accuracy", f"(d) Top-5 accuracy{own}", "fraction of targets (top-5)"),
     ):
         _dots(
             ax,
@@ -671,13 +662,83 @@ def _final_performance(analysis: Analysis, variants: list[str], styles, out: Pat
             styles,
         )
         ax.set(title=title, ylabel=unit)
+    first = (
+        "Final validation bits per byte"
+        if by_bytes
+        else "Final validation loss (with training loss)"
+    )
     return _finish(
         fig,
         out / "final_performance_comparison.png",
-        f"Final validation loss (with training loss), {second}, accuracy and top-5 "
-        "accuracy per configuration; error bars are the seeds' 95% intervals where there are "
-        "several seeds",
+        f"{first}, {second}, accuracy and top-5 accuracy per configuration; error bars are "
+        "the seeds' 95% intervals where there are several seeds",
     )
+
+
+def _loss_dots(ax, table, intervals, variants: list[str], styles) -> None:
+    """Final validation loss (filled, with the seeds' interval) and training loss (hollow)."""
+    _dots(
+        ax,
+        variants,
+        [table[v]["eval_loss"] for v in variants],
+        [intervals[v]["eval_loss"] for v in variants],
+        styles,
+        offset=-0.12,
+    )
+    _dots(
+        ax,
+        variants,
+        [table[v]["train_loss"] for v in variants],
+        [None] * len(variants),
+        styles,
+        hollow=True,
+        offset=0.12,
+    )
+
+
+def _loss_legend(ax) -> None:
+    ax.legend(
+        handles=[
+            Line2D([], [], color="0.3", marker="o", linestyle="none", label="validation"),
+            Line2D(
+                [], [], color="0.3", marker="o", markerfacecolor="white", linestyle="none",
+                label="training (last 10% of steps)",
+            ),
+            *[line for line in ax.get_lines() if line.get_label().endswith("counts)")],
+        ],
+        loc="best",
+        frameon=False,
+    )  # fmt: skip
+
+
+def _second_panel(ax, table, intervals, variants: list[str], styles) -> str:
+    """One tokenizer: bits per byte, or the generalization gap where bpb is the loss rescaled.
+    Returns what the panel shows, for the description."""
+    if _bpb_is_rescaled_loss(table, variants):
+        # one tokenizer and the same scored bytes: bpb is loss times a constant, so the panel
+        # shows what panel (a) cannot, the generalization gap against the overfitting threshold
+        gaps = [
+            None if None in (table[v]["eval_loss"], table[v]["train_loss"])
+            else table[v]["eval_loss"] - table[v]["train_loss"]
+            for v in variants
+        ]  # fmt: skip
+        _dots(ax, variants, gaps, [None] * len(variants), styles)
+        ax.axhline(
+            OVERFIT_GAP, color="0.5", linestyle="--", linewidth=0.8,
+            label=f"overfitting threshold ({OVERFIT_GAP:g} nats)",
+        )  # fmt: skip
+        ax.legend(loc="best", frameon=False)
+        ax.set(title="(b) Generalization gap (validation - training)", ylabel="nats/token")
+        return "the generalization gap (bits per byte are the loss rescaled here: one tokenizer)"
+    _dots(
+        ax,
+        variants,
+        [table[v]["val_bpb"] for v in variants],
+        [intervals[v].get("val_bpb") for v in variants],
+        styles,
+    )
+    ax.set(title="(b) Validation bits per byte", ylabel="bits/byte")
+    return "bits per byte"
 
 
 def _bpb_is_rescaled_loss(table: dict[str, dict[str, Any]], variants: list[str]) -> bool:
@@ -697,7 +758,12 @@ def _efficiency(study: StudyData, analysis: Analysis, variants: list[str], style
     _plot_curves(curve_ax, study, styles, _eval_points("flops"))
     _target_line(curve_ax, analysis)
     _matched_line(curve_ax, analysis, "flops")
-    curve_ax.set(title="(a) Validation loss by compute", xlabel="training FLOPs", ylabel=VAL_LOSS)
+    measure = "bits per byte" if _in_bytes(analysis) else "loss"
+    curve_ax.set(
+        title=f"(a) Validation {measure} by compute",
+        xlabel="training FLOPs",
+        ylabel=_val_label(analysis),
+    )
     curve_ax.xaxis.set_major_formatter(ticker.FuncFormatter(_si))
     ranked = [v for v in variants if v in dict(analysis.efficiency_ranking)]
     ranked.sort(key=lambda v: table[v]["flops_to_target"] or float("inf"))
@@ -725,12 +791,13 @@ def _efficiency(study: StudyData, analysis: Analysis, variants: list[str], style
         [table[v]["tokens_per_s_std"] for v in variants],
         styles,
     )
-    speed_ax.set(title="(c) Training throughput", ylabel="tokens/s (device synchronized)")
+    own = " of its own tokenizer" if _in_bytes(analysis) else ""
+    speed_ax.set(title="(c) Training throughput", ylabel=f"tokens{own}/s (device synchronized)")
     _legend_below(fig, [curve_ax])
     return _finish(
         fig,
         out / "efficiency_analysis.png",
-        "Validation loss against training compute (dashed: the ranking target loss, which every "
+        f"Validation {measure} against training compute (dashed: the ranking target, which every "
         "configuration placed on it reaches late in its run; dotted: the compute every "
         "configuration reached), the compute each configuration needed to reach the ranking "
         "target (error bars: the seeds' 95% interval, log compute), and training throughput",
@@ -740,12 +807,14 @@ def _efficiency(study: StudyData, analysis: Analysis, variants: list[str], style
 def _convergence(study: StudyData, analysis: Analysis, variants: list[str], styles, out: Path):
     table = analysis.per_variant
     fig, (rate_ax, slope_ax) = _figure(TEXT, 2, len(study.compared))
+    by_bytes = _in_bytes(analysis)
+    measure = "bits per byte" if by_bytes else "loss"
     _plot_curves(rate_ax, study, styles, _rate_points)
     rate_ax.axhline(0, color="0.5", linewidth=0.6)
     rate_ax.set(
-        title="(a) Validation loss change between evaluations",
+        title=f"(a) Validation {measure} change between evaluations",
         xlabel="tokens seen",
-        ylabel=RATE,
+        ylabel=RATE_BPB if by_bytes else RATE,
     )
     rate_ax.xaxis.set_major_formatter(ticker.FuncFormatter(_si))
     slopes = [table[v]["late_slope"] for v in variants]
@@ -759,15 +828,16 @@ def _convergence(study: StudyData, analysis: Analysis, variants: list[str], styl
     slope_ax.axhline(0, color="0.5", linewidth=0.6)
     slope_ax.set(
         title="(b) Late slope of training loss, last fifth",
-        ylabel="slope (nats/token per M tokens)",
+        ylabel=f"slope (nats/{'own ' if by_bytes else ''}token per M tokens)",
     )
     _legend_below(fig, [rate_ax])
     return _finish(
         fig,
         out / "convergence_analysis.png",
-        "How fast validation loss was still changing between evaluations, and the late slope "
-        "of the training loss over the last fifth of training with its 95% interval (below "
-        "zero: still falling)",
+        f"How fast validation {'bits per byte were' if by_bytes else 'loss was'} still changing "
+        "between evaluations, and the late slope of the training loss"
+        f"{' (nats per token of each own tokenizer)' if by_bytes else ''} over the last fifth "
+        "of training with its 95% interval (below zero: still falling)",
     )
 
 
@@ -775,12 +845,17 @@ def _time_curves(study: StudyData, analysis: Analysis, styles, out: Path):
     fig, (ax,) = _figure(COLUMN, 1, len(study.compared) + 1)
     _plot_curves(ax, study, styles, _eval_points("time_s"))
     _matched_line(ax, analysis, "time_s")
-    ax.set(title="Validation loss by training time", xlabel="training seconds", ylabel=VAL_LOSS)
+    ax.set(
+        title=f"Validation {'bits per byte' if _in_bytes(analysis) else 'loss'} by training time",
+        xlabel="training seconds",
+        ylabel=_val_label(analysis),
+    )
     _legend_below(fig, [ax])
     return _finish(
         fig,
         out / "val_loss_vs_time.png",
-        "Validation loss against training time (evaluation excluded; device synchronized)",
+        f"Validation {'bits per byte' if _in_bytes(analysis) else 'loss'} against training time "
+        "(evaluation excluded; device synchronized)",
     )
 
 
@@ -808,8 +883,9 @@ def _equal_budgets(analysis: Analysis, styles, out: Path):
         )
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set(
-        title="Validation loss at the budget every configuration reached",
-        ylabel=VAL_LOSS,
+        title=f"Validation {'bits per byte' if _in_bytes(analysis) else 'loss'} at the budget "
+        "every configuration reached",
+        ylabel=_val_label(analysis),
     )
     ax.legend(loc="best", frameon=False)
     ends = [
@@ -821,7 +897,8 @@ def _equal_budgets(analysis: Analysis, styles, out: Path):
     return _finish(
         fig,
         out / "equal_budget_comparison.png",
-        "Each configuration's validation loss at the largest token, FLOP and time budget every "
+        f"Each configuration's validation {'bits per byte' if _in_bytes(analysis) else 'loss'} "
+        "at the largest token, FLOP and time budget every "
         "configuration reached; "
         + (
             f"the {' and '.join(ends)} budget{'s are' if len(ends) > 1 else ' is'} read at the "

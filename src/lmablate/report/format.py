@@ -8,6 +8,15 @@ import re
 from typing import Any
 
 
+def measure(analysis: Any, short: bool = False) -> str:
+    """What the study ranks on, in words: validation loss, or validation bits per byte when its
+    tokenizers differ (``findings["metric"]``); ``short`` for a table header."""
+    in_bytes = analysis.findings.get("metric") == "val_bpb"
+    if short:
+        return "val bpb" if in_bytes else "val loss"
+    return "validation bits per byte" if in_bytes else "validation loss"
+
+
 def fmt(value: Any, spec: str = ".4f") -> str:
     if value is None:
         return "n/a"

@@ -1,4 +1,4 @@
-"""report/paper/: the tables (results, tuned comparison, compute multipliers) as LaTeX
+"""report/paper/: the tables (results, tuned comparison, compute multipliers, per-domain) as LaTeX
 (booktabs, siunitx), the methods paragraph, and ``paper.tex`` that sets them with the figures'
 vector PDFs; compiled to ``paper.pdf`` when a LaTeX engine is installed.
 
@@ -9,162 +9,34 @@ torch.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 from lmablate.analysis.findings import Analysis
-from lmablate.report.format import plain, represented, setting
+from lmablate.report.domains import domain_table
+from lmablate.report.format import represented, setting
+from lmablate.report.tex import (
+    count,
+    delta,
+    header,
+    interval,
+    label,
+    number,
+    plain_tex,
+    signed,
+    table,
+    tex,
+)
 
 ENGINES = ("pdflatex", "lualatex", "xelatex")
 ENGINE_VARIABLE = "LMABLATE_LATEX"  # an engine's name or path, or "none" to write only .tex
 COMPILE_TIMEOUT_S = 180
 
-# characters that stand for mathematics, typeset in math mode; the rest of the text is escaped
-MATH = {
-    "·": r"\cdot",
-    "×": r"\times",
-    "−": "-",
-    "≥": r"\geq",
-    "≤": r"\leq",
-    "±": r"\pm",
-    "≈": r"\approx",
-    "∈": r"\in",
-    "→": r"\rightarrow",
-    "α": r"\alpha",
-    "β": r"\beta",
-    "ε": r"\varepsilon",
-    "η": r"\eta",
-    "λ": r"\lambda",
-    "μ": r"\mu",
-    "Σ": r"\Sigma",
-}
-ESCAPES = {
-    "\\": r"\textbackslash{}",
-    "_": r"\_",
-    "%": r"\%",
-    "&": r"\&",
-    "#": r"\#",
-    "$": r"\$",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-    "—": "---",
-    "–": "--",
-}
-# numbers in scientific notation (siunitx's \num), signed numbers (a true minus sign), and a
-# sum over an index written in plain text ("Σ_l T_l")
-TOKENS = re.compile(
-    r"(?P<sci>(?<![\w.])[-−+]?\d+(?:\.\d+)?e[-+]?\d+\b)"
-    r"|(?P<signed>(?<![\w.)\]])[-−+]\d+(?:\.\d+)?\b)"
-    r"|(?P<sum>Σ_(?P<index>\w+) (?P<term>[A-Za-z])_(?P=index)\b)"
-    r"|(?P<greek>[αβε])(?P<sub>\d)\b"  # β1: a subscript
-)
 
-
-def _char(char: str) -> str:
-    if char in ESCAPES:
-        return ESCAPES[char]
-    if char in MATH:
-        return f"${MATH[char]}$"
-    # T1 fonts set Latin-1; anything else would stop pdflatex, so it is named, not dropped
-    return char if ord(char) < 0x100 else f"\\texttt{{U+{ord(char):04X}}}"
-
-
-def _escape(text: str) -> str:
-    return "".join(_char(char) for char in text)
-
-
-def _tex(text: str) -> str:
-    """Plain report text as LaTeX: specials escaped, symbols in math mode, 1.7e+12 as
-    \\num{1.7e12}, −0.3 with a minus sign, Σ_l T_l as a sum."""
-    out, last = [], 0
-    for match in TOKENS.finditer(text):
-        out.append(_escape(text[last : match.start()]))
-        token = match.group(0).replace("−", "-")
-        if match.group("sci"):
-            mantissa, exponent = token.split("e")
-            out.append(rf"\num{{{mantissa}e{int(exponent)}}}")
-        elif match.group("signed"):
-            out.append(f"${token}$")
-        elif match.group("greek"):
-            out.append(f"${MATH[match.group('greek')]}_{{{match.group('sub')}}}$")
-        else:
-            index, term = match.group("index"), match.group("term")
-            out.append(rf"$\sum_{{{index}}} {term}_{{{index}}}$")
-        last = match.end()
-    out.append(_escape(text[last:]))
-    return "".join(out)
-
-
-def _signed(value: float | None, spec: str = "+.3f") -> str:
-    return "--" if value is None else f"${format(value, spec)}$"
-
-
-def _number(value: float | None, spec: str = ".3f") -> str:
-    return "--" if value is None else format(value, spec)
-
-
-def _interval(summary: dict | None, spec: str = ".3f") -> str:
-    if not summary:
-        return "--"
-    if summary["ci_low"] is None:
-        return _number(summary["mean"], spec)
-    return (
-        f"{_number(summary['mean'], spec)} "
-        f"[{_number(summary['ci_low'], spec)}, {_number(summary['ci_high'], spec)}]"
-    )
-
-
-def _count(value: float | None) -> str:
-    return "--" if value is None else rf"\num{{{value:.2e}}}"
-
-
-def _plain(value: float | None) -> str:
-    return "--" if value is None else _tex(plain(value))
-
-
-def _delta(difference: float, low: float | None, high: float | None) -> str:
-    if low is None or high is None:
-        return _signed(difference)
-    return f"{_signed(difference)} [{_signed(low)}, {_signed(high)}]"
-
-
-def _table(caption: str, label: str, header: list[str], rows: list[list[str]]) -> str:
-    """A booktabs table; a column with nothing to show ("--" on every row) is left out."""
-    keep = [i for i in range(len(header)) if i == 0 or any(row[i] != "--" for row in rows)]
-    return "\n".join(
-        [
-            r"\begin{table}[t]",
-            r"\centering",
-            r"\small",
-            f"\\caption{{{caption}}}",
-            f"\\label{{{label}}}",
-            f"\\begin{{tabular}}{{{'l' * len(keep)}}}",
-            r"\toprule",
-            " & ".join(header[i] for i in keep) + r" \\",
-            r"\midrule",
-            *(" & ".join(row[i] for i in keep) + r" \\" for row in rows),
-            r"\bottomrule",
-            r"\end{tabular}",
-            r"\end{table}",
-            "",
-        ]
-    )
-
-
-def _label(study_name: str, what: str) -> str:
-    return f"tab:{re.sub(r'[^A-Za-z0-9-]', '-', study_name)}-{what}"
-
-
-def _header(study_name: str, what: str) -> str:
-    return (
-        f"% {what} of study {study_name}, generated by lmablate. "
-        "Requires \\usepackage{booktabs} and \\usepackage{siunitx}.\n"
-    )
+def _in_bytes(analysis: Analysis) -> bool:
+    return analysis.findings.get("metric") == "val_bpb"  # the tokenizers differ
 
 
 def results_table(analysis: Analysis, study_name: str, n_seeds: int) -> str:
@@ -172,30 +44,30 @@ def results_table(analysis: Analysis, study_name: str, n_seeds: int) -> str:
     baseline with its interval, and (with several seeds) Holm-adjusted p and verdict; a column
     that would be "--" on every row is left out, and the caption says what the intervals are."""
     comparisons = {c.variant: c for c in analysis.comparisons}
-    table = analysis.per_variant
+    per_variant = analysis.per_variant
     rows = []
     for variant, _ in analysis.ranking:
         intervals = analysis.intervals[variant]
         c = comparisons.get(variant)
         documents = analysis.document_intervals.get(variant) or {}
-        delta, p, verdict = "--", "--", "--"
+        change, p, verdict = "--", "--", "--"
         if c is not None and c.ci_low is not None:
-            delta = _delta(c.difference, c.ci_low, c.ci_high)
+            change = delta(c.difference, c.ci_low, c.ci_high)
         elif "ci_low" in documents and n_seeds == 1:  # the caption says which interval
-            delta = _delta(documents["difference"], documents["ci_low"], documents["ci_high"])
+            change = delta(documents["difference"], documents["ci_low"], documents["ci_high"])
         elif c is not None:
-            delta = _signed(c.difference)
+            change = signed(c.difference)
         if c is not None and n_seeds > 1:
-            p = "--" if c.p_holm is None else _tex(f"{c.p_holm:.3g}")
+            p = "--" if c.p_holm is None else tex(f"{c.p_holm:.3g}")
             verdict = c.verdict
         rows.append(
             [
-                _tex(variant),
-                _count(table[variant]["tokens_seen"]),
-                _count(table[variant]["total_flops"]),
-                _interval(intervals["eval_loss"]),
-                _interval(intervals["val_bpb"]),
-                delta,
+                tex(variant),
+                count(per_variant[variant]["tokens_seen"]),
+                count(per_variant[variant]["total_flops"]),
+                interval(intervals["eval_loss"]),
+                interval(intervals["val_bpb"]),
+                change,
                 p,
                 verdict,
             ]
@@ -211,10 +83,17 @@ def results_table(analysis: Analysis, study_name: str, n_seeds: int) -> str:
             "with a 95\\% paired bootstrap interval over validation documents (the "
             "evaluation-sample uncertainty, not seed variance)"
         )
-    return _header(study_name, "Results") + _table(
+    units = (
+        "; the tokenizers differ, so the loss is each configuration's nats per token of its own "
+        "tokenizer (not comparable across them) and the ranking, $\\Delta$ and tests are in "
+        "bits per byte of the same bytes"
+        if _in_bytes(analysis)
+        else ""
+    )
+    return header(study_name, "Results") + table(
         "Final validation loss (nats per token) and bits per byte on held-out documents after "
-        f"the training tokens and FLOPs shown; {spread}.",
-        _label(study_name, "results"),
+        f"the training tokens and FLOPs shown{units}; {spread}.",
+        label(study_name, "results"),
         [
             "Configuration",
             "Tokens",
@@ -235,39 +114,40 @@ def tuned_table(analysis: Analysis, study_name: str) -> str | None:
     tuning = analysis.tuning
     if not tuning:
         return None
+    measure = "bpb" if _in_bytes(analysis) else "loss"
     comparisons = {c["variant"]: c for c in tuning["comparisons"]}
     rows = []
     for config, row in tuning["configurations"].items():
         if row["chosen"] is None:
-            rows.append([_tex(config), "no candidate completed", *["--"] * 5])
+            rows.append([tex(config), "no candidate completed", *["--"] * 5])
             continue
         c = comparisons.get(config)
         rows.append(
             [
-                _tex(config),
-                ", ".join(f"{_tex(f)} {_tex(setting(v))}" for f, v in row["values"].items()),
-                _number(row["validation_loss"][row["chosen"]]),
-                _interval(row["test_interval"]) if row["test_interval"] else "--",
-                "--" if c is None else _delta(c["difference"], c["ci_low"], c["ci_high"]),
-                "--" if c is None or c["p_holm"] is None else _tex(f"{c['p_holm']:.3g}"),
+                tex(config),
+                ", ".join(f"{tex(f)} {tex(setting(v))}" for f, v in row["values"].items()),
+                number(row["validation_loss"][row["chosen"]]),
+                interval(row["test_interval"]) if row["test_interval"] else "--",
+                "--" if c is None else delta(c["difference"], c["ci_low"], c["ci_high"]),
+                "--" if c is None or c["p_holm"] is None else tex(f"{c['p_holm']:.3g}"),
                 "--" if c is None else c["verdict"],
             ]
         )
     grid = "; ".join(
-        f"{_tex(f)} $\\in$ \\{{{', '.join(_tex(setting(v)) for v in values)}\\}}"
+        f"{tex(f)} $\\in$ \\{{{', '.join(tex(setting(v)) for v in values)}\\}}"
         for f, values in tuning["fields"].items()
     )
-    return _header(study_name, "Tuned comparison") + _table(
+    return header(study_name, "Tuned comparison") + table(
         f"Each configuration at the value of its grid ({grid}) with the lowest mean validation "
-        "loss, reported on test documents that neither training nor the choice saw: test loss "
-        "mean [95\\% CI] over seeds; $\\Delta$: difference to the baseline's choice on test "
-        "with its 95\\% CI, Holm-adjusted $p$ and verdict.",
-        _label(study_name, "tuned"),
+        f"{measure}, reported on test documents that neither training nor the choice saw: test "
+        f"{measure} mean [95\\% CI] over seeds; $\\Delta$: difference to the baseline's choice "
+        "on test with its 95\\% CI, Holm-adjusted $p$ and verdict.",
+        label(study_name, "tuned"),
         [
             "Configuration",
             "Chosen",
-            r"Val.\ loss",
-            r"Test loss",
+            rf"Val.\ {measure}",
+            rf"Test {measure}",
             r"$\Delta$ test",
             r"$p_{\mathrm{Holm}}$",
             "Verdict",
@@ -284,27 +164,28 @@ def multiplier_table(analysis: Analysis, study_name: str) -> str | None:
     fit = (scaling or {}).get("fit")
     if fit is None:
         return None
+    measure = "bpb" if _in_bytes(analysis) else "loss"
     rows = []
     for variant, row in scaling["multipliers"].items():
         if fit["usable"]:
-            value = "--" if row["multiplier"] is None else _plain(row["multiplier"])
+            value = "--" if row["multiplier"] is None else plain_tex(row["multiplier"])
             if row["multiplier"] is not None and row["ci_low"] is not None:
-                value += f" [{_plain(row['ci_low'])}, {_plain(row['ci_high'])}]"
-            matched = _plain(row["baseline_compute_to_match"])
+                value += f" [{plain_tex(row['ci_low'])}, {plain_tex(row['ci_high'])}]"
+            matched = plain_tex(row["baseline_compute_to_match"])
             extra = "yes" if row["extrapolated"] else "no"
         else:
             beyond = row["interpolation"]["beyond_the_ladder"]
             value, extra = "--", "--"
             matched = (
-                f"beyond ({_tex(beyond)})"
+                f"beyond ({tex(beyond)})"
                 if beyond
-                else _plain(row["interpolation"]["baseline_compute_to_match"])
+                else plain_tex(row["interpolation"]["baseline_compute_to_match"])
             )
         rows.append(
             [
-                _tex(represented(variant, row.get("run"))),
-                _number(row["val_loss"]),
-                _plain(row["relative_compute"]),
+                tex(represented(variant, row.get("run"))),
+                number(row["val_loss"]),
+                plain_tex(row["relative_compute"]),
                 matched,
                 value,
                 extra,
@@ -312,30 +193,31 @@ def multiplier_table(analysis: Analysis, study_name: str) -> str | None:
         )
     low, high = scaling["ladder_range"]
     law = (
-        f"the baseline's ladder ({fit['points']} runs, {_plain(low)}--{_plain(high)} $C_0$) "
+        f"the baseline's ladder ({fit['points']} runs, {plain_tex(low)}--{plain_tex(high)} $C_0$) "
         r"fitted as $L(C) = E + A (C/C_0)^{-\alpha}$ with "
         f"$E = {fit['E']:.3g}$, $A = {fit['A']:.3g}$, $\\alpha = {fit['alpha']:.3g}$"
     )
     if fit["usable"]:
         caption = (
             f"Compute multipliers from {law}: the baseline compute the fit needs to reach each "
-            "configuration's validation loss, in units of the baseline's compute $C_0$, divided "
+            f"configuration's validation {measure}, in units of the baseline's compute $C_0$, "
+            "divided "
             "by the compute the configuration spent, with its 95\\% interval (an unbounded "
             "upper end: parameter draws that never reach the loss)."
         )
     else:
         caption = (
             f"No compute multiplier: the power law does not describe {law} "
-            f"({_tex('; '.join(fit['problems']))}). Instead, the baseline compute at which the "
+            f"({tex('; '.join(fit['problems']))}). Instead, the baseline compute at which the "
             "rungs' mean losses, joined by straight lines in log compute, reach each "
-            "configuration's validation loss (an interpolation, not a fit)."
+            f"configuration's validation {measure} (an interpolation, not a fit)."
         )
-    return _header(study_name, "Compute multipliers") + _table(
+    return header(study_name, "Compute multipliers") + table(
         caption,
-        _label(study_name, "multipliers"),
+        label(study_name, "multipliers"),
         [
             "Configuration",
-            r"Val.\ loss",
+            rf"Val.\ {measure}",
             r"Compute ($C_0$)",
             r"Baseline compute to match ($C_0$)",
             "Multiplier",
@@ -357,7 +239,7 @@ def paper_tex(study_name: str, tables: list[str], figures: dict[str, str]) -> st
         r"\usepackage{booktabs}",
         r"\usepackage{siunitx}",
         r"\usepackage{graphicx}",
-        f"\\title{{Study {_tex(study_name)}}}",
+        f"\\title{{Study {tex(study_name)}}}",
         r"\author{Generated by lmablate}",
         r"\date{}",
         r"\begin{document}",
@@ -365,14 +247,14 @@ def paper_tex(study_name: str, tables: list[str], figures: dict[str, str]) -> st
         r"\section*{Methods}",
         r"\input{methods}",
         r"\section*{Results}",
-        *(f"\\input{{{Path(table).stem}}}" for table in tables),
+        *(f"\\input{{{Path(name).stem}}}" for name in tables),
     ]
     for name, caption in figures.items():
         body += [
             r"\begin{figure}[p]",
             r"\centering",
             f"\\includegraphics[width=\\linewidth,height=0.8\\textheight,keepaspectratio]{{{name}}}",
-            f"\\caption{{{_tex(caption)}}}",
+            f"\\caption{{{tex(caption)}}}",
             r"\end{figure}",
         ]
     return "\n".join([*body, r"\end{document}", ""])
@@ -428,13 +310,14 @@ def write_paper(
     for stale in (
         "paper.pdf",
         "paper.log",
-        *(f"{t}.tex" for t in ("tuned_table", "multipliers_table")),
+        *(f"{t}.tex" for t in ("tuned_table", "multipliers_table", "domains_table")),
     ):
         (paper / stale).unlink(missing_ok=True)
     tables = {
         "results_table.tex": results_table(analysis, study_name, n_seeds),
         "tuned_table.tex": tuned_table(analysis, study_name),
         "multipliers_table.tex": multiplier_table(analysis, study_name),
+        "domains_table.tex": domain_table(analysis, study_name),
     }
     written = []
     for name, text in tables.items():
@@ -442,7 +325,7 @@ def write_paper(
             (paper / name).write_text(text)
             written.append(name)
     (paper / "methods.tex").write_text(
-        f"% Methods of study {study_name}, generated by lmablate.\n{_tex(methods)}\n"
+        f"% Methods of study {study_name}, generated by lmablate.\n{tex(methods)}\n"
     )
     (paper / "paper.tex").write_text(paper_tex(study_name, written, figures))
     files = [*written, "methods.tex", "paper.tex"]

@@ -21,6 +21,7 @@ from lmablate.report.format import (
     code_block,
     fmt,
     md_table,
+    measure,
     pm,
     prompt_blocks,
     sci,
@@ -82,7 +83,7 @@ def key_findings(analysis: Analysis, n_seeds: int) -> list[str]:
         return ["- No configuration completed; see *Runs that did not complete*."]
     metric = findings.get("metric", "eval_loss")
     unit = findings.get("unit", "nats per token")
-    measure = "validation bpb" if metric == "val_bpb" else "validation loss"
+    named = measure(analysis, short=True).replace("val ", "validation ")
     interval = analysis.intervals[lowest][metric]
     ci = (
         f", 95% CI [{fmt(interval['ci_low'])}, {fmt(interval['ci_high'])}]"
@@ -94,7 +95,7 @@ def key_findings(analysis: Analysis, n_seeds: int) -> list[str]:
     out = _tuned_findings(analysis)
     if best.startswith("tied: "):
         out.append(
-            f"- **Best Performing Configuration:** {best} — their mean {measure} "
+            f"- **Best Performing Configuration:** {best} — their mean {named} "
             f"values lie within the noise floor ({floor:.4f}) of the lowest, "
             f"{lowest} ({fmt(table[lowest][metric])}{ci})"
         )
@@ -106,12 +107,12 @@ def key_findings(analysis: Analysis, n_seeds: int) -> list[str]:
             else ""
         )
         out.append(
-            f"- **Best Performing Configuration:** {best} ({measure} "
+            f"- **Best Performing Configuration:** {best} ({named} "
             f"{fmt(table[best][metric])}{ci}{beyond})"
         )
     worst = findings["worst_performing_config"]
     out += [
-        f"- **Worst Performing Configuration:** {worst} ({measure} "
+        f"- **Worst Performing Configuration:** {worst} ({named} "
         f"{pm(table[worst][metric], table[worst][f'{metric}_std'])}); gap "
         f"{fmt(findings['performance_gap'])} {unit}",
     ]
@@ -131,7 +132,7 @@ def key_findings(analysis: Analysis, n_seeds: int) -> list[str]:
     if findings["best_at_equal_compute"]:
         out.append(
             f"- **Best at equal compute:** {findings['best_at_equal_compute']} (lowest "
-            f"validation loss at the FLOPs every configuration reached; "
+            f"{measure(analysis)} at the FLOPs every configuration reached; "
             f"{_equal_reading(analysis)}, see Equal-Budget Comparison)"
         )
     out += reference_findings(analysis)
@@ -141,10 +142,7 @@ def key_findings(analysis: Analysis, n_seeds: int) -> list[str]:
     if n_seeds >= 2 and verdicts:
         out.append(f"- **Against the baseline:** {'; '.join(verdicts)}")
     efficiency = (
-        "efficiency is withheld (tokenizers differ)"
-        if analysis.efficiency.get("withheld")
-        else f"efficiency is {findings['efficiency_measure']}, target "
-        f"{fmt(findings['target_val_loss'])}"
+        f"efficiency is {findings['efficiency_measure']}, target {fmt(findings['target_val_loss'])}"
     )
     out.append(f"- **Measures:** performance is the {findings['ranking_metric']}; {efficiency}.")
     if n_seeds < 2:
@@ -218,8 +216,8 @@ def results_tables(analysis: Analysis) -> list[str]:
     matched = equal.get("matched_budget")
     out += [
         "### Efficiency",
-        f"Compute and training time to reach the ranking target validation loss "
-        f"{fmt(analysis.target_loss)}. {efficiency_rule()} Beside it, the validation loss at "
+        f"Compute and training time to reach the ranking target {measure(analysis)} "
+        f"{fmt(analysis.target_loss)}. {efficiency_rule()} Beside it, the {measure(analysis)} at "
         "the largest training compute every configuration reached "
         f"({sci(matched) if matched else 'n/a'} FLOPs; {_equal_reading(analysis)}). "
         "Throughput and MFU are measured with the device synchronized. Steps per second are "
@@ -253,7 +251,7 @@ def results_tables(analysis: Analysis) -> list[str]:
                 "FLOPs to target [95% CI]",
                 "reached at (share of run)",
                 "train s to target",
-                "val loss at equal FLOPs"
+                f"{measure(analysis, short=True)} at equal FLOPs"
                 + (
                     " (indicative)"
                     if equal.get("reading", INDICATIVE) == INDICATIVE
@@ -520,7 +518,7 @@ def tuning_section(analysis: Analysis) -> list[str]:
         "",
         "Every configuration was trained at every value of "
         + "; ".join(f"{f} ∈ {{{', '.join(map(setting, values))}}}" for f, values in fields.items())
-        + ". Each is represented by the value with the lowest mean validation loss, and "
+        + f". Each is represented by the value with the lowest mean {measure(analysis)}, and "
         "reported — and compared with the baseline's choice — on the **test** documents, which "
         "neither training nor the choice saw.",
         "",
@@ -545,8 +543,8 @@ def tuning_section(analysis: Analysis) -> list[str]:
         [
             "configuration",
             "chosen",
-            "val loss (choice)",
-            "test loss [95% CI]",
+            f"{measure(analysis, short=True)} (choice)",
+            f"test {'bpb' if analysis.findings.get('metric') == 'val_bpb' else 'loss'} [95% CI]",
             "at grid edge",
             "run",
         ],
@@ -593,8 +591,8 @@ def sensitivity_section(analysis: Analysis) -> list[str]:
     out = [
         "## Learning-Rate Sensitivity",
         "",
-        "Final validation loss at every learning rate a configuration was trained at (tuned or "
-        "swept), mean over seeds. **Sensitivity** is the mean over the grid of "
+        f"Final {measure(analysis)} at every learning rate a configuration was trained at "
+        "(tuned or swept), mean over seeds. **Sensitivity** is the mean over the grid of "
         "min(L(lr), L0) − min L, L0 the loss at initialization, so a run that diverged counts "
         "as L0 (Wortsman et al. 2023, 'Small-scale proxies for large-scale Transformer "
         "training instabilities'): lower means the configuration is easier to tune; it "
@@ -612,5 +610,6 @@ def sensitivity_section(analysis: Analysis) -> list[str]:
         lrs = [p["learning_rate"] for p in curve["points"]]
         edge = " (grid edge)" if best in (min(lrs), max(lrs)) else ""
         rows.append([config, grid, f"{setting(best)}{edge}", f"{curve['sensitivity']:.4f}"])
-    out += md_table(["configuration", "learning rate: val loss", "best", "sensitivity"], rows)
+    header = ["configuration", f"learning rate: {measure(analysis, short=True)}", "best"]
+    out += md_table([*header, "sensitivity"], rows)
     return [*out, "![Learning-rate sensitivity](lr_sensitivity.png)", ""]

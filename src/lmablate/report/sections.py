@@ -10,7 +10,7 @@ from typing import Any
 from lmablate.analysis.findings import Analysis
 from lmablate.analysis.stats import ALPHA
 from lmablate.analysis.validity import INDICATIVE, OVERFIT_GAP
-from lmablate.report.format import ci, fmt, md_table, plain, represented, sci
+from lmablate.report.format import ci, fmt, md_table, measure, plain, represented, sci
 
 
 def _document_reading(interval: dict) -> str:
@@ -182,7 +182,7 @@ def equal_budget_section(analysis: Analysis) -> list[str]:
         "## Equal-Budget Comparison",
         "",
         "Final losses reward configurations that simply trained more. Here every "
-        "configuration's validation loss is read off its evaluation curve (linear "
+        f"configuration's {measure(analysis)} is read off its evaluation curve (linear "
         "interpolation) at the largest budget that **every** configuration reached.",
         "",
     ]
@@ -195,14 +195,6 @@ def equal_budget_section(analysis: Analysis) -> list[str]:
             f"numbers at equal {matched}. Steps per configuration: "
             + ", ".join(f"{v} {n:,}" for v, n in steps.items())
             + ".",
-            "",
-        ]
-    if analysis.efficiency.get("withheld"):
-        return [
-            *out,
-            "Withheld: the configurations use different tokenizers, and equal-budget readings "
-            "are taken off loss curves in nats per token; see *Per-Domain Results* (bits per "
-            "byte of the same bytes).",
             "",
         ]
     if not budgets:
@@ -435,6 +427,7 @@ def scaling_section(analysis: Analysis) -> list[str]:
     if fit is None:
         return [*out, f"Not available: {scaling.get('reason')}.", ""]
     se = fit["se"]
+    short = measure(analysis, short=True)
 
     def pm(key: str) -> str:
         return f"{fit[key]:.4g}" + ("" if se[key] is None else f" ± {se[key]:.2g}")
@@ -442,7 +435,7 @@ def scaling_section(analysis: Analysis) -> list[str]:
     low, high = scaling["ladder_range"]
     out += [
         "The baseline trained at several budgets (the budget ladder, each rung a full "
-        "schedule) gives its validation loss as a function of training compute, fitted by "
+        f"schedule) gives its {measure(analysis)} as a function of training compute, fitted by "
         "least squares as L(C) = E + A·(C/C0)^(−α), C0 the baseline's compute "
         f"({sci(fit['C0_flops'])} FLOPs): E = {pm('E')}, A = {pm('A')}, α = {pm('alpha')} "
         f"(± one standard error; {fit['points']} runs, RMS residual {fit['rmse']:.3g} over the "
@@ -450,7 +443,7 @@ def scaling_section(analysis: Analysis) -> list[str]:
         f"{plain(low)}–{plain(high)} C0.",
         "",
         *md_table(
-            ["rung", "compute (× C0)", "seeds", "mean val loss", "residual from the fit"],
+            ["rung", "compute (× C0)", "seeds", f"mean {short}", "residual from the fit"],
             [
                 [
                     step["variant"],
@@ -465,7 +458,12 @@ def scaling_section(analysis: Analysis) -> list[str]:
     ]
     out += _tuned_note(scaling)
     if not fit["usable"]:
-        return [*out, *_unusable_fit(scaling), "![Budget ladder](compute_multipliers.png)", ""]
+        return [
+            *out,
+            *_unusable_fit(scaling, short),
+            "![Budget ladder](compute_multipliers.png)",
+            "",
+        ]
     out += [
         "A configuration's **compute multiplier** is the baseline compute the fit needs to "
         "reach its final loss, divided by the compute it spent (Ho et al. 2024's effective "
@@ -496,7 +494,7 @@ def scaling_section(analysis: Analysis) -> list[str]:
     out += md_table(
         [
             "configuration",
-            "val loss",
+            short,
             "compute (× C0)",
             "baseline compute to match (× C0)",
             "multiplier [95% CI]",
@@ -527,7 +525,7 @@ def _tuned_note(scaling: dict) -> list[str]:
     return [*out, ""]
 
 
-def _unusable_fit(scaling: dict) -> list[str]:
+def _unusable_fit(scaling: dict, short: str) -> list[str]:
     """Why the fit gives no multiplier, and the interpolation between rungs instead."""
     out = [
         "**No compute multiplier is given: the power law does not describe this ladder** "
@@ -566,7 +564,7 @@ def _unusable_fit(scaling: dict) -> list[str]:
         *md_table(
             [
                 "configuration",
-                "val loss",
+                short,
                 "compute (× C0)",
                 "baseline compute reaching its loss, interpolated between rungs (× C0)",
             ],
