@@ -410,3 +410,25 @@ def test_curve_readings_are_in_bits_per_byte_when_tokenizers_differ(tmp_path):
     final = figures["final_performance_comparison.png"]["panels"][0]
     assert final["y"] == "final validation bits per byte"
     assert "own tokenizer" in figures["final_performance_comparison.png"]["panels"][1]["title"]
+
+
+def test_a_run_config_with_sources_reads_back_from_its_own_dump():
+    """config.json is read back by samples, generate, export and eval: a config with several
+    sources must validate again from its dump, which names no single source's defaults."""
+    from lmablate.config.run import RunConfig
+
+    config = RunConfig.model_validate(
+        {
+            "data": {
+                "sources": {
+                    "prose": {"source": "builtin"},
+                    "code": {"source": "builtin_code", "num_documents": 30, "weight": 0.5},
+                },
+                "eval_documents": 4,
+            }
+        }
+    )
+    dumped = config.model_dump(mode="json")
+    assert "dataset" not in dumped["data"] and "source" not in dumped["data"]
+    assert RunConfig.model_validate(json.loads(json.dumps(dumped))) == config
+    assert "dataset" in RunConfig().model_dump(mode="json")["data"]  # one source: as before

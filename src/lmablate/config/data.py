@@ -13,7 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from lmablate.config.components import FILTERS
 from lmablate.config.fields import Section, Seed, bounded, looks_like_path
@@ -206,6 +213,16 @@ class DataConfig(SourceFields):
         None,
         description="Where token caches live; null: $LMABLATE_CACHE or ~/.cache/lmablate.",
     )
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """With ``sources``, the single source's fields are left out: they would be defaults
+        that say nothing, and a dump must validate again (config.json is read back)."""
+        out = handler(self)
+        if self.sources:
+            for name in SourceFields.model_fields:
+                out.pop(name, None)
+        return out
 
     @model_validator(mode="after")
     def _check_sources(self) -> DataConfig:

@@ -140,7 +140,9 @@ def research_data(study: StudyData, analysis: Analysis, figures: dict[str, dict[
             "experimental_setup": {
                 "dataset": {
                     "name": _dataset_name(data),
-                    "num_documents": data.get("num_documents"),
+                    "num_documents": data.get("num_documents")
+                    if not data.get("sources")
+                    else {n: src.get("num_documents") for n, src in data["sources"].items()},
                     "tokenizer": data["tokenizer"]
                     if isinstance(data["tokenizer"], str)
                     else f"byte-level BPE, {data['tokenizer']['train_bpe']['vocab_size']} tokens, "
@@ -168,7 +170,7 @@ def research_data(study: StudyData, analysis: Analysis, figures: dict[str, dict[
                     "total_configurations": len(study.variants),
                     "training_steps_per_config": baseline["train"]["max_steps"],
                     "evaluation_frequency": baseline["train"]["eval_every"],
-                    "dataset_size": f"{data.get('num_documents') or 'all'} documents",
+                    "dataset_size": _documents(data),
                     "seeds_per_configuration": len(setup["seeds"]),
                 },
                 "key_findings": analysis.findings,
@@ -270,11 +272,41 @@ def research_data(study: StudyData, analysis: Analysis, figures: dict[str, dict[
 
 
 def _dataset_name(data: dict[str, Any]) -> str:
-    if data["source"] == "hf":
-        return f"{data['dataset']} ({data['subset']})" if data.get("subset") else data["dataset"]
-    if data["source"] == "builtin":
+    """The corpus in words: its one source, or each named source with its weight."""
+    sources = data.get("sources") or {}
+    if not sources:
+        return _source_name(data)
+    return "; ".join(
+        f"{name}: {_source_name(source)} (weight {source['weight']:g}"
+        + ("" if source.get("held_out", True) else ", training only")
+        + ")"
+        for name, source in sources.items()
+    )
+
+
+def _source_name(source: dict[str, Any]) -> str:
+    kind = source.get("source", "hf")
+    if kind == "hf":
+        name = source["dataset"]
+        return f"{name} ({source['subset']})" if source.get("subset") else name
+    if kind == "builtin":
         return "builtin: CPython documentation topics (pydoc_data)"
-    return f"local: {data['path']}"
+    if kind == "builtin_code":
+        return "builtin_code: the Python standard library's own source code"
+    return f"local: {source['path']}"
+
+
+def _documents(data: dict[str, Any]) -> str:
+    """How many documents were read: in all, or per source."""
+    sources = data.get("sources") or {}
+    if not sources:
+        return f"{data.get('num_documents') or 'all'} documents"
+    return (
+        ", ".join(
+            f"{name} {source.get('num_documents') or 'all'}" for name, source in sources.items()
+        )
+        + " documents"
+    )
 
 
 def _optimizer(train: dict[str, Any]) -> str:

@@ -73,6 +73,12 @@ def _overview_and_setup(study: StudyData, data: dict[str, Any]) -> list[str]:
     seeds = study.study["seeds"]
     env = meta["software"]
     dataset, training = setup["dataset"], setup["training_setup"]
+    counts = dataset["num_documents"]
+    size = (
+        ", ".join(f"{name} {n or 'all'}" for name, n in counts.items())
+        if isinstance(counts, dict)
+        else counts or "all"
+    )
     out = [
         "# Autoregressive Transformer Language Model Ablation Study",
         "",
@@ -95,7 +101,7 @@ def _overview_and_setup(study: StudyData, data: dict[str, Any]) -> list[str]:
         "",
         "### Dataset",
         f"- **Source:** {dataset['name']}",
-        f"- **Size:** {dataset['num_documents'] or 'all'} documents",
+        f"- **Size:** {size} documents",
         f"- **Tokenizer:** {dataset['tokenizer']}",
         f"- **Preprocessing:** {dataset['preprocessing']}",
     ]
