@@ -18,8 +18,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
+# mup, the reference implementation of muP that a test checks against, declares plotting and
+# vision packages it does not import: installed without them
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps mup==1.0.0
 	touch $@
 
 install: $(VENV)/.installed

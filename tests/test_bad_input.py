@@ -559,7 +559,7 @@ CASES: list[Case] = [
     ),
     (
         "export: into a folder with files",
-        lambda w: ["export", str(w.run), str(w.root / "cases")],
+        lambda w: ["export", str(w.run), str(w.tokenizer)],  # a folder that always has files
         2,
         "--overwrite",
     ),

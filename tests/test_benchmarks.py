@@ -59,3 +59,24 @@ def test_component_benchmark_prints_each_choice_relative_to_the_default(tmp_path
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [line for line in result.stdout.splitlines() if line.endswith("x")]
     assert [row.split("  ")[0] for row in rows] == ["qk_norm", "mlp relu2"]
+
+
+def test_the_coordinate_check_prints_a_row_per_parametrization_and_layer(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "coord_check.py"),
+            "--widths",
+            "16",
+            "32",
+            "--steps",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line.split()[:2] for line in result.stdout.splitlines()[2:]]
+    assert rows == [[p, k] for p in ("sp", "mup") for k in ("block", "block", "logits")]

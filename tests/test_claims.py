@@ -23,6 +23,7 @@ from lmablate.analysis.rundata import load_study_dir
 from lmablate.analysis.stats import late_slope
 from lmablate.config.run import RunConfig
 from lmablate.report.package import REFERENCE_COLUMNS, build_report
+from lmablate.report.plotting import variant_styles
 
 Curve = list[tuple[int, float]]  # (tokens seen, loss)
 
@@ -346,7 +347,7 @@ def test_the_equal_budget_reading_is_labelled_by_where_the_runs_end(
 
     from lmablate.report import figures
 
-    caption = figures._equal_budgets(analysis, figures._styles(["baseline", "b"]), tmp_path)[
+    caption = figures._equal_budgets(analysis, variant_styles(["baseline", "b"]), tmp_path)[
         "equal_budget_comparison.png"
     ]["description"]
     if end_of_schedule:
@@ -769,7 +770,7 @@ def test_nine_schedules_are_nine_distinct_curves_and_one_tokenizer_shows_the_gap
     for k, name in enumerate(variants):
         write_run(tmp_path, name, 0, line(8.0, 3.0 + 0.01 * k, 2000), warmup_steps=k + 3)
     drawn = []
-    real_finish = figures._finish
+    real_finish = figures.finish
 
     def keep(fig, path, description):
         drawn.append(
@@ -777,7 +778,7 @@ def test_nine_schedules_are_nine_distinct_curves_and_one_tokenizer_shows_the_gap
         )
         return real_finish(fig, path, description)
 
-    monkeypatch.setattr(figures, "_finish", keep)
+    monkeypatch.setattr(figures, "finish", keep)
     report = build_report(tmp_path)
     plt.close("all")
     styles = dict(drawn)["learning_rate_schedules.png"]

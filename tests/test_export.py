@@ -150,3 +150,31 @@ def test_export_never_overwrites_what_it_was_not_asked_to(tmp_path, corpus, toke
     (tmp_path / "file").write_text("x")
     result = run_cli("export", str(run_dir), str(tmp_path / "file"))
     assert result.returncode == 2 and "is a file" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("model", "architecture"),
+    [
+        ({"tie_embeddings": True}, "LlamaForCausalLM"),
+        ({"tie_embeddings": False, "mup_base_head_dim": 4}, "LlamaForCausalLM"),
+        ({"qk_norm": True}, "Qwen3ForCausalLM"),
+        ({"norm": "layernorm", "mlp": "gelu", "n_kv_heads": None, "bias": True},
+         "GPTNeoXForCausalLM"),
+    ],
+)  # fmt: skip
+def test_an_exported_mup_model_computes_the_same_logits(
+    tmp_path, corpus, tokenizer_dir, model, architecture
+):
+    """Width 32 over a base of 16 (m = 2): the output multiplier and the 1 / head_dim
+    attention scale are folded into the exported weights."""
+    run_dir = trained(
+        tmp_path, corpus, tokenizer_dir, parametrization="mup", mup_base_width=16, **model
+    )
+    out = export_run(run_dir, tmp_path / "hf")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(out))
+    assert type(hf).__name__ == architecture
+    ours, tokenizer, _, _ = load_run(run_dir)
+    assert ours.cfg.width_mult == 2.0
+    ids = torch.tensor([tokenizer.encode("Assignment statements are used to bind names")])
+    with torch.no_grad():
+        torch.testing.assert_close(hf.eval()(ids).logits, ours(ids), rtol=1e-5, atol=1e-5)

@@ -432,3 +432,41 @@ def test_a_run_config_with_sources_reads_back_from_its_own_dump():
     assert "dataset" not in dumped["data"] and "source" not in dumped["data"]
     assert RunConfig.model_validate(json.loads(json.dumps(dumped))) == config
     assert "dataset" in RunConfig().model_dump(mode="json")["data"]  # one source: as before
+
+
+def test_a_study_of_two_sources_and_two_tokenizers_runs_and_scores_its_samples(tmp_path, documents):
+    """End to end: every run's config.json reads back (samples are drawn from it), and a
+    variant with its own tokenizer has its continuations scored under the baseline, on the
+    same text in the baseline's tokens (its ids index another vocabulary)."""
+    from lmablate.config.study import build_study
+    from lmablate.study.runner import run_study
+
+    messages: list[str] = []
+    study = build_study(
+        {
+            "name": "two",
+            "data": two_domains(tmp_path, documents, eval_documents=2),
+            "baseline": {
+                "model": {"d_model": 32, "n_heads": 2, "n_layers": 1, "d_ff": 64},
+                "train": {
+                    "batch_size": 4,
+                    "seq_len": 16,
+                    "max_steps": 4,
+                    "warmup_steps": 1,
+                    "eval_every": 2,
+                    "log_every": 2,
+                },
+            },
+            "variants": {"vocab": {"tokenizer": {"train_bpe": {"vocab_size": 400}}}},
+            "samples": {"max_new_tokens": 6, "draws": 1, "documents": 2, "prompt_tokens": 4},
+        }
+    )
+    outcome = run_study(study, tmp_path / "out", progress=False, log=messages.append)
+    assert set(outcome.statuses.values()) == {"complete"}
+    assert not [m for m in messages if "failed" in m], messages
+    record = json.loads(
+        (tmp_path / "out" / "runs" / "vocab" / "seed-0" / "samples.json").read_text()
+    )
+    assert record["samples"] and all(s["baseline_ppl"] is not None for s in record["samples"])
+    data = json.loads((outcome.report / "research_data.json").read_text())
+    assert "prose: local" in data["experimental_setup"]["dataset"]["name"]

@@ -476,7 +476,8 @@ def test_the_report_states_groups_schedules_and_the_untuned_optimizers(
 
 def test_no_schedule_figure_when_every_variant_shares_the_schedule(tmp_path):
     from lmablate.analysis.rundata import RunData, StudyData
-    from lmablate.report.figures import _styles, draw_schedules
+    from lmablate.report.figures import draw_schedules
+    from lmablate.report.plotting import variant_styles
 
     train = TrainConfig(max_steps=50, warmup_steps=5).model_dump(mode="json")
     runs = [
@@ -484,7 +485,7 @@ def test_no_schedule_figure_when_every_variant_shares_the_schedule(tmp_path):
         for v, change in (("baseline", {}), ("other", {"optimizer": "lion"}))
     ]
     study = StudyData(tmp_path, {"seeds": [0], "variants": {"other": {}}}, runs)
-    styles = _styles(study.variants)
+    styles = variant_styles(study.variants)
     assert draw_schedules(study, styles, tmp_path) == {}
     runs[1].config["train"]["schedule"] = "constant"
     assert list(draw_schedules(study, styles, tmp_path)) == ["learning_rate_schedules.png"]

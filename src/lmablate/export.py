@@ -14,12 +14,15 @@ A combination none of them computes (post or sandwich norms, NoPE or learned pos
 sliding window, soft-capped logits, a registered component, ...) is refused before anything is
 written, with the fields that stand in the way of each architecture. Each architecture's
 weight names are one explicit table (``{i}`` stands for the block index); GPT-NeoX's fused
-``query_key_value`` interleaves q, k and v per head, which ``_neox_qkv`` spells out.
+``query_key_value`` interleaves q, k and v per head, which ``_neox_qkv`` spells out. A
+``parametrization: mup`` model exports to the same architectures with its multipliers folded
+into its weights (``fold_mup``), so the exported model computes the same logits.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,9 +237,38 @@ def _neox_qkv(state: dict[str, torch.Tensor], i: int, cfg: ModelConfig, kind: st
     return torch.cat(per_head, dim=1).reshape(3 * cfg.d_model, -1).squeeze(-1)
 
 
+def fold_mup(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """A ``parametrization: mup`` model's multipliers folded into its weights, so that a
+    standard architecture computes the same logits: the output multiplier 1 / m into the final
+    norm's gain (and bias), which scales the head's input (tied embeddings stay tied); the
+    attention scale sqrt(base head_dim) / head_dim, against the standard 1 / sqrt(head_dim),
+    into the queries (the q-norm's gain under qk_norm, else q_proj; rotary positions are linear
+    in q). Under sp, ``state`` itself."""
+    if cfg.parametrization != "mup":
+        return state
+    out = dict(state)
+    m = cfg.width_mult
+    for name in ("norm.weight", "norm.bias"):
+        if name in out:
+            out[name] = out[name] / m
+    factor = cfg.attention_scale * math.sqrt(cfg.head_dim)
+    for i in range(cfg.n_layers):
+        names = (
+            [f"blocks.{i}.attn.q_norm.weight"]
+            if cfg.qk_norm
+            else [f"blocks.{i}.attn.q_proj.weight", f"blocks.{i}.attn.q_proj.bias"]
+        )
+        for name in names:
+            if name in out:
+                out[name] = out[name] * factor
+    return out
+
+
 def to_hf_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """lmablate ``state_dict`` -> the export target's ``state_dict`` (the same tensors)."""
+    """lmablate ``state_dict`` -> the export target's ``state_dict`` (the same tensors, with a
+    mup model's multipliers folded in: ``fold_mup``)."""
     target = export_target(cfg)
+    state = fold_mup(state, cfg)
     out = {}
     for ours, theirs in name_pairs(cfg.n_layers, target.names):
         out[theirs] = state[ours]

@@ -39,6 +39,7 @@ from lmablate.analysis.efficiency import compute_to_reach
 from lmablate.analysis.efficiency import efficiency as efficiency_targets
 from lmablate.analysis.references import study_references
 from lmablate.analysis.rundata import RunData, StudyData, eval_curve
+from lmablate.analysis.scale import scale_analysis
 from lmablate.analysis.scaling import compute_multipliers
 from lmablate.analysis.stats import (
     Comparison,
@@ -247,6 +248,7 @@ class Analysis:
     correlations: dict[str, Any] = field(default_factory=dict)  # over configurations, with n
     provenance: list[dict[str, Any]] = field(default_factory=list)
     domains: dict[str, Any] = field(default_factory=dict)  # per evaluation set, in bpb
+    scale: dict[str, Any] = field(default_factory=dict)  # every configuration at every size
 
 
 def _usable(record: dict[str, Any] | None) -> bool:
@@ -446,4 +448,5 @@ def analyze(study: StudyData) -> Analysis:
         correlations=correlations(study, per_variant, [v for v, _ in ranking]),
         provenance=provenance(study),
         domains=per_domain(study),
+        scale=scale_analysis(study),
     )

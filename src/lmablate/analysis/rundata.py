@@ -105,10 +105,22 @@ class StudyData:
     def compared(self) -> list[str]:
         """The configurations the study compares: every variant but the ladder's rungs and,
         in a tuned study, the candidates other than each configuration itself (those are
-        compared through the tuned comparison, which chooses among them on validation)."""
+        compared through the tuned comparison, which chooses among them on validation), and
+        the configurations at the scale axis's other sizes."""
         tuning = (self.study.get("tuning") or {}).get("variants") or {}
         candidates = {n for names in tuning.values() for n in names} - set(tuning)
-        return [v for v in self.variants if v not in self.ladder and v not in candidates]
+        return [
+            v
+            for v in self.variants
+            if v not in self.ladder and v not in candidates and v not in self.resized
+        ]
+
+    @property
+    def resized(self) -> set[str]:
+        """The variants that are a configuration at another size of the scale axis (compared
+        in the Scale section, size by size, not with the written configurations)."""
+        table = (self.study.get("scale") or {}).get("variants") or {}
+        return {name for config, at in table.items() for name in at.values() if name != config}
 
     def runs_of(self, variant: str, complete_only: bool = False) -> list[RunData]:
         return [

@@ -45,6 +45,8 @@ def tuned_comparison(study: StudyData) -> dict[str, Any]:
     fields: dict[str, list[Any]] = tuning["fields"]
     configurations: dict[str, Any] = {}
     for config, candidates in tuning["variants"].items():
+        if config not in study.compared:
+            continue  # a configuration at another size: the Scale section's
         validation = {}
         for name in dict.fromkeys(candidates):
             runs = study.runs_of(name)

@@ -8,6 +8,7 @@ with what would be valid (divisors of d_model, of n_heads, of batch_size). No to
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -141,6 +142,41 @@ class ModelConfig(Section):
     attention_dropout: Annotated[float, Field(ge=0, lt=1)] = Field(
         0.0, description="Dropout on the attention probabilities while training."
     )
+    parametrization: Literal["sp", "mup"] = Field(
+        "sp",
+        description="sp: standard parametrization. mup: the maximal update parametrization "
+        "(Yang et al. 2022, Tensor Programs V), relative to a base of width mup_base_width: "
+        "hidden matrices initialized at init_std / sqrt(m) and trained at the learning rate / m "
+        "(weight decay x m) under AdamW and Lion, logits multiplied by 1 / m, attention scaled "
+        "1 / head_dim; m = d_model / mup_base_width. At the base width it is sp.",
+    )
+    mup_base_width: bounded("d_model") | None = Field(
+        None,
+        description="The base model's d_model for parametrization: mup (the width its learning "
+        "rate was tuned at). null: this model's own d_model (m = 1).",
+    )
+    mup_base_head_dim: bounded("d_model") | None = Field(
+        None,
+        description="The base model's head dimension for mup's 1 / head_dim attention scale "
+        "(sqrt(base) / head_dim, so the base keeps 1 / sqrt(head_dim)). null: this model's "
+        "own head dimension, right when widening adds heads, as the scale axis does.",
+    )
+
+    @property
+    def width_mult(self) -> float:
+        """m = d_model / mup_base_width under mup; 1 under sp."""
+        if self.parametrization != "mup" or self.mup_base_width is None:
+            return 1.0
+        return self.d_model / self.mup_base_width
+
+    @property
+    def attention_scale(self) -> float | None:
+        """The attention logits' scale: None (1 / sqrt(head_dim)) under sp; under mup
+        sqrt(base head_dim) / head_dim."""
+        if self.parametrization != "mup":
+            return None
+        base = self.mup_base_head_dim or self.head_dim
+        return math.sqrt(base) / self.head_dim
 
     @property
     def kv_heads(self) -> int:
@@ -183,6 +219,10 @@ class ModelConfig(Section):
             )
         if self.global_every is not None and self.sliding_window is None:
             raise ValueError("model.global_every needs model.sliding_window (the window size)")
+        if self.parametrization == "sp" and (self.mup_base_width or self.mup_base_head_dim):
+            raise ValueError(
+                "model.mup_base_width and mup_base_head_dim are read only with parametrization: mup"
+            )
         if self.parallel_block and self.norm_placement != "pre":
             raise ValueError(
                 f"model.parallel_block needs norm_placement: pre (got "
@@ -431,6 +471,12 @@ class RunConfig(Section):
                 f"model.max_positions ({self.model.max_positions}) is shorter than "
                 f"train.seq_len ({self.train.seq_len}): the learned position table needs a row "
                 "for every position of a training sequence"
+            )
+        if self.model.parametrization == "mup" and self.train.optimizer == "sgd":
+            raise ValueError(
+                "model.parametrization: mup scales the learning rates of Adam-like optimizers "
+                "(adamw, lion; muon's matrices scale by their shape already); its SGD rules "
+                "are not implemented here: use train.optimizer adamw, lion or muon"
             )
         return self
 

@@ -59,6 +59,7 @@ from lmablate.config.keys import (
     validate_run_config,
 )
 from lmablate.config.run import FLAT_KEYS, DataConfig, RunConfig, Seed
+from lmablate.config.scale import REFERENCE, ScaleConfig, resized, size_variant
 from lmablate.errors import ConfigError
 
 REFERENCE_PROMPTS = [
@@ -295,6 +296,11 @@ class StudyConfig(BaseModel):
         "configuration is compared at its best value, chosen on validation and reported on the "
         "test split (data.test_fraction).",
     )
+    scale: ScaleConfig | None = Field(
+        None,
+        description="Model sizes every configuration also trains at, and how the token budget "
+        "follows the size; the report's Scale section compares the verdicts across sizes.",
+    )
     samples: SamplesConfig = Field(default_factory=SamplesConfig)
 
     @field_validator("name")
@@ -333,6 +339,7 @@ class Study:
     sweeps: list[dict[str, Any]] = field(default_factory=list)  # what each sweep generated
     budget: dict[str, Any] = field(default_factory=dict)  # matched budgets, once resolved
     tuning: dict[str, Any] = field(default_factory=dict)  # tune: fields, values, candidates
+    scale: dict[str, Any] = field(default_factory=dict)  # scale: sizes, each config's variants
 
     @property
     def variants(self) -> list[str]:
@@ -357,6 +364,7 @@ class Study:
             },
             "sweeps": self.sweeps,
             "tuning": self.tuning,
+            "scale": self.scale,
             "budget": {**self.config.budget.model_dump(mode="json"), **self.budget},
             "samples": self.config.samples.model_dump(mode="json"),
         }
@@ -460,6 +468,7 @@ def build_study(
         name: "baseline" if name == "baseline" else f"variants.{name}" for name in variant_changes
     }
     generated, sweeps = _expand_sweeps(study.sweeps, variant_changes, labels, where)
+    scale = _expand_scale(study, _merge(baseline, forced), variant_changes, labels, where)
     tuning: dict[str, Any] = {}
     if study.tune:
         if data.test_fraction == 0:
@@ -515,7 +524,7 @@ def build_study(
             for over, names in record["variants"].items()
         }
     budget = {"ladder_variants": ladder} if ladder else {}
-    return Study(study, data, runs[0].config, runs, sweeps, budget, tuning)
+    return Study(study, data, runs[0].config, runs, sweeps, budget, tuning, scale)
 
 
 _SAME = object()
@@ -580,6 +589,63 @@ def _expand_ladder(
         labels[name] = f"budget.ladder at {format_value(float(multiple))}x ({steps} steps)"
         rungs[name] = multiple
     return rungs
+
+
+def _expand_scale(
+    study: StudyConfig,
+    baseline: dict[str, Any],
+    variant_changes: dict[str, dict[str, Any]],
+    labels: dict[str, str],
+    where: str,
+) -> dict[str, Any]:
+    """Every configuration written so far (the baseline, variants, sweep points) at every
+    size of ``scale:``, as variants named ``C,size=NAME``; returns what study.yaml records:
+    the sizes and, per configuration, the variant at each size (itself at its written shape)."""
+    if study.scale is None:
+        return {}
+    if study.budget.ladder or study.budget.match:
+        raise ConfigError(
+            f"{where}scale: a scale axis sets each size's budget itself (scale.tokens); it "
+            "does not combine with budget: ladder or budget: match — leave those out"
+        )
+    sizes = [size.label for size in study.scale.sizes]
+    record: dict[str, Any] = {
+        **study.scale.model_dump(mode="json", exclude={"sizes"}),
+        "sizes": sizes,
+        "variants": {},
+    }
+    for config in list(variant_changes):
+        merged = _merge(baseline, variant_changes[config])
+        merged["data"] = _merge(study.data, merged.get("data", {}))
+        model = validate_run_config(merged, f"{where}{labels[config]}: ").model
+        written = model.model_dump(mode="json")
+        at: dict[str, str] = {}
+        for i, size in enumerate(study.scale.sizes):
+            here = f"{where}scale.sizes[{i}] ({size.label}) of {labels[config]}"
+            try:
+                shape = resized(written, size)
+            except ValueError as exc:
+                raise ConfigError(f"{here}: {exc}") from None
+            if all(written.get(k) == v for k, v in shape.items()):
+                at[size.label] = config  # the written shape: the configuration itself
+                continue
+            name = size_variant(config, size.label)
+            if not NAME.match(name) or len(name) > MAX_NAME:
+                raise ConfigError(
+                    f"{here}: the variant name {name!r} would not be a safe directory name; "
+                    "give the size a short name of letters, digits and _ . -"
+                )
+            if name in variant_changes:
+                raise ConfigError(f"{here}: variant {name!r} is already defined")
+            variant_changes[name] = _merge(variant_changes[config], {"model": shape})
+            labels[name] = here
+            at[size.label] = name
+        if config not in at.values():
+            at = {REFERENCE: config, **at}  # the written shape trains whatever the sizes
+        record["variants"][config] = at
+    if any(REFERENCE in at for at in record["variants"].values()):
+        record["sizes"] = [REFERENCE, *sizes]
+    return record
 
 
 def _expand_sweeps(

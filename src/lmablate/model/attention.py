@@ -1,7 +1,8 @@
 """Causal self-attention: separate q/k/v/o projections (Llama's names; biases with
 ``model.bias``), grouped-query attention via ``n_kv_heads``, an optional KV cache for decoding,
 and the ablations of ``model``: QK-norm (per-head RMSNorm of queries and keys before the
-rotation, as Qwen3), whole or partial rotary positions, a sliding window, attention dropout."""
+rotation, as Qwen3), whole or partial rotary positions, a sliding window, attention dropout,
+and under ``parametrization: mup`` the 1 / head_dim scale of Yang et al. 2022."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else None
         self.window = window  # None: every earlier position; W: the last W positions
         self.dropout = cfg.attention_dropout
+        self.scale = cfg.attention_scale  # None: 1 / sqrt(head_dim); mup: 1 / head_dim scaling
         # while decoding, one product for q, k and v (weights concatenated); see generation.py
         self.qkv_proj: nn.Module | None = None
 
@@ -70,9 +72,13 @@ class Attention(nn.Module):
             mask = self._within_window(mask, start, seq, k.shape[2], x.device)
         dropout = self.dropout if self.training else 0.0
         if mask is None:  # (B, H, T, D)
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+            out = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, dropout_p=dropout, scale=self.scale
+            )
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=dropout, scale=self.scale
+            )
         return self.o_proj(out.transpose(1, 2).reshape(batch, seq, -1))
 
     def _within_window(

@@ -20,6 +20,9 @@ Other choices export to the Hugging Face architecture that computes them (``expo
 
 Initialization: N(0, init_std) for every weight matrix and embedding, zeros for biases, ones for
 norm gains; ``init`` rescales (GPT-2's 1/sqrt(2 n_layers)) or zeroes the output projections.
+``parametrization: mup`` (Yang et al. 2022) draws the hidden matrices at init_std / sqrt(m),
+multiplies the head's input by 1 / m and scales attention by 1 / head_dim, m being the width
+multiplier d_model / mup_base_width (``ModelConfig.width_mult``); at m = 1 it is sp.
 Modules are built in a fixed order, so a seed gives the same default model as it always did.
 """
 
@@ -81,9 +84,14 @@ class LM(nn.Module):
     def reset_parameters(self) -> None:
         """N(0, init_std) for every weight matrix, zeros for biases, ones for norm gains; then
         ``init`` for the output projections. Seed torch first to fix it."""
+        # mup: hidden matrices (variance 1 / fan_in as the width grows) at init_std / sqrt(m);
+        # the embedding and the head keep init_std (the head's output is scaled by 1 / m)
+        hidden_std = self.cfg.init_std / math.sqrt(self.cfg.width_mult)
+        fixed = {id(self.embed), id(self.lm_head)}
         for module in self.modules():
             if isinstance(module, nn.Linear | nn.Embedding):
-                nn.init.normal_(module.weight, mean=0.0, std=self.cfg.init_std)
+                std = self.cfg.init_std if id(module) in fixed else hidden_std
+                nn.init.normal_(module.weight, mean=0.0, std=std)
                 if getattr(module, "bias", None) is not None:
                     nn.init.zeros_(module.bias)
             elif isinstance(module, RMSNorm | nn.LayerNorm):
@@ -92,7 +100,7 @@ class LM(nn.Module):
                     nn.init.zeros_(module.bias)
         if self.cfg.init == "normal":
             return
-        std = self.cfg.init_std / math.sqrt(2 * self.cfg.n_layers)
+        std = hidden_std / math.sqrt(2 * self.cfg.n_layers)
         for block in self.blocks:
             for projection in (block.attn.o_proj, getattr(block.mlp, "down_proj", None)):
                 if projection is None:
@@ -118,12 +126,20 @@ class LM(nn.Module):
         attention ``mask`` (B, 1, T, keys)."""
         hidden = self.hidden_states(input_ids, positions, cache, mask)
         if targets is not None:
+            hidden = self._head_input(hidden)
             return head_losses(hidden, self.lm_head.weight, targets, self.cfg.logit_softcap, z_loss)
         return self.logits(hidden)
 
+    def _head_input(self, hidden: torch.Tensor) -> torch.Tensor:
+        """mup's output multiplier 1 / m, applied to the head's input (the same as to its
+        logits, before any soft-cap); the identity under sp."""
+        m = self.cfg.width_mult
+        return hidden if m == 1.0 else hidden * (1.0 / m)
+
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The LM head on final hidden states, soft-capped with ``logit_softcap``."""
-        logits = self.lm_head(hidden)
+        """The LM head on final hidden states (times mup's 1 / m), soft-capped with
+        ``logit_softcap``."""
+        logits = self.lm_head(self._head_input(hidden))
         cap = self.cfg.logit_softcap
         return logits if cap is None else cap * torch.tanh(logits / cap)
 

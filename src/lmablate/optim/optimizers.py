@@ -60,8 +60,13 @@ def parameter_roles(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]
     return roles
 
 
-def group_settings(cfg: TrainConfig) -> dict[str, dict[str, Any]]:
-    """Each group's learning-rate multiplier, weight decay and optimizer, as configured."""
+def group_settings(cfg: TrainConfig, width_mult: float = 1.0) -> dict[str, dict[str, Any]]:
+    """Each group's learning-rate multiplier, weight decay and optimizer, as configured; under
+    ``parametrization: mup`` (``width_mult`` m, the model's d_model over its base width) the
+    matrices of an Adam-like optimizer train at the multiplier / m with weight decay x m (the
+    reference ``mup`` package's MuAdam: the decoupled decay lr x wd is unchanged), the other
+    groups (embeddings, head, scalars) as written. Muon's matrices are left as they are: its
+    update is scaled by each matrix's shape already."""
 
     def decay(override: float | None) -> float:
         return cfg.weight_decay if override is None else override
@@ -77,14 +82,21 @@ def group_settings(cfg: TrainConfig) -> dict[str, dict[str, Any]]:
         optimizer = cfg.optimizer
         if cfg.optimizer == "muon" and group != "matrices":
             optimizer = "adamw"
+        if group == "matrices" and optimizer in ("adamw", "lion") and width_mult != 1.0:
+            mult, weight_decay = mult / width_mult, weight_decay * width_mult
         out[group] = {"lr_mult": mult, "weight_decay": weight_decay, "optimizer": optimizer}
     return out
+
+
+def _width_mult(model: nn.Module) -> float:
+    cfg = getattr(model, "cfg", None)
+    return getattr(cfg, "width_mult", 1.0)
 
 
 def describe_groups(model: nn.Module, cfg: TrainConfig) -> dict[str, dict[str, Any]]:
     """What summary.json states per group: optimizer, peak learning rate, weight decay and
     the parameters it holds (names and count), so no reader has to reconstruct them."""
-    roles, settings = parameter_roles(model), group_settings(cfg)
+    roles, settings = parameter_roles(model), group_settings(cfg, _width_mult(model))
     out = {}
     for group in GROUPS:
         named = roles[group]
@@ -104,7 +116,7 @@ def describe_groups(model: nn.Module, cfg: TrainConfig) -> dict[str, dict[str, A
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> Optimizers:
     """The run's optimizer(s) over the four parameter groups (empty groups left out)."""
-    roles, settings = parameter_roles(model), group_settings(cfg)
+    roles, settings = parameter_roles(model), group_settings(cfg, _width_mult(model))
     by_optimizer: dict[str, list[dict[str, Any]]] = {}
     for group in GROUPS:
         if roles[group]:

@@ -175,6 +175,7 @@ def research_data(study: StudyData, analysis: Analysis, figures: dict[str, dict[
                 },
                 "key_findings": analysis.findings,
                 "per_domain": analysis.domains or None,
+                "scale": analysis.scale or None,
                 "performance_metrics": {
                     v: {
                         "final_loss": table[v]["eval_loss"],

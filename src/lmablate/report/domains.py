@@ -8,7 +8,7 @@ from typing import Any
 
 from lmablate.analysis.domains import MACRO
 from lmablate.analysis.findings import Analysis
-from lmablate.report.format import ci, fmt, md_table
+from lmablate.report.format import ci, difference_cell, fmt, md_table
 from lmablate.report.tex import delta, header, interval, label, table, tex
 
 DOMAINS_CSV = "per_domain_metrics.csv"
@@ -30,13 +30,7 @@ DOMAIN_COLUMNS = [
 
 
 def _difference(row: dict[str, Any]) -> str:
-    versus = row.get("vs_baseline")
-    if not versus:
-        return "—"
-    interval = ""
-    if versus.get("ci_low") is not None:
-        interval = f" [{versus['ci_low']:+.4f}, {versus['ci_high']:+.4f}]"
-    return f"{versus['difference']:+.4f}{interval} {versus['verdict']}"
+    return difference_cell(row.get("vs_baseline"), missing="—")
 
 
 def domain_section(analysis: Analysis) -> list[str]:
@@ -193,16 +187,16 @@ def draw_domains(analysis: Analysis, out: Path) -> dict[str, dict[str, Any]]:
         return {}
     import matplotlib.pyplot as plt
 
-    from lmablate.report.figures import STYLE, TEXT, _dots, _figure, _finish, _styles
+    from lmablate.report import plotting
 
     sets = [*domains["sets"], MACRO]
     variants = list(domains["table"][sets[0]]["configurations"])
-    styles = _styles(variants)
-    with plt.rc_context(STYLE):
-        fig, axes = _figure(TEXT, len(sets))
+    styles = plotting.variant_styles(variants)
+    with plt.rc_context(plotting.STYLE):
+        fig, axes = plotting.figure(plotting.TEXT, len(sets))
         for ax, name in zip(axes, sets, strict=True):
             rows = domains["table"][name]["configurations"]
-            _dots(
+            plotting.dots(
                 ax,
                 variants,
                 [(rows[v]["bpb"] or {}).get("mean") for v in variants],
@@ -216,4 +210,4 @@ def draw_domains(analysis: Analysis, out: Path) -> dict[str, dict[str, Any]]:
             f"({', '.join(domains['sets'])}) and their unweighted mean, final evaluation, mean "
             "over seeds with the seeds' 95% interval; the same bytes for every configuration."
         )
-        return _finish(fig, out / DOMAINS_FIGURE, description)
+        return plotting.finish(fig, out / DOMAINS_FIGURE, description)

@@ -35,60 +35,28 @@ from lmablate.analysis.validity import INDICATIVE, OVERFIT_GAP
 from lmablate.config.run import TrainConfig
 from lmablate.optim.schedules import lr_at
 from lmablate.report.format import plain, represented
-
-COLUMN, TEXT = 3.3, 6.8  # widths in inches: one column, the text width
-PANEL_HEIGHT = 2.3
-DPI = 200
-STYLE = {
-    "font.size": 7,
-    "axes.titlesize": 8,
-    "axes.labelsize": 7,
-    "xtick.labelsize": 7,
-    "ytick.labelsize": 7,
-    "legend.fontsize": 7,
-    "legend.title_fontsize": 7,
-    "figure.titlesize": 8,
-    "lines.linewidth": 1.2,
-    "lines.markersize": 3.5,
-    "axes.grid": True,
-    "grid.alpha": 0.3,
-    "grid.linewidth": 0.5,
-    "axes.linewidth": 0.6,
-    "pdf.fonttype": 42,  # TrueType: text stays text in the PDF, as publishers ask
-    "savefig.dpi": DPI,
-}
-# Okabe & Ito (2008), "Color Universal Design": black first, for the baseline
-PALETTE = ["#000000", "#0072B2", "#D55E00", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#F0E442"]
-MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
-LINESTYLES = ["-", "--", ":", "-."]
-VAL_LOSS = "validation loss (nats/token)"
-TRAIN_LOSS = "training loss (nats/token)"
-RATE = "loss change (nats/token per M tokens)"
-VAL_BPB = "validation bits per byte"
-RATE_BPB = "bits per byte change (per M tokens)"
-
-
-def _in_bytes(analysis: Analysis) -> bool:
-    """The study's measure is bits per byte (its tokenizers differ); curves plot ``score``."""
-    return analysis.findings.get("metric") == "val_bpb"
-
-
-def _val_label(analysis: Analysis) -> str:
-    return VAL_BPB if _in_bytes(analysis) else VAL_LOSS
-
-
-def _si(value: float, _position: Any = None) -> str:
-    """Tick labels in plain text (no superscripts, which would print below 7 pt)."""
-    for factor, suffix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= factor:
-            return f"{value / factor:.3g}{suffix}"
-    return f"{value:.3g}"
-
-
-def _plain_log(axis) -> None:
-    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    axis.set_minor_formatter(ticker.NullFormatter())
-
+from lmablate.report.plotting import (
+    COLUMN,
+    PALETTE,
+    RATE,
+    RATE_BPB,
+    STYLE,
+    TEXT,
+    TRAIN_LOSS,
+    VAL_BPB,
+    VAL_LOSS,
+    bars,
+    dots,
+    figure,
+    finish,
+    in_bytes,
+    legend_below,
+    plain_log,
+    si,
+    value_label,
+    variant_styles,
+)
+from lmablate.report.scale import draw_scale
 
 SCHEDULE_FIGURE = "learning_rate_schedules.png"
 SCHEDULE_FIELDS = (
@@ -127,7 +95,7 @@ def draw_sensitivity(analysis: Analysis, styles, out: Path) -> dict[str, dict[st
     curves = analysis.sensitivity
     if not curves:
         return {}
-    fig, (left, right) = _figure(TEXT, 2, len(curves))
+    fig, (left, right) = figure(TEXT, 2, len(curves))
     for config, curve in curves.items():
         points = curve["points"]
         x = [p["learning_rate"] for p in points]
@@ -151,22 +119,22 @@ def draw_sensitivity(analysis: Analysis, styles, out: Path) -> dict[str, dict[st
             label=config,
         )
     left.set_xscale("log")
-    _plain_log(left.xaxis)
+    plain_log(left.xaxis)
     rates = sorted({p["learning_rate"] for c in curves.values() for p in c["points"]})
     left.set_xticks(rates, [f"{r:g}" for r in rates])  # the values tried, each labelled
     left.set(
         title="(a) Final loss by learning rate",
         xlabel="peak learning rate",
-        ylabel=_val_label(analysis),
+        ylabel=value_label(analysis),
     )
     names = list(curves)
-    _bars(right, names, [curves[c]["sensitivity"] for c in names], [None] * len(names), styles)
-    unit = "bits/byte" if _in_bytes(analysis) else "nats/token"
+    bars(right, names, [curves[c]["sensitivity"] for c in names], [None] * len(names), styles)
+    unit = "bits/byte" if in_bytes(analysis) else "nats/token"
     right.set(
         title="(b) Learning-rate sensitivity", ylabel=f"mean excess loss on the grid ({unit})"
     )
-    _legend_below(fig, [left])
-    return _finish(
+    legend_below(fig, [left])
+    return finish(
         fig,
         out / SENSITIVITY_FIGURE,
         "Final validation loss against the learning rate per configuration (seeds' 95% "
@@ -191,7 +159,7 @@ def draw_scaling(
     usable = fit["usable"]
     rungs = {"baseline", *study.ladder}
     # a two-column legend (its labels say what each arrow reads): rows for 4 columns, doubled
-    fig, (ax,) = _figure(TEXT, 1, 2 * (len(scaling["multipliers"]) + 2))
+    fig, (ax,) = figure(TEXT, 1, 2 * (len(scaling["multipliers"]) + 2))
     points = [
         (m["total_flops"] / c0, m["score"])
         for m in analysis.per_run
@@ -259,17 +227,17 @@ def draw_scaling(
             )
     ax.set_xscale("log", base=2)  # ladders double
     ax.set_xlim(min(xs) / 1.3, max(xs) * 1.3)  # arrows do not widen the axes by themselves
-    _plain_log(ax.xaxis)
+    plain_log(ax.xaxis)
     ax.set(
         title="Compute multipliers against the baseline's budget ladder"
         if usable
         else "The baseline's budget ladder (the power law does not hold: no multipliers)",
         xlabel="training compute (multiples of the baseline's)",
-        ylabel=f"final {_val_label(analysis)}",
+        ylabel=f"final {value_label(analysis)}",
     )
     fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=2, frameon=False)
-    measure = "bits per byte" if _in_bytes(analysis) else "loss"
-    return _finish(
+    measure = "bits per byte" if in_bytes(analysis) else "loss"
+    return finish(
         fig,
         out / SCALING_FIGURE,
         f"Final validation {measure} against training compute: the baseline's budget ladder, its "
@@ -302,9 +270,9 @@ def draw_schedules(study: StudyData, styles, out: Path) -> dict[str, dict[str, A
         groups.setdefault(tuple(getattr(cfg, f) for f in SCHEDULE_FIELDS), []).append(variant)
     if len(groups) < 2:
         return {}
-    fig, (ax,) = _figure(TEXT, 1, 0)
+    fig, (ax,) = figure(TEXT, 1, 0)
     # one style per curve (a configuration's own colour would repeat past eight of them)
-    curve_styles = _styles([same[0] for same in groups.values()])
+    curve_styles = variant_styles([same[0] for same in groups.values()])
     for same in groups.values():
         cfg = configs[same[0]]
         steps = np.arange(cfg.max_steps)
@@ -319,58 +287,15 @@ def draw_schedules(study: StudyData, styles, out: Path) -> dict[str, dict[str, A
     peaks = [c.learning_rate for c in configs.values()]
     if max(peaks) / min(peaks) > 5:
         ax.set_yscale("log")
-        _plain_log(ax.yaxis)
+        plain_log(ax.yaxis)
     ax.set(title="Learning-rate schedules", xlabel="optimizer step", ylabel="learning rate")
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    return _finish(
+    return finish(
         fig,
         out / SCHEDULE_FIGURE,
         "Learning rate at every optimizer step for each distinct schedule (the function the "
         "runs trained with; each parameter group scales it by its multiplier)",
     )
-
-
-# ------------------------------------------------------------------------------- helpers
-
-
-def _styles(variants: list[str]) -> dict[str, dict[str, Any]]:
-    """Colour, marker and line style per configuration; past eight, the line style changes."""
-    return {
-        v: {
-            "color": PALETTE[i % len(PALETTE)],
-            "marker": MARKERS[i % len(MARKERS)],
-            "linestyle": LINESTYLES[(i // len(PALETTE)) % len(LINESTYLES)],
-        }
-        for i, v in enumerate(variants)
-    }
-
-
-def _legend_columns(width: float) -> int:
-    return 4 if width >= TEXT else 2
-
-
-def _figure(width: float, panels: int, legend_entries: int = 0, rows: int = 1):
-    """A constrained-layout figure ``width`` inches wide, with room below for a legend of
-    ``legend_entries``."""
-    legend_rows = -(-legend_entries // _legend_columns(width)) if legend_entries else 0
-    height = PANEL_HEIGHT * rows + 0.16 * legend_rows + (0.1 if legend_rows else 0)
-    fig, axes = plt.subplots(
-        rows, panels // rows, figsize=(width, height), layout="constrained", squeeze=False
-    )
-    return fig, list(axes.flat)
-
-
-def _legend_below(fig, axes: list) -> None:
-    handles, labels = {}, {}
-    for ax in axes:
-        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-            if label not in labels:
-                handles[label], labels[label] = handle, label
-    if handles:
-        fig.legend(
-            list(handles.values()), list(handles), loc="outside lower center",
-            ncols=_legend_columns(fig.get_size_inches()[0]), frameon=False,
-        )  # fmt: skip
 
 
 def _mean_series(
@@ -479,110 +404,14 @@ def _reference_lines(ax, analysis: Analysis, key: str = "loss", models=("bigram"
             )
 
 
-def _dots(
-    ax,
-    names: list[str],
-    values: list[float | None],
-    intervals: list[dict[str, Any] | None],
-    styles,
-    hollow: bool = False,
-    offset: float = 0.0,
-) -> None:
-    """A dot per configuration (no bar: a loss axis need not start at 0), with the seeds' 95%
-    interval as an error bar only where there is one."""
-    for i, (name, value, interval) in enumerate(zip(names, values, intervals, strict=True)):
-        if value is None:
-            continue
-        style = styles[name]
-        spread = interval and interval.get("ci_low") is not None
-        ax.errorbar(
-            [i + offset],
-            [value],
-            yerr=[[value - interval["ci_low"]], [interval["ci_high"] - value]] if spread else None,
-            color=style["color"],
-            marker=style["marker"],
-            markersize=4,
-            markerfacecolor="white" if hollow else style["color"],
-            capsize=2 if spread else 0,
-            linestyle="none",
-        )
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-    ax.set_xlim(-0.6, len(names) - 0.4)
-
-
-def _bars(
-    ax,
-    names: list[str],
-    values: list[float | None],
-    stds: list[float | None],
-    styles,
-    intervals: list[tuple[float, float] | None] | None = None,
-):
-    """Bars from 0 for ratio-scale quantities (FLOPs, tokens per second); a missing value is
-    drawn as what it is, a hatched outline to the top labelled "not reached", never a 0 bar.
-    ``intervals``: (low, high) error bars, where given, instead of ± a standard deviation."""
-    intervals = intervals or [None] * len(names)
-    shown = [v for v in values if v is not None] + [i[1] for i in intervals if i]
-    top = max(shown) * 1.15 if shown else 1.0
-    for i, (name, value, std, interval) in enumerate(
-        zip(names, values, stds, intervals, strict=True)
-    ):
-        color = styles[name]["color"]
-        if value is None:
-            ax.bar(i, top, color="none", edgecolor="0.5", hatch="///", linewidth=0.6)
-            ax.text(i, top / 2, "not reached", rotation=90, ha="center", va="center")
-            continue
-        error = [[value - interval[0]], [interval[1] - value]] if interval else std or None
-        ax.bar(i, value, color=color, yerr=error, capsize=2)
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-    ax.set_ylim(0, top)
-    ax.yaxis.set_major_formatter(ticker.FuncFormatter(_si))
-
-
-def _panels(fig) -> list[dict[str, Any]]:
-    """What each drawn panel plots: its axis labels and the labels of its data series."""
-    out = []
-    for ax in fig.axes:
-        series = [
-            artist.get_label()
-            for artist in [*ax.lines, *ax.collections, *ax.containers]
-            if not str(artist.get_label()).startswith("_")
-        ]
-        out.append(
-            {
-                "x": ax.get_xlabel(),
-                "y": ax.get_ylabel(),
-                "title": ax.get_title(),
-                "y_range": [float(v) for v in ax.get_ylim()],
-                "series": sorted(set(series)),
-            }
-        )
-    return out
-
-
-def _finish(fig, path: Path, description: str) -> dict[str, dict[str, Any]]:
-    """PNG for the report and vector PDF under paper/, both at the figure's own size."""
-    width, height = fig.get_size_inches()
-    fig.savefig(path)
-    (path.parent / "paper").mkdir(exist_ok=True)
-    fig.savefig(path.parent / "paper" / path.with_suffix(".pdf").name)
-    entry = {
-        "description": description,
-        "size_in": [round(float(width), 2), round(float(height), 2)],
-        "panels": _panels(fig),
-    }
-    plt.close(fig)
-    return {path.name: entry}
-
-
 # ------------------------------------------------------------------------- the main figures
 
 
 def _loss_curves(study: StudyData, analysis: Analysis, styles, out: Path):
-    fig, (train_ax, val_ax) = _figure(TEXT, 2, len(study.compared) + 3)
+    fig, (train_ax, val_ax) = figure(TEXT, 2, len(study.compared) + 3)
     _plot_curves(train_ax, study, styles, _train_points, markers=False)
     train_ax.set(title="(a) Training loss (logged means)", xlabel="tokens seen", ylabel=TRAIN_LOSS)
-    by_bytes = _in_bytes(analysis)
+    by_bytes = in_bytes(analysis)
     _plot_curves(val_ax, study, styles, _eval_points("tokens"))
     _matched_line(val_ax, analysis, "tokens")
     if by_bytes:
@@ -600,8 +429,8 @@ def _loss_curves(study: StudyData, analysis: Analysis, styles, out: Path):
             title="(b) Validation loss, held-out documents", xlabel="tokens seen", ylabel=VAL_LOSS
         )
     for ax in (train_ax, val_ax):
-        ax.xaxis.set_major_formatter(ticker.FuncFormatter(_si))
-    _legend_below(fig, [train_ax, val_ax])
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(si))
+    legend_below(fig, [train_ax, val_ax])
     description = (
         "Training loss (nats per token of each configuration's own tokenizer, not comparable "
         "across tokenizers) and validation bits per byte of the same held-out bytes against "
@@ -612,18 +441,18 @@ def _loss_curves(study: StudyData, analysis: Analysis, styles, out: Path):
         "dotted line: the token budget every configuration reached; horizontal lines: the "
         "unigram and bigram reference losses on the same validation targets)"
     )
-    return _finish(fig, out / "training_loss_comparison.png", description)
+    return finish(fig, out / "training_loss_comparison.png", description)
 
 
 def _final_performance(analysis: Analysis, variants: list[str], styles, out: Path):
     table, intervals = analysis.per_variant, analysis.intervals
-    fig, axes = _figure(TEXT, 4, 0, rows=2)
+    fig, axes = figure(TEXT, 4, 0, rows=2)
     loss_ax, second_ax, acc_ax, top5_ax = axes
-    by_bytes = _in_bytes(analysis)
+    by_bytes = in_bytes(analysis)
     if by_bytes:
         # the tokenizers differ: the ranking panel is bits per byte of the same bytes, and
         # each configuration's nats per token (of its own tokens) come second
-        _dots(
+        dots(
             loss_ax,
             variants,
             [table[v]["val_bpb"] for v in variants],
@@ -654,7 +483,7 @@ def _final_performance(analysis: Analysis, variants: list[str], styles, out: Pat
         (acc_ax, "accuracy", f"(c) Next-token accuracy{own}", "fraction of targets"),
         (top5_ax, "top5_accuracy", f"(d) Top-5 accuracy{own}", "fraction of targets (top-5)"),
     ):
-        _dots(
+        dots(
             ax,
             variants,
             [table[v][key] for v in variants],
@@ -667,7 +496,7 @@ def _final_performance(analysis: Analysis, variants: list[str], styles, out: Pat
         if by_bytes
         else "Final validation loss (with training loss)"
     )
-    return _finish(
+    return finish(
         fig,
         out / "final_performance_comparison.png",
         f"{first}, {second}, accuracy and top-5 accuracy per configuration; error bars are "
@@ -677,7 +506,7 @@ def _final_performance(analysis: Analysis, variants: list[str], styles, out: Pat
 
 def _loss_dots(ax, table, intervals, variants: list[str], styles) -> None:
     """Final validation loss (filled, with the seeds' interval) and training loss (hollow)."""
-    _dots(
+    dots(
         ax,
         variants,
         [table[v]["eval_loss"] for v in variants],
@@ -685,7 +514,7 @@ def _loss_dots(ax, table, intervals, variants: list[str], styles) -> None:
         styles,
         offset=-0.12,
     )
-    _dots(
+    dots(
         ax,
         variants,
         [table[v]["train_loss"] for v in variants],
@@ -722,7 +551,7 @@ def _second_panel(ax, table, intervals, variants: list[str], styles) -> str:
             else table[v]["eval_loss"] - table[v]["train_loss"]
             for v in variants
         ]  # fmt: skip
-        _dots(ax, variants, gaps, [None] * len(variants), styles)
+        dots(ax, variants, gaps, [None] * len(variants), styles)
         ax.axhline(
             OVERFIT_GAP, color="0.5", linestyle="--", linewidth=0.8,
             label=f"overfitting threshold ({OVERFIT_GAP:g} nats)",
@@ -730,7 +559,7 @@ def _second_panel(ax, table, intervals, variants: list[str], styles) -> str:
         ax.legend(loc="best", frameon=False)
         ax.set(title="(b) Generalization gap (validation - training)", ylabel="nats/token")
         return "the generalization gap (bits per byte are the loss rescaled here: one tokenizer)"
-    _dots(
+    dots(
         ax,
         variants,
         [table[v]["val_bpb"] for v in variants],
@@ -754,23 +583,23 @@ def _bpb_is_rescaled_loss(table: dict[str, dict[str, Any]], variants: list[str])
 
 def _efficiency(study: StudyData, analysis: Analysis, variants: list[str], styles, out: Path):
     table = analysis.per_variant
-    fig, (curve_ax, target_ax, speed_ax) = _figure(TEXT, 3, len(study.compared) + 2)
+    fig, (curve_ax, target_ax, speed_ax) = figure(TEXT, 3, len(study.compared) + 2)
     _plot_curves(curve_ax, study, styles, _eval_points("flops"))
     _target_line(curve_ax, analysis)
     _matched_line(curve_ax, analysis, "flops")
-    measure = "bits per byte" if _in_bytes(analysis) else "loss"
+    measure = "bits per byte" if in_bytes(analysis) else "loss"
     curve_ax.set(
         title=f"(a) Validation {measure} by compute",
         xlabel="training FLOPs",
-        ylabel=_val_label(analysis),
+        ylabel=value_label(analysis),
     )
-    curve_ax.xaxis.set_major_formatter(ticker.FuncFormatter(_si))
+    curve_ax.xaxis.set_major_formatter(ticker.FuncFormatter(si))
     ranked = [v for v in variants if v in dict(analysis.efficiency_ranking)]
     ranked.sort(key=lambda v: table[v]["flops_to_target"] or float("inf"))
     missed = [v for v in variants if v not in ranked]
     names = ranked + missed
     placed = analysis.efficiency.get("configurations") or {}
-    _bars(
+    bars(
         target_ax,
         names,
         [table[v]["flops_to_target"] for v in names],
@@ -784,17 +613,17 @@ def _efficiency(study: StudyData, analysis: Analysis, variants: list[str], style
         ],
     )
     target_ax.set(title="(b) Compute to the ranking target", ylabel="training FLOPs to target")
-    _bars(
+    bars(
         speed_ax,
         variants,
         [table[v]["tokens_per_s"] for v in variants],
         [table[v]["tokens_per_s_std"] for v in variants],
         styles,
     )
-    own = " of its own tokenizer" if _in_bytes(analysis) else ""
+    own = " of its own tokenizer" if in_bytes(analysis) else ""
     speed_ax.set(title="(c) Training throughput", ylabel=f"tokens{own}/s (device synchronized)")
-    _legend_below(fig, [curve_ax])
-    return _finish(
+    legend_below(fig, [curve_ax])
+    return finish(
         fig,
         out / "efficiency_analysis.png",
         f"Validation {measure} against training compute (dashed: the ranking target, which every "
@@ -806,8 +635,8 @@ def _efficiency(study: StudyData, analysis: Analysis, variants: list[str], style
 
 def _convergence(study: StudyData, analysis: Analysis, variants: list[str], styles, out: Path):
     table = analysis.per_variant
-    fig, (rate_ax, slope_ax) = _figure(TEXT, 2, len(study.compared))
-    by_bytes = _in_bytes(analysis)
+    fig, (rate_ax, slope_ax) = figure(TEXT, 2, len(study.compared))
+    by_bytes = in_bytes(analysis)
     measure = "bits per byte" if by_bytes else "loss"
     _plot_curves(rate_ax, study, styles, _rate_points)
     rate_ax.axhline(0, color="0.5", linewidth=0.6)
@@ -816,9 +645,9 @@ def _convergence(study: StudyData, analysis: Analysis, variants: list[str], styl
         xlabel="tokens seen",
         ylabel=RATE_BPB if by_bytes else RATE,
     )
-    rate_ax.xaxis.set_major_formatter(ticker.FuncFormatter(_si))
+    rate_ax.xaxis.set_major_formatter(ticker.FuncFormatter(si))
     slopes = [table[v]["late_slope"] for v in variants]
-    _dots(
+    dots(
         slope_ax,
         variants,
         [s["slope"] if s else None for s in slopes],
@@ -830,8 +659,8 @@ def _convergence(study: StudyData, analysis: Analysis, variants: list[str], styl
         title="(b) Late slope of training loss, last fifth",
         ylabel=f"slope (nats/{'own ' if by_bytes else ''}token per M tokens)",
     )
-    _legend_below(fig, [rate_ax])
-    return _finish(
+    legend_below(fig, [rate_ax])
+    return finish(
         fig,
         out / "convergence_analysis.png",
         f"How fast validation {'bits per byte were' if by_bytes else 'loss was'} still changing "
@@ -842,19 +671,19 @@ def _convergence(study: StudyData, analysis: Analysis, variants: list[str], styl
 
 
 def _time_curves(study: StudyData, analysis: Analysis, styles, out: Path):
-    fig, (ax,) = _figure(COLUMN, 1, len(study.compared) + 1)
+    fig, (ax,) = figure(COLUMN, 1, len(study.compared) + 1)
     _plot_curves(ax, study, styles, _eval_points("time_s"))
     _matched_line(ax, analysis, "time_s")
     ax.set(
-        title=f"Validation {'bits per byte' if _in_bytes(analysis) else 'loss'} by training time",
+        title=f"Validation {'bits per byte' if in_bytes(analysis) else 'loss'} by training time",
         xlabel="training seconds",
-        ylabel=_val_label(analysis),
+        ylabel=value_label(analysis),
     )
-    _legend_below(fig, [ax])
-    return _finish(
+    legend_below(fig, [ax])
+    return finish(
         fig,
         out / "val_loss_vs_time.png",
-        f"Validation {'bits per byte' if _in_bytes(analysis) else 'loss'} against training time "
+        f"Validation {'bits per byte' if in_bytes(analysis) else 'loss'} against training time "
         "(evaluation excluded; device synchronized)",
     )
 
@@ -864,7 +693,7 @@ def _equal_budgets(analysis: Analysis, styles, out: Path):
     names = [v for v, _ in analysis.ranking]
     if not budgets or not names:
         return {}
-    fig, (ax,) = _figure(TEXT, 1, 0)
+    fig, (ax,) = figure(TEXT, 1, 0)
     fig.set_size_inches(TEXT, 2.6)
     kinds = [b for b in ("tokens", "flops", "time_s") if b in budgets]
     titles = {"tokens": "equal tokens", "flops": "equal FLOPs", "time_s": "equal time"}
@@ -878,14 +707,14 @@ def _equal_budgets(analysis: Analysis, styles, out: Path):
             linestyle="none",
             marker=fills[budget],
             color=PALETTE[k + 1],
-            label=f"{titles[budget]} ({_si(budgets[budget]['matched_budget'])} "
+            label=f"{titles[budget]} ({si(budgets[budget]['matched_budget'])} "
             f"{units[budget]}; {budgets[budget].get('reading', INDICATIVE)})",
         )
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set(
-        title=f"Validation {'bits per byte' if _in_bytes(analysis) else 'loss'} at the budget "
+        title=f"Validation {'bits per byte' if in_bytes(analysis) else 'loss'} at the budget "
         "every configuration reached",
-        ylabel=_val_label(analysis),
+        ylabel=value_label(analysis),
     )
     ax.legend(loc="best", frameon=False)
     ends = [
@@ -894,10 +723,10 @@ def _equal_budgets(analysis: Analysis, styles, out: Path):
         if budgets[b].get("reading", INDICATIVE) != INDICATIVE
     ]
     others = len(ends) < len(kinds)
-    return _finish(
+    return finish(
         fig,
         out / "equal_budget_comparison.png",
-        f"Each configuration's validation {'bits per byte' if _in_bytes(analysis) else 'loss'} "
+        f"Each configuration's validation {'bits per byte' if in_bytes(analysis) else 'loss'} "
         "at the largest token, FLOP and time budget every "
         "configuration reached; "
         + (
@@ -913,7 +742,7 @@ def _equal_budgets(analysis: Analysis, styles, out: Path):
 def draw_all(study: StudyData, analysis: Analysis, out: Path) -> dict[str, dict[str, Any]]:
     """Write every figure into ``out``; returns {file name: description, size, panels}."""
     out.mkdir(parents=True, exist_ok=True)
-    styles = _styles(study.variants)
+    styles = variant_styles(study.variants)
     variants = [v for v, _ in analysis.ranking] or study.compared
     figures: dict[str, dict[str, Any]] = {}
     with plt.rc_context(STYLE):
@@ -926,4 +755,5 @@ def draw_all(study: StudyData, analysis: Analysis, out: Path) -> dict[str, dict[
         figures |= draw_schedules(study, styles, out)
         figures |= draw_scaling(study, analysis, styles, out)
         figures |= draw_sensitivity(analysis, styles, out)
+        figures |= draw_scale(analysis, styles, out)
     return figures

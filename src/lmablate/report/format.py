@@ -17,6 +17,16 @@ def measure(analysis: Any, short: bool = False) -> str:
     return "validation bits per byte" if in_bytes else "validation loss"
 
 
+def difference_cell(comparison: dict[str, Any] | None, missing: str = "n/a") -> str:
+    """A comparison with the baseline as one table cell: +0.1234 [+0.01, +0.23] verdict."""
+    if not comparison:
+        return missing
+    interval = ""
+    if comparison.get("ci_low") is not None:
+        interval = f" [{comparison['ci_low']:+.4f}, {comparison['ci_high']:+.4f}]"
+    return f"{comparison['difference']:+.4f}{interval} {comparison['verdict']}"
+
+
 def fmt(value: Any, spec: str = ".4f") -> str:
     if value is None:
         return "n/a"

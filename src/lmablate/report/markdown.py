@@ -22,6 +22,7 @@ from lmablate.report.results import (
     text_generation_section,
     tuning_section,
 )
+from lmablate.report.scale import scale_section
 from lmablate.report.sections import (
     equal_budget_section,
     scaling_section,
@@ -61,6 +62,7 @@ def markdown_report(study: StudyData, analysis: Analysis, data: dict[str, Any]) 
     out += statistics_section(analysis, n_seeds)
     out += equal_budget_section(analysis)
     out += scaling_section(analysis)
+    out += scale_section(analysis)
     out += validity_section(analysis)
     out += downstream_section(data.get("downstream_evaluation") or {})
     out += text_generation_section(study, analysis, data)

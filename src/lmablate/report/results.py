@@ -30,6 +30,7 @@ from lmablate.report.format import (
     without_empty_columns,
 )
 from lmablate.report.references import reference_findings, reference_line
+from lmablate.report.scale import scale_findings
 
 
 def _budget_caveat(best: str, table: dict[str, dict[str, Any]]) -> list[str]:
@@ -136,6 +137,7 @@ def key_findings(analysis: Analysis, n_seeds: int) -> list[str]:
             f"{_equal_reading(analysis)}, see Equal-Budget Comparison)"
         )
     out += reference_findings(analysis)
+    out += scale_findings(analysis)
     out += _budget_caveat(lowest, table)
     out += [_edge_finding(edge) for edge in analysis.sweep_edges]
     verdicts = [f"{c.variant} {c.verdict} ({c.difference:+.4f})" for c in analysis.comparisons]

@@ -24,7 +24,11 @@ from lmablate.config.keys import validate_run_config
 from lmablate.config.run import RunConfig
 from lmablate.config.study import Study, StudyRun
 from lmablate.errors import ConfigError
-from lmablate.model.counts import resolve_vocab_size, training_flops_per_token
+from lmablate.model.counts import (
+    count_parameters,
+    resolve_vocab_size,
+    training_flops_per_token,
+)
 
 ROUNDING = "max_steps = round(baseline budget / budget per step): within half a step"
 
@@ -58,27 +62,9 @@ def match_budgets(study: Study, tokenizer_vocab: int) -> Study:
         total = base.train.max_steps * budget_per_step(base, unit, tokenizer_vocab)
         n = max(1, round(total / budget_per_step(run.config, unit, tokenizer_vocab)))
         steps[run.variant] = n
-        if n == run.config.train.max_steps:
-            runs.append(run)
-            continue
-        raw = run.config.model_dump(mode="json")
-        raw["train"]["max_steps"] = n
-        if raw["train"]["warmup_fraction"] is not None:
-            del raw["train"]["warmup_steps"]  # a fraction: the validator derives the steps
-        try:
-            config = validate_run_config(raw)
-        except ConfigError as exc:
-            raise ConfigError(
-                f"budget: match: {unit}: variant {run.variant!r} would train {n} steps to match "
-                f"the baseline's {total:.4g} {unit}, and then: {exc}"
-            ) from None
-        changes = dict(run.changes)
-        for key in ("max_steps", "warmup_steps"):
-            if getattr(config.train, key) != getattr(base.train, key):
-                changes[key] = getattr(config.train, key)
-            else:
-                changes.pop(key, None)
-        runs.append(replace(run, config=config, changes=changes))
+        why = f"budget: match: {unit}: variant {run.variant!r} would train {n} steps to match "
+        why += f"the baseline's {total:.4g} {unit}"
+        runs.append(_with_steps(run, n, base, why))
     record: dict[str, Any] = {
         "match": unit,
         "baseline_budget": baseline[study.config.seeds[0]].config.train.max_steps
@@ -87,3 +73,68 @@ def match_budgets(study: Study, tokenizer_vocab: int) -> Study:
         "max_steps": steps,
     }
     return replace(study, runs=runs, budget={**study.budget, **record})
+
+
+def _with_steps(run: StudyRun, n: int, base: RunConfig, why: str) -> StudyRun:
+    """``run`` trained for ``n`` steps (its warmup re-derived when written as a fraction), its
+    changes from ``base`` updated; ConfigError (``why``, then the reason) when it cannot be."""
+    if n == run.config.train.max_steps:
+        return run
+    raw = run.config.model_dump(mode="json")
+    raw["train"]["max_steps"] = n
+    if raw["train"]["warmup_fraction"] is not None:
+        del raw["train"]["warmup_steps"]  # a fraction: the validator derives the steps
+    try:
+        config = validate_run_config(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{why}, and then: {exc}") from None
+    changes = dict(run.changes)
+    for key in ("max_steps", "warmup_steps"):
+        if getattr(config.train, key) != getattr(base.train, key):
+            changes[key] = getattr(config.train, key)
+        else:
+            changes.pop(key, None)
+    return replace(run, config=config, changes=changes)
+
+
+def scale_budgets(study: Study, tokenizer_vocab: int) -> Study:
+    """With ``scale: {tokens: per_parameter}``, every run's max_steps set so that its training
+    tokens are its parameter count times the ratio (``tokens_per_parameter``, or the
+    baseline's own at its written size); the study itself otherwise."""
+    scale = study.scale
+    if not scale or scale.get("tokens") != "per_parameter":
+        return study
+    baseline = {r.seed: r for r in study.runs if r.variant == "baseline"}
+
+    def parameters(config: RunConfig) -> int:
+        vocab = resolve_vocab_size(config.model, tokenizer_vocab)
+        return count_parameters(config.model, vocab)["total"]
+
+    reference = baseline[study.config.seeds[0]].config
+    ratio = scale.get("tokens_per_parameter") or (
+        reference.train.max_steps * budget_per_step(reference, "tokens", tokenizer_vocab)
+    ) / parameters(reference)
+    runs, steps = [], {}
+    for run in study.runs:
+        tokens = ratio * parameters(run.config)
+        n = max(1, round(tokens / budget_per_step(run.config, "tokens", tokenizer_vocab)))
+        steps[run.variant] = n
+        why = f"scale: tokens: per_parameter: variant {run.variant!r} would train {n} steps "
+        why += f"({tokens:.4g} tokens at {ratio:.4g} per parameter)"
+        runs.append(_with_steps(run, n, baseline[run.seed].config, why))
+    # with a given ratio the baseline's own steps move too: changes are measured from it
+    base = {r.seed: r.config for r in runs if r.variant == "baseline"}
+    runs = [_rebased(run, base[run.seed]) for run in runs]
+    record = {"tokens_per_parameter_used": ratio, "max_steps": steps, "rounding": ROUNDING}
+    return replace(study, runs=runs, scale={**scale, **record})
+
+
+def _rebased(run: StudyRun, base: RunConfig) -> StudyRun:
+    """``run``'s budget changes measured from the rescaled baseline."""
+    changes = dict(run.changes)
+    for key in ("max_steps", "warmup_steps"):
+        if getattr(run.config.train, key) != getattr(base.train, key):
+            changes[key] = getattr(run.config.train, key)
+        else:
+            changes.pop(key, None)
+    return replace(run, changes=changes)

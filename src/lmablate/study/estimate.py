@@ -13,7 +13,7 @@ from lmablate.config.study import Study
 from lmablate.data import prepare
 from lmablate.hardware import resolve_device, resolve_precision
 from lmablate.model.counts import count_parameters, resolve_vocab_size, training_flops_per_token
-from lmablate.study.budgets import match_budgets
+from lmablate.study.budgets import match_budgets, scale_budgets
 
 
 def run_flops(config: RunConfig, vocab_size: int) -> float:
@@ -66,6 +66,7 @@ def dry_run(
     """The expanded runs with their size and cost, and an estimated wall-clock per run."""
     data = prepare(study.data, log=log)
     study = match_budgets(study, data.tokenizer.vocab_size)
+    study = scale_budgets(study, data.tokenizer.vocab_size)
     device = str(resolve_device(study.baseline.train.device))
     step_time: dict[str, float] = {}
     rows = []

@@ -28,7 +28,7 @@ from lmablate.hardware import resolve_device
 from lmablate.locks import exclusive
 from lmablate.model.counts import resolve_vocab_size
 from lmablate.report.package import build_report
-from lmablate.study.budgets import match_budgets
+from lmablate.study.budgets import match_budgets, scale_budgets
 from lmablate.study.estimate import run_flops
 from lmablate.study.samples import (
     SampleWriter,
@@ -218,6 +218,7 @@ def _run_study(
 ) -> StudyOutcome:
     data = prepare(study.data, progress=progress, log=log)  # once: every run reuses the cache
     study = match_budgets(study, data.tokenizer.vocab_size)
+    study = scale_budgets(study, data.tokenizer.vocab_size)
     matched = {run.path: run for run in study.runs}
     runs = [matched[run.path] for run in runs]
     # a variant's own training data (mixture, filters, tokenizer) is prepared once up front too

@@ -156,13 +156,16 @@ def score_samples(
 ) -> None:
     """Score every run's continuations under the training split's bigram (``counts``) and
     under the baseline's model, and write each run's text-quality measures (with those of the
-    documents' own continuations, for scale) into its samples.json."""
+    documents' own continuations, for scale) into its samples.json. A run with another
+    tokenizer is scored on the same text encoded with the baseline's tokenizer (its own token
+    ids index another vocabulary)."""
     baselines = [
         r
         for r in runs
         if r.variant == "baseline"
         and (read_summary(directory / r.path) or {}).get("status") == "complete"
     ]
+    written = next(r.config for r in runs if r.variant == "baseline")
     baseline = None
     if baselines:
         model, tokenizer, cfg, step = load_run(directory / baselines[0].path, device)
@@ -194,7 +197,17 @@ def score_samples(
         if record.get("yardstick") == yardstick and "quality" in record:
             continue
         for sample in record["samples"]:
-            sample |= scored(sample.get("prompt_ids") or sample["prompt"], sample["new_token_ids"])
+            if run.config.data.tokenizer == written.data.tokenizer:
+                sample |= scored(
+                    sample.get("prompt_ids") or sample["prompt"], sample["new_token_ids"]
+                )
+            elif baseline is not None:  # another tokenizer: the same text in the baseline's
+                sample |= scored(
+                    tokenizer.encode(sample["prompt"]) or [tokenizer.eos_id],
+                    tokenizer.encode(sample["generated_only"]),
+                )
+            else:
+                sample |= {"bigram_ppl": None, "baseline_ppl": None}
         record["yardstick"] = yardstick
         record["quality"] = quality(record["samples"])
         if held_out:
