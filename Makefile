@@ -33,6 +33,7 @@ lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/python tools/module_sizes.py
 
 test: lint
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n auto

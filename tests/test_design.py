@@ -509,7 +509,7 @@ def test_a_tuned_study_converts_each_configuration_at_its_tuned_choice(tmp_path)
     """At its written learning rate "muon" only matches the baseline (1x); its tuned choice
     reaches the baseline's 2x loss at 1x compute. The multiplier is the choice's, named so."""
     from lmablate.report.format import represented
-    from lmablate.report.sections import scaling_section
+    from lmablate.report.multipliers import scaling_section
 
     choice = "muon,learning_rate=0.01"
     study = ladder_study(
@@ -558,7 +558,7 @@ MULTIPLIER_NUMBER = re.compile(r"(?<![=.\d])\d+(?:\.\d+)?\s*[x×]")
 
 
 def scaling_report(out: dict) -> str:
-    from lmablate.report.sections import scaling_section
+    from lmablate.report.multipliers import scaling_section
 
     return "\n".join(scaling_section(SimpleNamespace(findings={}, scaling=out)))
 

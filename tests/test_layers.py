@@ -84,3 +84,51 @@ def test_the_readme_architecture_table_matches_the_tree():
         assert files == {p.name for p in (package_dir / name).glob("*.py")} - {"__init__.py"}
     top = {p.stem for p in package_dir.glob("*.py")} - {"__init__", "__main__"}
     assert modules == top
+
+
+def test_no_module_is_over_the_size_limit_and_the_check_catches_one(tmp_path):
+    """The lint step's module-size check passes on the package and fails on a module over it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "module_sizes", ROOT / "tools" / "module_sizes.py"
+    )
+    sizes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sizes)
+    assert sizes.oversized() == []
+    (tmp_path / "big.py").write_text("x = 1\n" * (sizes.MAX_LINES + 1))
+    (tmp_path / "small.py").write_text("x = 1\n")
+    assert sizes.oversized(tmp_path) == [(tmp_path / "big.py", sizes.MAX_LINES + 1)]
+
+
+def test_the_config_modules_import_each_other_without_a_circle():
+    """Every import between lmablate.config modules, at the top or inside a function, points
+    one way: the graph has no cycle."""
+    import ast
+
+    package = ROOT / "src" / "lmablate" / "config"
+    edges: dict[str, set[str]] = {}
+    for path in package.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        targets = {
+            node.module.rsplit(".", 1)[-1]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.startswith("lmablate.config.")
+        }
+        edges[path.stem] = targets
+    visiting, done = set(), set()
+
+    def visit(name: str, trail: list[str]) -> None:
+        assert name not in visiting, f"import circle: {' -> '.join([*trail, name])}"
+        if name in done:
+            return
+        visiting.add(name)
+        for target in edges.get(name, ()):
+            visit(target, [*trail, name])
+        visiting.discard(name)
+        done.add(name)
+
+    for module in edges:
+        visit(module, [])

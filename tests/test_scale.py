@@ -207,3 +207,66 @@ def test_a_verdict_that_flips_with_size_is_flagged(tmp_path):
     assert (report / "scale_comparison.png").is_file()
     data = json.loads((report / "research_data.json").read_text())
     assert data["results_summary"]["scale"]["largest"] == "l"
+
+
+def test_a_mup_configuration_keeps_its_base_width_at_every_size():
+    raw = study({"sizes": [{"width": 0.5}, {"width": 2}]})
+    raw["baseline"] = {**BASELINE, "model": {**BASELINE["model"], "parametrization": "mup"}}
+    built = build_study(raw)
+    at = {r.variant: r.config.model for r in built.runs if r.seed == 0}
+    assert at["baseline"].width_mult == 1.0  # the written width is the base
+    assert at["size=w2"].mup_base_width == 32 and at["size=w2"].width_mult == 2.0
+    assert at["size=w0.5"].width_mult == 0.5 and at["size=w0.5"].mup_base_head_dim == 16
+
+
+def test_a_tuned_scale_study_compares_each_size_at_its_own_best_learning_rate(tmp_path):
+    """Two candidates (learning rates 0.001 and 0.01) per configuration and size: each is
+    represented by the one lower on validation and read on test; the chosen rates per size
+    are reported (the baseline's moves from 0.01 to 0.001 as it grows)."""
+    valid = {  # final validation loss of (config, size, learning rate), every seed
+        ("baseline", "s", 0.001): 4.2, ("baseline", "s", 0.01): 4.0,
+        ("baseline", "l", 0.001): 3.0, ("baseline", "l", 0.01): 3.3,
+        ("x", "s", 0.001): 4.1, ("x", "s", 0.01): 3.9,
+        ("x", "l", 0.001): 3.2, ("x", "l", 0.01): 2.9,
+    }  # fmt: skip
+    tokens = {"s": 1000, "l": 4000}
+    table: dict[str, dict[str, str]] = {"baseline": {}, "x": {}}
+    tuning: dict[str, list[str]] = {}
+    runs = []
+    for config in table:
+        for size in tokens:
+            name = (
+                config
+                if size == "l"
+                else ("size=s" if config == "baseline" else f"{config},size=s")
+            )
+            table[config][size] = name
+            tuning[name] = [f"{name},lr={lr}" for lr in (0.001, 0.01)]
+            runs += [(f"{name},lr={lr}", config, size, lr) for lr in (0.001, 0.01)]
+    variants = {
+        n: {} for n in [*[v for at in table.values() for v in at.values()], *[r[0] for r in runs]]
+    }
+    variants.pop("baseline")
+    write_study(tmp_path, variants, seeds=2)
+    raw = yaml.safe_load((tmp_path / "study.yaml").read_text())
+    raw["scale"] = {"sizes": ["s", "l"], "tokens": "fixed", "variants": table}
+    raw["tuning"] = {"fields": {"learning_rate": [0.001, 0.01]}, "variants": tuning}
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(raw))
+    for name, config, size, lr in runs:
+        for seed in range(2):
+            loss = valid[config, size, lr] + 0.01 * seed
+            write_run(tmp_path, name, seed, line(8.0, loss, tokens[size]), learning_rate=lr)
+            path = tmp_path / "runs" / name / f"seed-{seed}" / "summary.json"
+            summary = json.loads(path.read_text())
+            summary["final_test_loss"] = loss + 0.05
+            path.write_text(json.dumps(summary))
+    scale = analyze(load_study_dir(tmp_path)).scale
+    assert scale["tuned"] and scale["sizes"] == ["s", "l"]
+    assert scale["learning_rates"] == {
+        "baseline": {"s": 0.01, "l": 0.001},
+        "x": {"s": 0.01, "l": 0.01},
+    }
+    large = scale["per_size"]["l"]
+    assert large["configurations"]["x"]["run"] == "x,lr=0.01"
+    assert large["configurations"]["baseline"]["score"]["mean"] == pytest.approx(3.055)
+    assert large["comparisons"]["x"]["difference"] == pytest.approx(2.9 - 3.0)

@@ -29,7 +29,6 @@ Definitions a reader of the report needs:
 
 from __future__ import annotations
 
-import math
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,8 +36,18 @@ from typing import Any
 from lmablate.analysis.domains import per_domain, tokenizer_threat
 from lmablate.analysis.efficiency import compute_to_reach
 from lmablate.analysis.efficiency import efficiency as efficiency_targets
+from lmablate.analysis.metrics import (
+    AGGREGATED,
+    converged,
+    convergence,
+    finite,
+    mean_curve,
+    mean_of,
+    mean_train_curve,
+    run_metrics,
+)
 from lmablate.analysis.references import study_references
-from lmablate.analysis.rundata import RunData, StudyData, eval_curve
+from lmablate.analysis.rundata import StudyData, eval_curve
 from lmablate.analysis.scale import scale_analysis
 from lmablate.analysis.scaling import compute_multipliers
 from lmablate.analysis.stats import (
@@ -62,7 +71,6 @@ from lmablate.analysis.validity import (
 )
 
 INTERVAL_METRICS = ("eval_loss", "val_bpb", "accuracy")
-PHASE_FRACTION = 0.1
 FLOPS_CONVENTION = (
     "training FLOPs per token = 6N + 12·d·Σ_l T_l (Chowdhery et al. 2022, appendix B): N is "
     "every weight in a matrix multiply, the non-embedding weights plus the output head's "
@@ -71,151 +79,6 @@ FLOPS_CONVENTION = (
     "l's attention scores and weighted values over the full T×T square (causal masking not "
     "discounted), T_l being the context length or the layer's sliding window where shorter; "
     "evaluation and sampling are not counted"
-)
-
-
-# ----------------------------------------------------------------------------- per run
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def mean_curve(curves: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Seeds' eval curves averaged at the steps they all evaluated (budgets averaged too)."""
-    curves = [c for c in curves if c]
-    if not curves:
-        return []
-    steps = sorted(set.intersection(*({p["step"] for p in c} for c in curves)))
-    by_step = [{p["step"]: p for p in c} for c in curves]
-    out = []
-    for step in steps:
-        point: dict[str, Any] = {"step": step}
-        for key in ("val_loss", "score", "tokens", "flops", "time_s"):
-            values = [c[step][key] for c in by_step]
-            point[key] = None if any(v is None for v in values) else sum(values) / len(values)
-        out.append(point)
-    return out
-
-
-def _mean(values: list[float]) -> float | None:
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    return sum(values) / len(values) if values else None
-
-
-CONVERGED_TOLERANCE = 0.01  # nats: a decline smaller than this over the late window is none
-
-
-def convergence(slope) -> str:
-    """converged | still falling | rising | undetermined (see the module docstring)."""
-    if slope is None or slope.ci_low is None or not slope.tokens:
-        return "undetermined"
-    tolerance = -CONVERGED_TOLERANCE / (slope.tokens / 1e6)  # loss per million tokens
-    if slope.ci_low > tolerance:
-        return "rising" if slope.reading == "rising" else "converged"
-    return "still falling" if slope.reading == "still falling" else "undetermined"
-
-
-def _converged(slope) -> bool | None:
-    status = convergence(slope)
-    return None if status == "undetermined" else status == "converged"
-
-
-def mean_train_curve(runs: list[RunData]) -> list[tuple[float, float]]:
-    """Seeds' logged training losses averaged at the token counts they all logged."""
-    series = [{r["tokens_seen"]: r["loss"] for r in run.train_records} for run in runs]
-    series = [s for s in series if s]
-    if not series:
-        return []
-    shared = sorted(set.intersection(*(set(s) for s in series)))
-    return [(x, sum(s[x] for s in series) / len(series)) for x in shared]
-
-
-def run_metrics(run: RunData, target: float | None) -> dict[str, Any]:
-    """Every per-run number the report uses."""
-    summary = run.summary or {}
-    train, evals = run.train_records, run.eval_records
-    losses = [r["loss"] for r in train]
-    phase = max(1, math.ceil(len(losses) * PHASE_FRACTION))
-    step_times = [r["step_time"] for r in train]
-    curve = eval_curve(run)
-    initial = evals[0]["val_loss"] if evals else None
-    final = summary.get("final_val_loss")
-    slope = late_slope([(r["tokens_seen"], r["loss"]) for r in train])
-    avg_step = _mean(step_times)
-    return {
-        "variant": run.variant,
-        "seed": run.seed,
-        "status": run.status,
-        "message": summary.get("message"),
-        "train_loss": summary.get("final_train_loss"),
-        "eval_loss": final,
-        "val_bpb": summary.get("final_val_bpb"),
-        "score": run.final_score,  # the study's measure: eval_loss, or val_bpb across tokenizers
-        "accuracy": summary.get("final_val_accuracy"),
-        "top5_accuracy": summary.get("final_val_top5_accuracy"),
-        "perplexity": summary.get("final_val_ppl"),
-        "avg_confidence": summary.get("final_val_confidence"),
-        "entropy": summary.get("final_val_entropy"),
-        "best_val_loss": summary.get("best_val_loss"),
-        "convergence_total_improvement": (initial - final) / initial if final and initial else None,
-        "convergence_early_phase_loss": _mean(losses[:phase]) if losses else None,
-        "convergence_late_phase_loss": _mean(losses[-phase:]) if losses else None,
-        "convergence_converged": _converged(slope),
-        "convergence_status": convergence(slope),
-        "convergence_late_slope": slope.slope if slope else None,
-        "convergence_late_slope_ci_low": slope.ci_low if slope else None,
-        "convergence_late_slope_ci_high": slope.ci_high if slope else None,
-        "convergence_late_reading": slope.reading if slope else None,
-        "efficiency_avg_step_time": avg_step,
-        "efficiency_steps_per_second": 1 / avg_step if avg_step else None,
-        "efficiency_step_time_std": statistics.stdev(step_times) if len(step_times) > 1 else None,
-        "tokens_seen": summary.get("tokens_seen"),
-        "epochs": summary.get("epochs"),
-        "params": (summary.get("params") or {}).get("total"),
-        "non_embedding_params": (summary.get("params") or {}).get("non_embedding"),
-        "total_flops": summary.get("total_flops"),
-        "tokens_per_s": summary.get("tokens_per_s"),
-        "mfu": summary.get("mfu"),
-        "wall_time": summary.get("wall_time_s"),
-        "train_time": summary.get("train_time_s"),
-        "flops_to_target": compute_to_reach(curve, target, "flops") if target else None,
-        "tokens_to_target": compute_to_reach(curve, target, "tokens") if target else None,
-        "time_to_target": compute_to_reach(curve, target, "time_s") if target else None,
-    }
-
-
-# ------------------------------------------------------------------------------ study level
-
-AGGREGATED = (
-    "train_loss",
-    "eval_loss",
-    "val_bpb",
-    "score",
-    "accuracy",
-    "top5_accuracy",
-    "perplexity",
-    "avg_confidence",
-    "entropy",
-    "best_val_loss",
-    "convergence_total_improvement",
-    "convergence_early_phase_loss",
-    "convergence_late_phase_loss",
-    "efficiency_avg_step_time",
-    "efficiency_steps_per_second",
-    "efficiency_step_time_std",
-    "tokens_seen",
-    "epochs",
-    "params",
-    "non_embedding_params",
-    "total_flops",
-    "tokens_per_s",
-    "mfu",
-    "wall_time",
-    "train_time",
-    "flops_to_target",
-    "tokens_to_target",
-    "time_to_target",
 )
 
 
@@ -328,8 +191,8 @@ def analyze(study: StudyData) -> Analysis:
             "statuses": statuses,
         }
         for key in AGGREGATED:
-            values = [m[key] for m in rows if _finite(m[key])]
-            entry[key] = _mean(values)
+            values = [m[key] for m in rows if finite(m[key])]
+            entry[key] = mean_of(values)
             entry[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None
         # budgets to the target are read off the variant's seed-mean curve, as the target is
         curve = curves[variant]
@@ -338,7 +201,7 @@ def analyze(study: StudyData) -> Analysis:
             entry[key] = compute_to_reach(curve, target, budget) if target and curve else None
         slope = late_slope(mean_train_curve(study.runs_of(variant, complete_only=True)))
         entry["late_slope"] = slope.as_dict() if slope else None
-        entry["converged"] = _converged(slope)
+        entry["converged"] = converged(slope)
         entry["convergence"] = convergence(slope)
         per_variant[variant] = entry
 
@@ -368,7 +231,7 @@ def analyze(study: StudyData) -> Analysis:
         values = [
             m[key]
             for m in per_run
-            if m["variant"] == variant and m["status"] == "complete" and _finite(m[key])
+            if m["variant"] == variant and m["status"] == "complete" and finite(m[key])
         ]
         summary = summarize(values)
         return summary.as_dict() if summary else None

@@ -17,6 +17,11 @@ configurations at that size with the baseline's seed spread there as the noise f
   means) counts as agreeing only if tied at both.
 - **Flips.** A configuration whose verdict at a smaller size differs from its verdict at the
   largest; a *reversal* when one says better and the other worse.
+
+In a tuned study (``tune:``) every configuration at every size is tuned on its own: it is
+represented there by its candidate with the lowest mean validation score, and read on the test
+documents, as the tuned comparison does; the chosen learning rate per size shows whether the
+best value moves with the size (under sp it does; μP is meant to hold it).
 """
 
 from __future__ import annotations
@@ -97,6 +102,30 @@ def _rank_interval(
     return float(np.percentile(taus, 2.5)), float(np.percentile(taus, 97.5))
 
 
+def _representative(
+    study: StudyData, name: str, tuned: dict[str, list[str]]
+) -> tuple[str | None, bool]:
+    """The run that stands for configuration ``name`` at a size, and whether its test score is
+    read: in a tuned study its candidate with the lowest mean validation score over complete
+    seeds (as the tuned comparison chooses; read on test), else ``name`` itself."""
+    candidates = tuned.get(name)
+    if not candidates:
+        return name, False
+    means = {}
+    for candidate in dict.fromkeys(candidates):
+        runs = study.runs_of(candidate)
+        scores = [r.final_score for r in runs if r.status == "complete"]
+        if runs and len(scores) == len(runs) and None not in scores:
+            means[candidate] = sum(scores) / len(scores)
+    return (min(means, key=means.__getitem__) if means else None), True
+
+
+def _learning_rate(study: StudyData, name: str | None) -> float | None:
+    runs = study.runs_of(name) if name else []
+    config = next((r.config for r in runs if r.config), None)
+    return (config or {}).get("train", {}).get("learning_rate")
+
+
 def scale_analysis(study: StudyData) -> dict[str, Any]:
     """The Scale section's numbers; {} for a study without ``scale:``."""
     scale = study.study.get("scale") or {}
@@ -108,13 +137,16 @@ def scale_analysis(study: StudyData) -> dict[str, Any]:
     finals: dict[str, dict[str, dict[int, float]]] = {}
     compute: dict[str, dict[str, float | None]] = {}
     params: dict[str, dict[str, float | None]] = {}
+    chosen: dict[str, dict[str, str | None]] = {}
+    tuned = (study.study.get("tuning") or {}).get("variants") or {}
     for size in sizes:
-        finals[size], compute[size], params[size] = {}, {}, {}
+        finals[size], compute[size], params[size], chosen[size] = {}, {}, {}, {}
         for config in configs:
-            runs = study.runs_of(table[config][size], complete_only=True)
-            finals[size][config] = {
-                r.seed: r.final_score for r in runs if r.final_score is not None
-            }
+            run_name, test = _representative(study, table[config][size], tuned)
+            chosen[size][config] = run_name
+            runs = study.runs_of(run_name, complete_only=True) if run_name else []
+            score = (lambda r: r.final_test_score) if test else (lambda r: r.final_score)
+            finals[size][config] = {r.seed: score(r) for r in runs if score(r) is not None}
             flops = [r.summary["total_flops"] for r in runs if r.summary.get("total_flops")]
             counts = [(r.summary.get("params") or {}).get("total") for r in runs]
             compute[size][config] = sum(flops) / len(flops) if flops else None
@@ -142,7 +174,7 @@ def scale_analysis(study: StudyData) -> dict[str, Any]:
             "noise_floor": floor,
             "configurations": {
                 c: {
-                    "run": table[c][size],
+                    "run": chosen[size][c],
                     "score": _summary(finals[size][c]),
                     "flops": compute[size][c],
                     "params": params[size][c],
@@ -192,9 +224,14 @@ def scale_analysis(study: StudyData) -> dict[str, Any]:
                         "reversal": {row["verdict"], there} == {"better", "worse"},
                     }
                 )
+    learning_rates = {
+        c: {size: _learning_rate(study, chosen[size][c]) for size in sizes} for c in configs
+    }
     return {
         "sizes": sizes,
         "largest": largest,
+        "tuned": bool(tuned),
+        "learning_rates": learning_rates if tuned else {},
         "configurations": configs,
         "tokens": scale.get("tokens"),
         "per_size": per_size,

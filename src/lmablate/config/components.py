@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from lmablate.errors import ConfigError
+from lmablate.errors import ConfigError, suggest
 
 
 @dataclass(frozen=True)
@@ -69,8 +69,6 @@ class Registry:
         """``name`` if registered, else a ValueError naming the valid ones."""
         if name in self.entries:
             return name
-        from lmablate.config.keys import suggest
-
         valid = ", ".join(self.entries)
         raise ValueError(
             f"{where or f'model.{self.family}'}: unknown {self.family} {name!r}"

@@ -56,3 +56,9 @@ class Section(BaseModel):
 def looks_like_path(value: str) -> bool:
     """A tokenizer spec meant as a file system path rather than a hub id."""
     return value.startswith((".", "/", "~")) or value.endswith(".json")
+
+
+def divisors(n: int, even_quotient: bool = False) -> list[int]:
+    """The divisors of n (``even_quotient``: only those leaving an even quotient), for messages
+    that say which values would be valid."""
+    return [k for k in range(1, n + 1) if n % k == 0 and not (even_quotient and (n // k) % 2)]

@@ -11,7 +11,6 @@ nearest valid name), wrong types, impossible shapes. No torch.
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 import reprlib
@@ -25,7 +24,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from lmablate.config.run import FLAT_KEYS, LIMITS, SECTIONS, RunConfig
-from lmablate.errors import ConfigError
+from lmablate.errors import ConfigError, suggest
 
 # --------------------------------------------------------------------------------------- YAML
 
@@ -111,11 +110,6 @@ def _kind(value: Any) -> str:
 
 
 # ------------------------------------------------------------------------------- key checking
-
-
-def suggest(key: str, valid: Iterable[str]) -> str:
-    close = difflib.get_close_matches(str(key), list(valid), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _nested_model(annotation: Any) -> type[BaseModel] | None:

@@ -26,24 +26,39 @@ import torch.
 from __future__ import annotations
 
 import copy
-import itertools
-import math
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
     ValidationError,
-    field_validator,
-    model_validator,
 )
 
-from lmablate.config.data import check_variant_data
+from lmablate.config.design import (
+    REFERENCE_PROMPTS,
+    BudgetConfig,
+    SamplesConfig,
+    Spaced,
+    StudyConfig,
+    SweepConfig,
+    format_value,
+    point_name,
+)
+from lmablate.config.expand import (
+    MAX_NAME,
+    NAME,
+    PER_REPLICATE,
+    SAME,
+    changes_from,
+    checked_overrides,
+    expand_ladder,
+    expand_scale,
+    expand_sweeps,
+    flatten_sections,
+    ladder_name,
+    merge_mappings,
+)
 from lmablate.config.keys import (
     blaming_overrides,
     format_validation_error,
@@ -55,267 +70,32 @@ from lmablate.config.keys import (
     set_path,
     show_key,
     suggest,
-    unknown_key_errors,
     validate_run_config,
 )
-from lmablate.config.run import FLAT_KEYS, DataConfig, RunConfig, Seed
-from lmablate.config.scale import REFERENCE, ScaleConfig, resized, size_variant
+from lmablate.config.run import FLAT_KEYS, DataConfig, RunConfig
 from lmablate.errors import ConfigError
 
-REFERENCE_PROMPTS = [
-    "The future of artificial intelligence",
-    "In a world where technology",
-    "Scientists have discovered",
-    "The most important lesson in life",
-    "Once upon a time in a distant",
+__all__ = [
+    "MAX_NAME",
+    "NAME",
+    "PER_REPLICATE",
+    "REFERENCE_PROMPTS",
+    "BudgetConfig",
+    "SamplesConfig",
+    "Spaced",
+    "Study",
+    "StudyConfig",
+    "StudyRun",
+    "SweepConfig",
+    "apply_study_overrides",
+    "build_study",
+    "format_value",
+    "ladder_name",
+    "load_study",
+    "point_name",
 ]
-STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.,=+-]*$")  # a variant's: it names a directory
+
 MAX_SEEDS = 1000  # replicates from --seeds N
-MAX_NAME = 120  # characters of a variant name: a directory name holds at most 255 bytes
-PER_REPLICATE = ("seed", "data_seed")  # set by the study's seeds, never by a variant
-
-
-class SamplesConfig(BaseModel):
-    """Text that every finished run generates from the same prompts, for the report: by
-    default the openings of held-out validation documents, shown beside each document's true
-    continuation; ``prompts`` adds fixed prompts (``prompts: reference`` gives the reference
-    report's five)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    documents: Annotated[int, Field(ge=0, le=64, strict=True)] = Field(
-        3,
-        description="Held-out validation documents whose first prompt_tokens tokens every run "
-        "continues; the report shows each document's true continuation beside them (0: none).",
-    )
-    prompt_tokens: Annotated[int, Field(ge=1, le=1024, strict=True)] = Field(
-        32, description="Tokens of each held-out document given as its prompt."
-    )
-    prompts: list[str] = Field(
-        default_factory=list,
-        description="Fixed prompts continued by every run as well ('reference': the reference "
-        "report's five prompts).",
-    )
-
-    @field_validator("prompts", mode="before")
-    @classmethod
-    def _reference(cls, value: Any) -> Any:
-        return list(REFERENCE_PROMPTS) if value == "reference" else value
-
-    @field_validator("prompts")
-    @classmethod
-    def _no_empty_prompt(cls, value: list[str]) -> list[str]:
-        empty = [i for i, prompt in enumerate(value) if not prompt.strip()]
-        if empty:
-            raise ValueError(f"samples.prompts[{empty[0]}] is empty; give text to continue")
-        return value
-
-    @model_validator(mode="after")
-    def _something_to_sample(self) -> SamplesConfig:
-        if not self.documents and not self.prompts:
-            raise ValueError(
-                "samples.documents is 0 and samples.prompts is empty, so there is nothing to "
-                "sample; give samples.documents (held-out document openings) or samples.prompts"
-            )
-        return self
-
-    max_new_tokens: Annotated[int, Field(ge=1, le=4096, strict=True)] = Field(
-        40, description="Tokens generated after each prompt."
-    )
-    temperature: Annotated[float, Field(ge=0)] = Field(
-        0.8, description="Sampling temperature; 0 means greedy decoding."
-    )
-    top_k: Annotated[int, Field(ge=1, strict=True)] | None = Field(
-        None, description="Sample among the k most likely tokens only; null: all tokens."
-    )
-    top_p: Annotated[float, Field(gt=0, le=1)] | None = Field(
-        None,
-        description="Nucleus sampling: the smallest set of tokens holding this much "
-        "probability; null: off.",
-    )
-    repetition_penalty: Annotated[float, Field(gt=0)] = Field(
-        1.0, description="Penalty on tokens already in the text (1.0: off)."
-    )
-    seed: Seed = Field(0, description="Seed of the sampler's first draw, the same for every run.")
-    draws: Annotated[int, Field(ge=1, le=16, strict=True)] = Field(
-        3,
-        description="Continuations of each prompt, draw d with sampler seed seed + d (the "
-        "same seeds for every run); the quality measures pool every draw.",
-    )
-
-
-class Spaced(BaseModel):
-    """``{logspace: [lo, hi], num: n}`` or ``{linspace: [lo, hi], num: n}``: n values from lo
-    to hi (both included), evenly spaced in log or linear scale, rounded to 4 significant
-    digits."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    logspace: tuple[float, float] | None = None
-    linspace: tuple[float, float] | None = None
-    num: Annotated[int, Field(ge=2, le=1000, strict=True)]
-
-    @model_validator(mode="after")
-    def _one_range(self) -> Spaced:
-        if (self.logspace is None) == (self.linspace is None):
-            raise ValueError("give exactly one of logspace: [lo, hi] or linspace: [lo, hi]")
-        if self.logspace is not None and min(self.logspace) <= 0:
-            raise ValueError(f"logspace {list(self.logspace)} needs positive ends")
-        return self
-
-    def values(self) -> list[float]:
-        lo, hi = self.logspace or self.linspace  # type: ignore[misc]
-        steps = [i / (self.num - 1) for i in range(self.num)]
-        if self.logspace is not None:
-            raw = [math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * t) for t in steps]
-        else:
-            raw = [lo + (hi - lo) * t for t in steps]
-        return [float(f"{v:.4g}") for v in raw]
-
-
-class SweepConfig(BaseModel):
-    """Variants generated from value lists: ``grid`` (every combination) or ``zip`` (the i-th
-    value of every field together), applied to each configuration named in ``over``. A value
-    list is a YAML list or a ``Spaced`` range. Each point is an ordinary variant named by its
-    values (``learning_rate=0.001``; ``high_lr,d_model=256,n_layers=8`` over a variant)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    grid: dict[str, list[Any] | Spaced] | None = Field(
-        None, description="Fields and their values; every combination is a variant."
-    )
-    zip: dict[str, list[Any] | Spaced] | None = Field(
-        None,
-        description="Fields and equally long value lists, taken together position by position.",
-    )
-    over: list[str] = Field(
-        default_factory=lambda: ["baseline"],
-        min_length=1,
-        description="Configurations the sweep varies: baseline and/or variant names.",
-    )
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> SweepConfig:
-        if (self.grid is None) == (self.zip is None):
-            raise ValueError("a sweep has exactly one of grid: or zip:")
-        fields = self.grid or self.zip
-        if not fields:
-            raise ValueError("a sweep needs at least one field")
-        lengths = {k: len(self.values_of(k)) for k in fields}
-        if any(n == 0 for n in lengths.values()):
-            raise ValueError(f"empty value list: {[k for k, n in lengths.items() if not n]}")
-        if self.zip is not None and len(set(lengths.values())) > 1:
-            raise ValueError(f"zip needs value lists of one length; got {lengths}")
-        return self
-
-    @property
-    def kind(self) -> str:
-        return "grid" if self.grid is not None else "zip"
-
-    def values_of(self, field: str) -> list[Any]:
-        value = (self.grid or self.zip or {})[field]
-        return value.values() if isinstance(value, Spaced) else list(value)
-
-    def points(self) -> list[dict[str, Any]]:
-        fields = list(self.grid or self.zip or {})
-        columns = [self.values_of(f) for f in fields]
-        rows = itertools.product(*columns) if self.grid is not None else zip(*columns, strict=True)
-        return [dict(zip(fields, row, strict=True)) for row in rows]
-
-
-def format_value(value: Any) -> str:
-    """A short, deterministic spelling of a swept value for a variant name."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def point_name(base: str, point: Mapping[str, Any]) -> str:
-    values = ",".join(f"{k}={format_value(v)}" for k, v in point.items())
-    return values if base == "baseline" else f"{base},{values}"
-
-
-class BudgetConfig(BaseModel):
-    """How the runs' training budgets relate (``budget:`` in a study)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    match: Literal["tokens", "flops"] | None = Field(
-        None,
-        description="Set every variant's max_steps so that its own schedule ends at the "
-        "baseline's budget in training tokens or FLOPs: max_steps = round(baseline budget / "
-        "the variant's budget per step). null: every run keeps its own max_steps.",
-    )
-    ladder: list[Annotated[float, Field(gt=0)]] | None = Field(
-        None,
-        description="Train the baseline again at these multiples of its max_steps, each with "
-        "a full schedule (e.g. [0.25, 0.5, 1, 2]); the analysis fits L(C) = E + A C^-alpha to "
-        "them and states each variant's compute multiplier.",
-    )
-
-    @field_validator("ladder")
-    @classmethod
-    def _ladder(cls, value: list[float] | None) -> list[float] | None:
-        if value is not None and len({*value, 1.0}) < 3:
-            raise ValueError(
-                f"ladder {value}: a fit needs the baseline at two or more other budgets "
-                "(e.g. [0.25, 0.5, 1, 2])"
-            )
-        return value
-
-
-class StudyConfig(BaseModel):
-    """A study file, before expansion."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    name: str = Field(description="Study name; the default output is results/<name>.")
-    description: str = Field("", description="Free text shown in the report.")
-    seeds: list[Seed] = Field(
-        default_factory=lambda: [0],
-        min_length=1,
-        description="Replicates: every variant runs once per seed.",
-    )
-    data: dict[str, Any] = Field(default_factory=dict, description="The data section of every run.")
-    baseline: dict[str, Any] = Field(
-        description="A run config (model and train sections or flat keys); itself a run."
-    )
-    variants: dict[str, dict[str, Any] | None] = Field(
-        default_factory=dict, description="Named overrides of the baseline (flat keys allowed)."
-    )
-    sweeps: list[SweepConfig] = Field(
-        default_factory=list, description="Variants generated from value lists (grid or zip)."
-    )
-    budget: BudgetConfig = Field(default_factory=BudgetConfig)
-    tune: dict[str, list[Any] | Spaced] | None = Field(
-        None,
-        description="Fields and values to tune every configuration over (a grid); each "
-        "configuration is compared at its best value, chosen on validation and reported on the "
-        "test split (data.test_fraction).",
-    )
-    scale: ScaleConfig | None = Field(
-        None,
-        description="Model sizes every configuration also trains at, and how the token budget "
-        "follows the size; the report's Scale section compares the verdicts across sizes.",
-    )
-    samples: SamplesConfig = Field(default_factory=SamplesConfig)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not STUDY_NAME.match(value):
-            raise ValueError(f"name {value!r} must be letters, digits, '_', '-' or '.'")
-        return value
-
-    @field_validator("seeds")
-    @classmethod
-    def _unique_seeds(cls, value: list[int]) -> list[int]:
-        if len(set(value)) != len(value):
-            raise ValueError(f"seeds {value} repeat a seed")
-        return value
 
 
 @dataclass(frozen=True)
@@ -370,61 +150,6 @@ class Study:
         }
 
 
-def _flatten(section_dict: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        field: value
-        for section in ("model", "train", "data")
-        for field, value in section_dict.get(section, {}).items()
-    }
-
-
-def _merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(dict(base))
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def _run_overrides(
-    raw: Any, where: str, study_data: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """A baseline or variant mapping, nested into sections, checked for study-level fields.
-    ``study_data``: the study's data section, for a variant (a baseline changes no data)."""
-    if raw is None:
-        return {}
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}: expected a mapping of fields, got {type(raw).__name__}")
-    nested = nest_flat_keys(raw, f"{where}.")
-    if "data" in nested and study_data is None:
-        raise ConfigError(
-            f"{where}: data fields ({', '.join(nested['data'])}) belong to the study's data "
-            "section, shared by every run so all runs score the same validation targets"
-        )
-    if "data" in nested:
-        try:
-            check_variant_data(nested["data"], dict(study_data), where)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-    if "eval_tokens" in nested.get("train", {}) and not where.endswith("baseline"):
-        raise ConfigError(
-            f"{where}: eval_tokens sets which validation targets are scored; it belongs to the "
-            "baseline so every run scores the same targets"
-        )
-    per_replicate = [k for k in PER_REPLICATE if k in nested.get("train", {})]
-    if per_replicate:
-        raise ConfigError(
-            f"{where}: {', '.join(per_replicate)} are set per replicate by the study's seeds "
-            "(e.g. seeds: [0, 1, 2]), not per run"
-        )
-    errors = unknown_key_errors(RunConfig, nested)
-    if errors:
-        raise ConfigError(join_problems([f"{where}.{e}" for e in errors]))
-    return nested
-
-
 def build_study(
     raw: Mapping[str, Any], where: str = "", run_overrides: Mapping[str, Any] | None = None
 ) -> Study:
@@ -447,7 +172,7 @@ def build_study(
         raise ConfigError(format_validation_error(exc, where, StudyConfig)) from None
 
     data = validate_run_config({"data": study.data}, where).data
-    baseline = _run_overrides(study.baseline, f"{where}baseline")
+    baseline = checked_overrides(study.baseline, f"{where}baseline")
     forced = dict(run_overrides or {})
     variant_changes: dict[str, dict[str, Any]] = {"baseline": {}}
     for name, overrides in study.variants.items():
@@ -462,13 +187,13 @@ def build_study(
                 f"{where}variants: {shown!r} is not a valid variant name (at most {MAX_NAME} "
                 "letters, digits, '_', '-', '.', ',', '=', '+'; it names a directory)"
             )
-        variant_changes[name] = _run_overrides(overrides, f"{where}variants.{name}", study.data)
+        variant_changes[name] = checked_overrides(overrides, f"{where}variants.{name}", study.data)
 
     labels = {
         name: "baseline" if name == "baseline" else f"variants.{name}" for name in variant_changes
     }
-    generated, sweeps = _expand_sweeps(study.sweeps, variant_changes, labels, where)
-    scale = _expand_scale(study, _merge(baseline, forced), variant_changes, labels, where)
+    generated, sweeps = expand_sweeps(study.sweeps, variant_changes, labels, where)
+    scale = expand_scale(study, merge_mappings(baseline, forced), variant_changes, labels, where)
     tuning: dict[str, Any] = {}
     if study.tune:
         if data.test_fraction == 0:
@@ -478,30 +203,30 @@ def build_study(
                 "{test_fraction: 0.1})"
             )
         grid = SweepConfig(grid=study.tune, over=list(variant_changes))
-        tuned, records = _expand_sweeps([grid], variant_changes, labels, where, key="tune")
+        tuned, records = expand_sweeps([grid], variant_changes, labels, where, key="tune")
         generated.update(tuned)
         tuning = records[0]
     # a run the budget design derives from the baseline (a ladder rung) derives it from the
     # baseline as --set leaves it, and keeps what it derives: a study-wide --set max_steps
     # moves the rungs with the baseline instead of flattening them (matched variants are
     # derived the same way, later, in study.budgets)
-    ladder = _expand_ladder(study, _merge(baseline, forced), variant_changes, labels)
+    ladder = expand_ladder(study, merge_mappings(baseline, forced), variant_changes, labels)
 
     runs = []
     flat_of: dict[tuple[str, int], dict[str, Any]] = {}
     for name, changes in variant_changes.items():
         for seed in study.seeds:
             if name in ladder:
-                merged = _merge(_merge(baseline, forced), changes)
+                merged = merge_mappings(merge_mappings(baseline, forced), changes)
             else:
-                merged = _merge(_merge(baseline, changes), forced)
-            merged["data"] = _merge(study.data, merged.get("data", {}))
+                merged = merge_mappings(merge_mappings(baseline, changes), forced)
+            merged["data"] = merge_mappings(study.data, merged.get("data", {}))
             merged.setdefault("train", {}).update(seed=seed, data_seed=seed)
             config = validate_run_config(merged, f"{where}{labels[name]}: ")
-            flat_of[name, seed] = _flatten(config.model_dump(mode="json"))
+            flat_of[name, seed] = flatten_sections(config.model_dump(mode="json"))
             base = flat_of["baseline", seed]
-            diff = {k: _delta(base.get(k), v) for k, v in flat_of[name, seed].items()}
-            diff = {k: v for k, v in diff.items() if v is not _SAME}
+            diff = {k: changes_from(base.get(k), v) for k, v in flat_of[name, seed].items()}
+            diff = {k: v for k, v in diff.items() if v is not SAME}
             runs.append(StudyRun(name, seed, config, diff))
     # a sweep point that equals the configuration it varies is that configuration: one run
     same = {
@@ -527,20 +252,6 @@ def build_study(
     return Study(study, data, runs[0].config, runs, sweeps, budget, tuning, scale)
 
 
-_SAME = object()
-
-
-def _delta(base: Any, value: Any) -> Any:
-    """What ``value`` changes from ``base``: a nested mapping keeps only its changed entries
-    (so ``sources: {code: {weight: 0.5}}``, which merges back onto the study's data)."""
-    if base == value:
-        return _SAME
-    if isinstance(base, Mapping) and isinstance(value, Mapping):
-        out = {k: _delta(base.get(k), v) for k, v in value.items()}
-        return {k: v for k, v in out.items() if v is not _SAME}
-    return value
-
-
 def _check_tokenizers(runs: list[StudyRun], data: DataConfig, where: str) -> None:
     """Runs with different tokenizers must score the same bytes: whole documents."""
     by_tokenizer: dict[str, str] = {}
@@ -556,153 +267,6 @@ def _check_tokenizers(runs: list[StudyRun], data: DataConfig, where: str) -> Non
             "every run sees the same bytes (data: {eval_documents: N}, e.g. 20 per evaluation "
             "set), and compare in bits per byte"
         )
-
-
-def ladder_name(multiple: float) -> str:
-    return f"budget={format_value(float(multiple))}x"
-
-
-def _expand_ladder(
-    study: StudyConfig,
-    baseline: dict[str, Any],
-    variant_changes: dict[str, dict[str, Any]],
-    labels: dict[str, str],
-) -> dict[str, float]:
-    """The baseline at each multiple of its max_steps (1 is the baseline itself), as variants
-    named ``budget=0.25x``; returns {name: multiple}."""
-    if not study.budget.ladder:
-        return {}
-    base_steps = validate_run_config({**baseline, "data": study.data}).train.max_steps
-    rungs = {}
-    for multiple in sorted(set(study.budget.ladder)):
-        if multiple == 1:
-            continue
-        name = ladder_name(multiple)
-        if name in variant_changes:
-            raise ConfigError(f"budget.ladder: variant {name!r} is already defined")
-        steps = max(1, round(multiple * base_steps))
-        variant_changes[name] = {
-            "description": f"the baseline at {format_value(float(multiple))}x its budget "
-            f"({steps} steps)",
-            "train": {"max_steps": steps},
-        }
-        labels[name] = f"budget.ladder at {format_value(float(multiple))}x ({steps} steps)"
-        rungs[name] = multiple
-    return rungs
-
-
-def _expand_scale(
-    study: StudyConfig,
-    baseline: dict[str, Any],
-    variant_changes: dict[str, dict[str, Any]],
-    labels: dict[str, str],
-    where: str,
-) -> dict[str, Any]:
-    """Every configuration written so far (the baseline, variants, sweep points) at every
-    size of ``scale:``, as variants named ``C,size=NAME``; returns what study.yaml records:
-    the sizes and, per configuration, the variant at each size (itself at its written shape)."""
-    if study.scale is None:
-        return {}
-    if study.budget.ladder or study.budget.match:
-        raise ConfigError(
-            f"{where}scale: a scale axis sets each size's budget itself (scale.tokens); it "
-            "does not combine with budget: ladder or budget: match — leave those out"
-        )
-    sizes = [size.label for size in study.scale.sizes]
-    record: dict[str, Any] = {
-        **study.scale.model_dump(mode="json", exclude={"sizes"}),
-        "sizes": sizes,
-        "variants": {},
-    }
-    for config in list(variant_changes):
-        merged = _merge(baseline, variant_changes[config])
-        merged["data"] = _merge(study.data, merged.get("data", {}))
-        model = validate_run_config(merged, f"{where}{labels[config]}: ").model
-        written = model.model_dump(mode="json")
-        at: dict[str, str] = {}
-        for i, size in enumerate(study.scale.sizes):
-            here = f"{where}scale.sizes[{i}] ({size.label}) of {labels[config]}"
-            try:
-                shape = resized(written, size)
-            except ValueError as exc:
-                raise ConfigError(f"{here}: {exc}") from None
-            if all(written.get(k) == v for k, v in shape.items()):
-                at[size.label] = config  # the written shape: the configuration itself
-                continue
-            name = size_variant(config, size.label)
-            if not NAME.match(name) or len(name) > MAX_NAME:
-                raise ConfigError(
-                    f"{here}: the variant name {name!r} would not be a safe directory name; "
-                    "give the size a short name of letters, digits and _ . -"
-                )
-            if name in variant_changes:
-                raise ConfigError(f"{here}: variant {name!r} is already defined")
-            variant_changes[name] = _merge(variant_changes[config], {"model": shape})
-            labels[name] = here
-            at[size.label] = name
-        if config not in at.values():
-            at = {REFERENCE: config, **at}  # the written shape trains whatever the sizes
-        record["variants"][config] = at
-    if any(REFERENCE in at for at in record["variants"].values()):
-        record["sizes"] = [REFERENCE, *sizes]
-    return record
-
-
-def _expand_sweeps(
-    sweeps: list[SweepConfig],
-    variant_changes: dict[str, dict[str, Any]],
-    labels: dict[str, str],
-    where: str,
-    key: str = "sweeps",
-) -> tuple[dict[str, str], list[dict[str, Any]]]:
-    """Add every sweep point to ``variant_changes`` as a named variant (labelled for error
-    messages by its sweep and values). Returns {generated name: configuration it varies} and
-    what each sweep generated, for study.yaml."""
-    written = list(variant_changes)
-    generated: dict[str, str] = {}
-    records = []
-    for i, sweep in enumerate(sweeps):
-        here = f"{key}[{i}]" if key == "sweeps" else key
-        for over in sweep.over:
-            if over not in written:
-                raise ConfigError(
-                    f"{where}{here}.over: no configuration {over!r}{suggest(over, written)} "
-                    f"(the baseline and the study's variants: {', '.join(written)})"
-                )
-        fields = {k: sweep.values_of(k) for k in sweep.grid or sweep.zip or {}}
-        _run_overrides({k: v[0] for k, v in fields.items()}, f"{where}{here}.{sweep.kind}")
-        record: dict[str, Any] = {"kind": sweep.kind, "fields": fields, "variants": {}}
-        for over in sweep.over:
-            names = []
-            for point in sweep.points():
-                name = point_name(over, point)
-                values = ", ".join(f"{k}={format_value(v)}" for k, v in point.items())
-                label = f"{here} ({sweep.kind}) at {values}" + (
-                    "" if over == "baseline" else f" over {over}"
-                )
-                if not NAME.match(name):
-                    raise ConfigError(
-                        f"{where}{label}: the variant name {name!r} would not be a safe "
-                        "directory name; sweep values may hold letters, digits and _ . , = + -"
-                    )
-                if len(name) > MAX_NAME:
-                    raise ConfigError(
-                        f"{where}{label}: the variant name would be {len(name)} characters, "
-                        f"more than the {MAX_NAME} a run directory's name may take; sweep "
-                        "fewer fields at once, or give the configuration a shorter name"
-                    )
-                if name in variant_changes:
-                    raise ConfigError(
-                        f"{where}{label}: variant {name!r} is already defined "
-                        f"({labels[name]}); each sweep point must be a new configuration"
-                    )
-                nested = _run_overrides(point, f"{where}{label}")
-                variant_changes[name] = _merge(variant_changes[over], nested)
-                labels[name], generated[name] = label, over
-                names.append(name)
-            record["variants"][over] = names
-        records.append(record)
-    return generated, records
 
 
 def apply_study_overrides(

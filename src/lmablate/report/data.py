@@ -14,6 +14,14 @@ from lmablate.analysis.rundata import StudyData
 from lmablate.analysis.stats import ALPHA, CONFIDENCE
 from lmablate.report.format import by_prompt
 from lmablate.report.methods import resolved_settings
+from lmablate.report.setup import (
+    architecture,
+    dataset_name,
+    documents_read,
+    optimizer_text,
+    parameter_groups,
+    scheduler_text,
+)
 from lmablate.version import __version__
 
 
@@ -139,7 +147,7 @@ def research_data(study: StudyData, analysis: Analysis, figures: dict[str, dict[
             },
             "experimental_setup": {
                 "dataset": {
-                    "name": _dataset_name(data),
+                    "name": dataset_name(data),
                     "num_documents": data.get("num_documents")
                     if not data.get("sources")
                     else {n: src.get("num_documents") for n, src in data["sources"].items()},
@@ -153,11 +161,11 @@ def research_data(study: StudyData, analysis: Analysis, figures: dict[str, dict[
                     "every document; training batches are seeded random windows",
                     "validation_targets": first.summary.get("eval") if first else None,
                 },
-                "model_architecture": _architecture(baseline["model"]),
+                "model_architecture": architecture(baseline["model"]),
                 "training_setup": {
-                    "optimizer": _optimizer(baseline["train"]),
-                    "parameter_groups": _parameter_groups(study),
-                    "scheduler": _scheduler(baseline["train"]),
+                    "optimizer": optimizer_text(baseline["train"]),
+                    "parameter_groups": parameter_groups(study),
+                    "scheduler": scheduler_text(baseline["train"]),
                     "mixed_precision": env.get("precision"),
                     "gradient_clipping": baseline["train"]["grad_clip"],
                     "evaluation_frequency": f"Every {baseline['train']['eval_every']} steps",
@@ -170,7 +178,7 @@ def research_data(study: StudyData, analysis: Analysis, figures: dict[str, dict[
                     "total_configurations": len(study.variants),
                     "training_steps_per_config": baseline["train"]["max_steps"],
                     "evaluation_frequency": baseline["train"]["eval_every"],
-                    "dataset_size": _documents(data),
+                    "dataset_size": documents_read(data),
                     "seeds_per_configuration": len(setup["seeds"]),
                 },
                 "key_findings": analysis.findings,
@@ -270,156 +278,6 @@ def research_data(study: StudyData, analysis: Analysis, figures: dict[str, dict[
         }
     )
     return _without_empty(package)
-
-
-def _dataset_name(data: dict[str, Any]) -> str:
-    """The corpus in words: its one source, or each named source with its weight."""
-    sources = data.get("sources") or {}
-    if not sources:
-        return _source_name(data)
-    return "; ".join(
-        f"{name}: {_source_name(source)} (weight {source['weight']:g}"
-        + ("" if source.get("held_out", True) else ", training only")
-        + ")"
-        for name, source in sources.items()
-    )
-
-
-def _source_name(source: dict[str, Any]) -> str:
-    kind = source.get("source", "hf")
-    if kind == "hf":
-        name = source["dataset"]
-        return f"{name} ({source['subset']})" if source.get("subset") else name
-    if kind == "builtin":
-        return "builtin: CPython documentation topics (pydoc_data)"
-    if kind == "builtin_code":
-        return "builtin_code: the Python standard library's own source code"
-    return f"local: {source['path']}"
-
-
-def _documents(data: dict[str, Any]) -> str:
-    """How many documents were read: in all, or per source."""
-    sources = data.get("sources") or {}
-    if not sources:
-        return f"{data.get('num_documents') or 'all'} documents"
-    return (
-        ", ".join(
-            f"{name} {source.get('num_documents') or 'all'}" for name, source in sources.items()
-        )
-        + " documents"
-    )
-
-
-def _optimizer(train: dict[str, Any]) -> str:
-    """The baseline's optimizer in words (a config from before ``optimizer`` existed: AdamW)."""
-    kind = train.get("optimizer", "adamw")
-    adamw = f"AdamW (betas {train['adam_beta1']}, {train['adam_beta2']}; eps {train['adam_eps']})"
-    if kind == "muon":
-        return (
-            f"Muon (momentum {train['muon_momentum']}, "
-            f"{'Nesterov, ' if train['muon_nesterov'] else ''}{train['muon_ns_steps']} "
-            f"Newton-Schulz steps, learning rate scaled {train['muon_adjust_lr']}) on the hidden "
-            f"weight matrices; {adamw} on embeddings, LM head and scalars"
-        )
-    if kind == "lion":
-        return f"Lion (betas {train['lion_beta1']}, {train['lion_beta2']})"
-    if kind == "sgd":
-        return (
-            f"SGD with {'Nesterov ' if train['sgd_nesterov'] else ''}momentum "
-            f"{train['sgd_momentum']} (weight decay as L2 on the gradient)"
-        )
-    return adamw
-
-
-def _parameter_groups(study: StudyData) -> dict[str, Any]:
-    """Per configuration, each parameter group's optimizer, peak learning rate and weight
-    decay as its runs recorded them (summary.json)."""
-    out = {}
-    for variant in study.variants:
-        run = next((r for r in study.runs_of(variant) if r.summary), None)
-        if run is not None and run.summary.get("parameter_groups"):
-            out[variant] = run.summary["parameter_groups"]
-    return out
-
-
-def _scheduler(train: dict[str, Any]) -> str:
-    """The baseline's schedule in words (a config from before ``schedule`` existed: cosine)."""
-    warmup = f"linear warmup over {train['warmup_steps']} steps, then "
-    floor = f"{train['min_lr_ratio']} x the peak"
-    schedule = train.get("schedule", "cosine")
-    if schedule == "constant":
-        return warmup + "the peak learning rate throughout"
-    if schedule == "wsd":
-        return (
-            warmup + f"the peak until the last {train['decay_fraction']:.0%} of the steps, then "
-            f"{train['decay_shape']} decay to {floor} (warmup-stable-decay)"
-        )
-    return warmup + f"{schedule} decay to {floor}"
-
-
-MLP_NAMES = {
-    "swiglu": "SwiGLU (gated SiLU)",
-    "geglu": "GeGLU (gated GELU)",
-    "silu": "SiLU (Swish)",
-    "gelu": "GELU",
-    "relu2": "ReLU² (squared ReLU)",
-}
-NORM_NAMES = {"rmsnorm": "RMSNorm", "layernorm": "LayerNorm"}
-
-
-def _architecture(model: dict[str, Any]) -> dict[str, Any]:
-    """The baseline's architecture in words (a run config from before a field existed has that
-    field's default)."""
-    kv = model.get("n_kv_heads") or model["n_heads"]
-    attention = (
-        "Multi-head attention"
-        if kv == model["n_heads"]
-        else f"Grouped-query attention ({kv} key/value heads)"
-    )
-    positions = model.get("positions", "rope")
-    fraction = model.get("rotary_fraction", 1.0)
-    encoding = {
-        "rope": f"Rotary Position Embedding (RoPE, theta {model['rope_theta']}"
-        + (f", {fraction:.0%} of each head's dimensions)" if fraction != 1.0 else ")"),
-        "nope": "None (NoPE: causal masking alone)",
-        "learned": f"Learned absolute ({model.get('max_positions')} positions)",
-    }.get(positions, f"{positions} (registered)")
-    attention += {
-        "rope": " with RoPE",
-        "nope": " without positional encoding",
-        "learned": " (learned absolute positions)",
-    }.get(positions, f" ({positions} positions)")
-    if model.get("attention", "causal") != "causal":
-        attention += f", {model['attention']} attention (registered)"
-    if model.get("sliding_window"):
-        every = model.get("global_every")
-        attention += f", {model['sliding_window']}-token sliding window" + (
-            f" (one layer in {every} global)" if every else ""
-        )
-    if model.get("qk_norm"):
-        attention += ", QK-norm"
-    placement = model.get("norm_placement", "pre")
-    norm = model.get("norm", "rmsnorm")
-    llama_like = placement == "pre" and norm == "rmsnorm" and not model.get("parallel_block")
-    layout = f"{placement}-norm" + (
-        ", parallel attention and MLP" if model.get("parallel_block") else ""
-    )
-    return {
-        "type": f"Autoregressive Transformer (decoder-only, {layout}"
-        + (", Llama-style)" if llama_like else ")"),
-        "attention_mechanism": attention,
-        "activation": MLP_NAMES.get(model["mlp"], f"{model['mlp']} (registered)"),
-        "normalization": NORM_NAMES.get(norm, f"{norm} (registered)"),
-        "positional_encoding": encoding,
-        "tied_embeddings": model["tie_embeddings"],
-        "logit_softcap": model.get("logit_softcap"),
-        "biases": model.get("bias", False),
-        "dropout": {
-            "residual": model.get("dropout", 0.0),
-            "attention": model.get("attention_dropout", 0.0),
-        },
-        "initialization": f"{model.get('init', 'normal')} (std {model.get('init_std')})",
-    }
 
 
 def _generation_quality(study: StudyData, variant: str) -> dict[str, Any]:

@@ -13,22 +13,13 @@ from typing import Any
 from lmablate.analysis.findings import FLOPS_CONVENTION, Analysis
 from lmablate.analysis.rundata import StudyData
 from lmablate.report.domains import domain_section
+from lmablate.report.generations import downstream_section, text_generation_section
 from lmablate.report.methods import methods_paragraph, settings_table
-from lmablate.report.results import (
-    downstream_section,
-    key_findings,
-    results_tables,
-    sensitivity_section,
-    text_generation_section,
-    tuning_section,
-)
+from lmablate.report.multipliers import scaling_section
+from lmablate.report.results import key_findings, results_tables
 from lmablate.report.scale import scale_section
-from lmablate.report.sections import (
-    equal_budget_section,
-    scaling_section,
-    statistics_section,
-    validity_section,
-)
+from lmablate.report.sections import equal_budget_section, statistics_section, validity_section
+from lmablate.report.tuning import sensitivity_section, tuning_section
 
 SMOLLM_CITATION = """\
 @misc{benallal2024smollmcorpus,

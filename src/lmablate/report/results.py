@@ -1,5 +1,5 @@
 """The report's result sections: key findings, the performance, efficiency and convergence
-tables, runs that did not complete, downstream evaluations and the text samples side by side.
+tables and runs that did not complete (the generated text: generations.py; tuning: tuning.py).
 Formatting only; every number comes from ``analysis`` or research_data.json. No torch.
 """
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmablate.analysis.findings import CONVERGED_TOLERANCE, Analysis
-from lmablate.analysis.rundata import StudyData
+from lmablate.analysis.findings import Analysis
+from lmablate.analysis.metrics import CONVERGED_TOLERANCE
 from lmablate.analysis.validity import INDICATIVE
 from lmablate.report.efficiency import (
     efficiency_findings,
@@ -17,20 +17,16 @@ from lmablate.report.efficiency import (
     target_levels_table,
 )
 from lmablate.report.format import (
-    ci,
-    code_block,
     fmt,
     md_table,
     measure,
     pm,
-    prompt_blocks,
     sci,
-    seeds_text,
-    setting,
     without_empty_columns,
 )
 from lmablate.report.references import reference_findings, reference_line
 from lmablate.report.scale import scale_findings
+from lmablate.report.tuning import tuned_findings
 
 
 def _budget_caveat(best: str, table: dict[str, dict[str, Any]]) -> list[str]:
@@ -93,7 +89,7 @@ def key_findings(analysis: Analysis, n_seeds: int) -> list[str]:
     )
     best = findings["best_performing_config"]
     floor = findings["noise_floor"]
-    out = _tuned_findings(analysis)
+    out = tuned_findings(analysis)
     if best.startswith("tied: "):
         out.append(
             f"- **Best Performing Configuration:** {best} — their mean {named} "
@@ -334,284 +330,3 @@ def results_tables(analysis: Analysis) -> list[str]:
         )
 
     return out
-
-
-def downstream_section(results: dict[str, Any]) -> list[str]:
-    """lm-evaluation-harness results of the runs that have them (lmablate eval)."""
-    if not results:
-        return []
-    columns = sorted(
-        {
-            (task, metric)
-            for record in results.values()
-            for task, metrics in record["results"].items()
-            for metric, value in metrics.items()
-            if isinstance(value, float) and "stderr" not in metric
-        }
-    )
-    rows = []
-    for run, record in results.items():
-        cells = []
-        for task, metric in columns:
-            value = record["results"].get(task, {}).get(metric)
-            stderr = record["results"].get(task, {}).get(metric.replace(",", "_stderr,", 1))
-            cells.append(
-                "—"
-                if value is None
-                else fmt(value, ".4f")
-                + (f" ± {fmt(stderr, '.4f')}" if isinstance(stderr, float) else "")
-            )
-        limit = record.get("limit")
-        rows.append([run, *cells, str(limit) if limit else "all"])
-    header = ["run", *[f"{task} {metric.split(',')[0]}" for task, metric in columns], "limit"]
-    return [
-        "## Downstream Evaluation",
-        "",
-        "lm-evaluation-harness on the exported models (`lmablate eval`); ± is the harness's "
-        "standard error.",
-        "",
-        *md_table(header, rows),
-    ]
-
-
-def text_generation_section(
-    study: StudyData, analysis: Analysis, data: dict[str, Any]
-) -> list[str]:
-    """The continuations' quality measures, one example, and where the rest are."""
-    out: list[str] = ["## Text Generation", ""]
-    samples = data["text_samples"]
-    prompts = next((s for s in samples.values() if s), {})
-    if not prompts:
-        return [*out, "No text samples (no run completed, or samples were switched off).", ""]
-    quality = next(
-        q
-        for q in data["results_summary"]["text_generation_quality"].values()
-        if q["generation_success"]
-    )
-    settings = quality["settings"]
-    held_out = sum("reference" in p for p in prompts.values())
-    out += [
-        f"Every configuration continued {len(prompts)} prompt(s)"
-        + (
-            f", {held_out} of them the opening tokens of held-out validation documents (up to "
-            f"{settings.get('prompt_tokens')}, fewer where the study's shortest context needs "
-            "the room for the continuation; the documents' own continuations are shown beside "
-            "them)"
-            if held_out
-            else ""
-        )
-        + f": {settings['max_new_tokens']} new tokens, temperature {settings['temperature']}, "
-        f"{seeds_text(settings)}, the same for every configuration, from its first seed's "
-        "final weights. All continuations, side by side: "
-        "[`text_samples/appendix.md`](text_samples/appendix.md).",
-        "",
-    ]
-    out += _quality_table(data, analysis)
-    example = next(iter(prompts.values()))
-    out += prompt_blocks(example, f"**Example** ({example.get('source', 'fixed prompt')}). Prompt:")
-    drawn = " (first draw)" if settings.get("draws", 1) > 1 else ""
-    for variant in study.compared:
-        same = [s for s in samples.get(variant, {}).values() if s["prompt"] == example["prompt"]]
-        if same:  # matched by prompt: a stale samples.json may hold other prompts
-            out += [f"{variant}{drawn}:", "", *code_block(same[0]["generated_only"])]
-    return out
-
-
-def _quality_table(data: dict[str, Any], analysis: Analysis) -> list[str]:
-    quality = data["results_summary"]["text_generation_quality"]
-
-    def measures(q: dict[str, Any]) -> list[str]:
-        return [
-            fmt(q.get("distinct_1"), ".3f"),
-            fmt(q.get("distinct_2"), ".3f"),
-            fmt(q.get("distinct_3"), ".3f"),
-            fmt(q.get("repetition_rate"), ".3f"),
-            fmt(q.get("mean_new_tokens"), ".1f"),
-            fmt(q.get("mean_bigram_ppl"), ".1f"),
-            fmt(q.get("mean_baseline_ppl"), ".1f"),
-        ]
-
-    rows = [
-        [variant, *measures(q), fmt(analysis.per_variant[variant]["val_bpb"])]
-        for variant, q in quality.items()
-        if q["generation_success"]
-    ]
-    scored = [q for q in quality.values() if q["generation_success"]]
-    held_out = next((q["held_out_text"] for q in scored if q.get("held_out_text")), None)
-    if held_out:
-        rows.append(["*documents' own continuations*", *measures(held_out), "-"])
-    yardstick = next((q.get("yardstick") for q in scored if q.get("yardstick")), None) or {}
-    baseline = yardstick.get("baseline") or (yardstick if "run" in yardstick else None)
-    notes = [
-        "Bigram ppl: each continuation scored by the training split's bigram count model (the "
-        "bigram reference loss's), a yardstick that favours no configuration; lower is more "
-        "locally fluent, and very low with high repetition is a loop."
-        if yardstick.get("bigram")
-        else "Bigram ppl: not scored.",
-        f"Ppl under baseline: scored by {baseline['run']} (weights of step {baseline['step']}), "
-        "which favours text like the baseline's own."
-        if baseline
-        else "No complete baseline run, so continuations are not scored under it.",
-        "Both are geometric means over prompts and draws"
-        + (
-            "; the last row scores the held-out documents' true continuations." if held_out else "."
-        ),
-    ]
-    return [
-        "Text quality per configuration: distinct-n = unique n-grams / all n-grams of the "
-        "continuations (higher: more varied); repetition = share of 4-grams repeating an "
-        "earlier 4-gram of the same continuation; length in tokens. " + " ".join(notes),
-        "",
-        *md_table(
-            [
-                "configuration",
-                "distinct-1",
-                "distinct-2",
-                "distinct-3",
-                "repetition",
-                "length",
-                "bigram ppl",
-                "ppl under baseline",
-                "val bpb",
-            ],
-            rows,
-        ),
-    ]
-
-
-def _tuned_findings(analysis: Analysis) -> list[str]:
-    """The tuned comparison's verdicts first: in a tuned study they are the claim."""
-    tuning = analysis.tuning
-    if not tuning or not tuning.get("ranking"):
-        return []
-    fields = ", ".join(tuning["fields"])
-    best = tuning["ranking"][0]
-    rows = tuning["configurations"]
-    verdicts = "; ".join(
-        f"{c['variant']} {c['verdict']} ({c['difference']:+.4f})" for c in tuning["comparisons"]
-    )
-    out = [
-        f"- **Tuned comparison** (each configuration at its own best {fields}, chosen on "
-        f"validation, reported on the test split): lowest test loss **{best}** "
-        f"({fmt(rows[best]['test_loss'])})"
-        + (f"; against the baseline: {verdicts}" if verdicts else ""),
-    ]
-    edges = [c for c, row in rows.items() if row.get("at_edge")]
-    if edges:
-        out.append(
-            f"- **Edge of the tuning grid:** {', '.join(edges)} chose a value at the end of "
-            "its grid; its best may lie beyond, so its tuned number is an upper bound"
-        )
-    out.append(
-        "- The rows below compare every configuration at its own (untuned) settings, on validation."
-    )
-    return out
-
-
-def tuning_section(analysis: Analysis) -> list[str]:
-    """What was tuned, over which values, what each configuration chose, its test numbers and
-    the test-split comparisons with the baseline's choice."""
-    tuning = analysis.tuning
-    if not tuning:
-        return []
-    fields = tuning["fields"]
-    out = [
-        "## Tuned Comparison",
-        "",
-        "Every configuration was trained at every value of "
-        + "; ".join(f"{f} ∈ {{{', '.join(map(setting, values))}}}" for f, values in fields.items())
-        + f". Each is represented by the value with the lowest mean {measure(analysis)}, and "
-        "reported — and compared with the baseline's choice — on the **test** documents, which "
-        "neither training nor the choice saw.",
-        "",
-    ]
-    rows = []
-    for config, row in tuning["configurations"].items():
-        if row["chosen"] is None:
-            rows.append([config, "no candidate completed on every seed", "", "", "", ""])
-            continue
-        values = ", ".join(f"{f}={setting(v)}" for f, v in row["values"].items())
-        rows.append(
-            [
-                config,
-                values,
-                fmt(row["validation_loss"][row["chosen"]]),
-                ci(row["test_interval"]) if row["test_interval"] else fmt(row["test_loss"]),
-                ", ".join(row["at_edge"]) or "no",
-                row["chosen"],
-            ]
-        )
-    out += md_table(
-        [
-            "configuration",
-            "chosen",
-            f"{measure(analysis, short=True)} (choice)",
-            f"test {'bpb' if analysis.findings.get('metric') == 'val_bpb' else 'loss'} [95% CI]",
-            "at grid edge",
-            "run",
-        ],
-        rows,
-    )
-    out += reference_line(analysis, "test")
-    comparisons = tuning["comparisons"]
-    if comparisons:
-        out += [
-            "**Against the baseline's choice, on test** (difference = configuration − "
-            "baseline; negative is better; noise floor "
-            f"{fmt(tuning['noise_floor'])}):",
-            "",
-        ]
-        out += md_table(
-            ["configuration", "difference", "95% CI", "test", "p (Holm)", "verdict"],
-            [
-                [
-                    c["variant"],
-                    f"{c['difference']:+.4f}",
-                    "n/a" if c["ci_low"] is None else f"[{c['ci_low']:.4f}, {c['ci_high']:.4f}]",
-                    c["test"],
-                    "n/a" if c["p_holm"] is None else f"{c['p_holm']:.3g}",
-                    f"**{c['verdict']}**",
-                ]
-                for c in comparisons
-            ],
-        )
-    edges = [c for c, row in tuning["configurations"].items() if row.get("at_edge")]
-    if edges:
-        out += [
-            f"A choice at the edge of its grid ({', '.join(edges)}) may be short of that "
-            "configuration's best; extend the grid past it before reading its number as tuned.",
-            "",
-        ]
-    return out
-
-
-def sensitivity_section(analysis: Analysis) -> list[str]:
-    """Final loss against the learning rate per configuration, and each one's sensitivity."""
-    curves = analysis.sensitivity
-    if not curves:
-        return []
-    out = [
-        "## Learning-Rate Sensitivity",
-        "",
-        f"Final {measure(analysis)} at every learning rate a configuration was trained at "
-        "(tuned or swept), mean over seeds. **Sensitivity** is the mean over the grid of "
-        "min(L(lr), L0) − min L, L0 the loss at initialization, so a run that diverged counts "
-        "as L0 (Wortsman et al. 2023, 'Small-scale proxies for large-scale Transformer "
-        "training instabilities'): lower means the configuration is easier to tune; it "
-        "depends on the grid, so compare it only between configurations on the same grid.",
-        "",
-    ]
-    rows = []
-    for config, curve in curves.items():
-        grid = ", ".join(
-            f"{setting(p['learning_rate'])}: {p['val_loss']:.3f}"
-            + (f" ({p['failed_seeds']} failed)" if p["failed_seeds"] else "")
-            for p in curve["points"]
-        )
-        best = curve["best_learning_rate"]
-        lrs = [p["learning_rate"] for p in curve["points"]]
-        edge = " (grid edge)" if best in (min(lrs), max(lrs)) else ""
-        rows.append([config, grid, f"{setting(best)}{edge}", f"{curve['sensitivity']:.4f}"])
-    header = ["configuration", f"learning rate: {measure(analysis, short=True)}", "best"]
-    out += md_table([*header, "sensitivity"], rows)
-    return [*out, "![Learning-rate sensitivity](lr_sensitivity.png)", ""]

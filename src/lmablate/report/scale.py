@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lmablate.analysis.findings import Analysis
-from lmablate.report.format import difference_cell, fmt, md_table, measure, sci
+from lmablate.report.format import difference_cell, fmt, md_table, measure, sci, setting
 
 SCALE_FIGURE = "scale_comparison.png"
 
@@ -79,6 +79,22 @@ def scale_section(analysis: Analysis) -> list[str]:
                 for size in sizes
             ],
         ),
+    ]
+    if scale.get("learning_rates"):
+        out += [
+            "Each configuration is tuned at every size on its own (the candidate with the lowest "
+            "mean validation score there; every number of this section is then read on the "
+            "test documents). The learning rate chosen at each size:",
+            "",
+            *md_table(
+                ["configuration", *sizes],
+                [
+                    [c, *(setting(lr) if lr is not None else "n/a" for lr in by_size.values())]
+                    for c, by_size in scale["learning_rates"].items()
+                ],
+            ),
+        ]
+    out += [
         "Difference from the baseline at each size, and its trend with compute (slope per "
         "decade of the baseline's FLOPs, 95% interval; below zero the change gains with "
         "scale):",

@@ -1,41 +1,21 @@
-"""Hugging Face export: a run directory -> a folder ``transformers`` loads with no custom code.
-
-The model's combination of components decides the architecture (``TARGETS``, first match):
-
-- ``LlamaForCausalLM``: RMSNorm before each branch, a gated MLP (swiglu, geglu), full rotary
-  positions; biases allowed (``attention_bias``, ``mlp_bias``). The default model.
-- ``Qwen3ForCausalLM``: the same with QK-norm (per-head RMSNorm of q and k), no biases.
-- ``GPTNeoXForCausalLM``: LayerNorm before each branch, a plain MLP (gelu, relu2, silu),
-  whole or partial rotary positions, sequential or parallel blocks, multi-head attention
-  (no grouped keys). Its LayerNorms and MLP always have biases: a model without them exports
-  them as zeros, which computes the same function.
-
-A combination none of them computes (post or sandwich norms, NoPE or learned positions, a
-sliding window, soft-capped logits, a registered component, ...) is refused before anything is
-written, with the fields that stand in the way of each architecture. Each architecture's
-weight names are one explicit table (``{i}`` stands for the block index); GPT-NeoX's fused
-``query_key_value`` interleaves q, k and v per head, which ``_neox_qkv`` spells out. A
-``parametrization: mup`` model exports to the same architectures with its multipliers folded
-into its weights (``fold_mup``), so the exported model computes the same logits.
+"""The Hugging Face architectures a model exports to, and how: which fields each one computes
+(``TARGETS``, first match), its config fields, its weight names (one explicit table each;
+``{i}`` stands for the block index) and the state-dict conversion, with a mup model's
+multipliers folded into its weights. No files are written here.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 from lmablate.config.components import REGISTRIES
-from lmablate.config.keys import read_run_config
 from lmablate.config.run import ModelConfig
-from lmablate.errors import ConfigError, LmablateError
-from lmablate.training.checkpoint import load_run
+from lmablate.errors import ConfigError
 
 HF_NAMES: dict[str, str] = {  # LlamaForCausalLM; biases (model.bias) follow their weights
     "embed.weight": "model.embed_tokens.weight",
@@ -300,156 +280,3 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 def hf_config(cfg: ModelConfig, vocab_size: int, context: int, eos_id: int) -> dict[str, Any]:
     """The config fields that make the export target compute exactly this model."""
     return export_target(cfg).config(cfg, vocab_size, context, eos_id)
-
-
-def _is_run_dir(path: Path) -> bool:
-    """What lmablate train writes first: the run's config and its metrics log."""
-    return (path / "config.json").is_file() and (path / "metrics.jsonl").is_file()
-
-
-def check_export_target(out_dir: Path, overwrite: bool) -> None:
-    """Refuse an output folder that is a run or study directory, lies inside a run directory,
-    is a file, or already holds files (unless ``overwrite``): an export never replaces what
-    the user did not ask it to."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise LmablateError(f"export output {out_dir} is a file; give a folder")
-    for folder in (out_dir, *out_dir.resolve().parents):
-        if _is_run_dir(folder):
-            raise LmablateError(
-                f"export output {out_dir} is {'' if folder == out_dir else 'inside '}the run "
-                f"directory {folder}; exporting there would replace the run's own config.json. "
-                "Give a folder outside it"
-            )
-    if (out_dir / "study.yaml").exists():
-        raise LmablateError(
-            f"export output {out_dir} is a study directory; give a folder outside it (or "
-            "leave OUT_DIR out with --all: STUDY_DIR/export)"
-        )
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise LmablateError(
-            f"export output {out_dir} already holds files; exporting would mix them with this "
-            "model's. Give an empty or new folder, or pass --overwrite to replace them"
-        )
-
-
-EVAL_FOLDER = "hf"  # RUN_DIR/hf: the export lmablate eval makes (and remakes) for itself
-
-
-def export_run(
-    run_dir: str | Path, out_dir: str | Path, dtype: str = "float32", overwrite: bool = False
-) -> Path:
-    """Write ``out_dir`` so that ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained``
-    load the run's newest valid weights and tokenizer with no custom code. ``out_dir`` must
-    be new or empty (``overwrite``: files already in it are replaced), and never a run or
-    study directory; the one folder inside a run it writes is the run's own ``hf/`` for
-    ``lmablate eval``."""
-    from transformers import AutoConfig, GenerationConfig
-
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
-    if dtype not in DTYPES:
-        raise LmablateError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
-    if out_dir.resolve() != (run_dir / EVAL_FOLDER).resolve():
-        check_export_target(out_dir, overwrite)
-    cfg = read_run_config(run_dir)
-    target = export_target(cfg.model)
-    model, tokenizer, _, step = load_run(run_dir)
-    summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
-    out_dir.mkdir(parents=True, exist_ok=True)
-    state = to_hf_state_dict(model.state_dict(), cfg.model)
-    if cfg.model.tie_embeddings:  # stored once; transformers ties it back on load
-        state.pop("embed_out.weight" if "embed_out.weight" in state else "lm_head.weight")
-    state = {name: t.detach().to(DTYPES[dtype]).contiguous() for name, t in state.items()}
-    save_file(state, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
-    fields = target.config(cfg.model, model.vocab_size, cfg.train.seq_len, tokenizer.eos_id)
-    model_type = fields.pop("model_type")
-    AutoConfig.for_model(model_type, **fields, torch_dtype=dtype).save_pretrained(str(out_dir))
-    GenerationConfig(
-        bos_token_id=tokenizer.eos_id, eos_token_id=tokenizer.eos_id, pad_token_id=tokenizer.eos_id
-    ).save_pretrained(str(out_dir))
-    tokenizer.save(out_dir)
-    card = model_card(run_dir, cfg, summary, step, model, dtype, target.architecture)
-    (out_dir / "README.md").write_text(card)
-    return out_dir
-
-
-def model_card(
-    run_dir: Path,
-    cfg: Any,
-    summary: dict[str, Any] | None,
-    step: int,
-    model: torch.nn.Module,
-    dtype: str,
-    architecture: str = "LlamaForCausalLM",
-) -> str:
-    summary = summary or {}
-    study = run_dir.parent.parent.parent / "study.yaml"
-    params = sum(p.numel() for p in model.parameters())
-    data = cfg.data
-    source = (
-        f"{data.dataset} ({data.subset})"
-        if data.source == "hf"
-        else "Python's documentation topics (builtin)"
-        if data.source == "builtin"
-        else data.path
-    )
-    lines = [
-        "---",
-        "library_name: transformers",
-        f"tags: [lmablate, {architecture.removesuffix('ForCausalLM').lower()}, ablation]",
-        "---",
-        "",
-        f"# {run_dir.name if not study.is_file() else '/'.join(run_dir.parts[-2:])}",
-        "",
-        f"A small causal language model ({architecture}) trained by lmablate"
-        + (f" as part of the study in `{study.parent.name}`." if study.is_file() else "."),
-        "",
-        "| | |",
-        "|---|---|",
-        f"| architecture | {architecture}, {cfg.model.n_layers} layers, d_model "
-        f"{cfg.model.d_model}, {cfg.model.n_heads} heads ({cfg.model.kv_heads} key/value), "
-        f"d_ff {cfg.model.d_ff}, {params / 1e6:.2f}M parameters |",
-        f"| training data | {source}, {data.num_documents or 'all'} documents, "
-        f"{int(data.val_fraction * 100)}% held out by document |",
-        f"| tokens trained | {summary.get('tokens_seen', 'n/a'):,} "
-        f"({summary.get('epochs', 0):.2f} epochs), weights of step {step} |"
-        if summary
-        else f"| weights | step {step} (run not finished) |",
-        f"| final validation loss | {summary.get('final_val_loss', 'n/a')} nats/token |",
-        f"| final validation bpb | {summary.get('final_val_bpb', 'n/a')} |",
-        f"| run status | {summary.get('status', 'unfinished')} |",
-        f"| weights dtype | {dtype} |",
-        "",
-        "```python",
-        "from transformers import AutoModelForCausalLM, AutoTokenizer",
-        "model = AutoModelForCausalLM.from_pretrained(PATH)",
-        "tokenizer = AutoTokenizer.from_pretrained(PATH)",
-        "```",
-        "",
-        "This is a research artifact from an ablation study: a tiny model trained briefly, for "
-        "comparing training recipes, not for use.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def export_study(
-    study_dir: Path,
-    out_dir: Path,
-    dtype: str = "float32",
-    log: Callable[[str], None] = print,
-    overwrite: bool = False,
-) -> list[Path]:
-    """Export every complete run of a study to ``out_dir/<variant>/seed-<k>/``."""
-    exported = []
-    for summary_path in sorted(study_dir.glob("runs/*/seed-*/summary.json")):
-        run_dir = summary_path.parent
-        if json.loads(summary_path.read_text()).get("status") != "complete":
-            continue
-        name = "/".join(run_dir.parts[-2:])
-        try:
-            exported.append(export_run(run_dir, out_dir / name, dtype, overwrite))
-            log(f"exported {name} -> {out_dir / name}")
-        except ConfigError as exc:
-            log(f"skipped {name}: {exc}")
-    return exported
