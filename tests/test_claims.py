@@ -345,7 +345,7 @@ def test_the_equal_budget_reading_is_labelled_by_where_the_runs_end(
         assert "so indicative" in findings and "(indicative)" in tables
         assert "FLOPs; indicative)" in section and "tokens; indicative)" in section
 
-    from lmablate.report import figures
+    from lmablate.report import design_figures, figures
 
     caption = figures._equal_budgets(analysis, variant_styles(["baseline", "b"]), tmp_path)[
         "equal_budget_comparison.png"
@@ -521,7 +521,7 @@ def test_converged_only_when_the_interval_excludes_a_meaningful_decline(tmp_path
     """The last fifth spans 3,900 tokens (16,100 to 20,000); CONVERGED_TOLERANCE = 0.01 nats
     over it. "falling" drops 0.04 nats there, "flat" and "creeping" (0.004 nats, a real but
     negligible decline) less than 0.01, "noisy" is flat with an interval too wide to tell."""
-    from lmablate.analysis.findings import CONVERGED_TOLERANCE
+    from lmablate.analysis.metrics import CONVERGED_TOLERANCE
 
     rng = random.Random(3)
     table = _slope_study(
@@ -762,7 +762,7 @@ def test_nine_schedules_are_nine_distinct_curves_and_one_tokenizer_shows_the_gap
     figure's panel (b) shows the generalization gap instead."""
     from matplotlib import pyplot as plt
 
-    from lmablate.report import figures
+    from lmablate.report import design_figures, figures
 
     variants = {f"w{k}": {"warmup_steps": k + 3} for k in range(8)}
     write_study(tmp_path, variants)
@@ -779,6 +779,7 @@ def test_nine_schedules_are_nine_distinct_curves_and_one_tokenizer_shows_the_gap
         return real_finish(fig, path, description)
 
     monkeypatch.setattr(figures, "finish", keep)
+    monkeypatch.setattr(design_figures, "finish", keep)
     report = build_report(tmp_path)
     plt.close("all")
     styles = dict(drawn)["learning_rate_schedules.png"]

@@ -213,7 +213,8 @@ def scale_analysis(study: StudyData) -> dict[str, Any]:
     for size in sizes[:-1]:
         for config, row in per_size[size]["comparisons"].items():
             there = final_verdicts.get(config)
-            if there is not None and row["verdict"] != there:
+            untested = "untested" in (row["verdict"], there)  # no verdict to change
+            if there is not None and row["verdict"] != there and not untested:
                 flips.append(
                     {
                         "configuration": config,

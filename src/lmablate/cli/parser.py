@@ -7,7 +7,6 @@ import argparse
 
 from lmablate.cli.commands import (
     cmd_config,
-    cmd_data_inspect,
     cmd_eval,
     cmd_export,
     cmd_generate,
@@ -16,6 +15,7 @@ from lmablate.cli.commands import (
     cmd_status,
     cmd_train,
 )
+from lmablate.cli.inspect import cmd_data_inspect
 from lmablate.version import __version__
 
 EXAMPLES = """\
