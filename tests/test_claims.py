@@ -345,7 +345,7 @@ def test_the_equal_budget_reading_is_labelled_by_where_the_runs_end(
         assert "so indicative" in findings and "(indicative)" in tables
         assert "FLOPs; indicative)" in section and "tokens; indicative)" in section
 
-    from lmablate.report import design_figures, figures
+    from lmablate.report import figures
 
     caption = figures._equal_budgets(analysis, variant_styles(["baseline", "b"]), tmp_path)[
         "equal_budget_comparison.png"
