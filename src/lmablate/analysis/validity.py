@@ -48,6 +48,8 @@ FACTORS = {
     "block layout": ("parallel_block",),
     "dropout": ("dropout", "attention_dropout"),
     "initialization": ("init", "init_std"),
+    # μP: init, per-group learning rates and output scale move together with the base shape
+    "parametrization": ("parametrization", "mup_base_width", "mup_base_head_dim"),
     "batch size": ("batch_size", "grad_accum_steps"),
     "learning rate": ("learning_rate",),
     "learning-rate schedule": (
