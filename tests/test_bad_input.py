@@ -7,7 +7,9 @@ nothing but a ConfigError may come out of it."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import re
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -111,10 +113,11 @@ def damaged_copy(ws: Workspace, name: str, study_yaml: str | None = None) -> Pat
     return copy
 
 
-def bomb() -> str:
-    """A billion laughs: 9^12 strings if expanded, from 108 alias references."""
+def bomb(levels: int = 12) -> str:
+    """A billion laughs: 9^(levels + 1) strings if expanded, from 9 * levels alias references,
+    each level an unknown key."""
     lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
-    for i in range(1, 13):
+    for i in range(1, levels + 1):
         prev = chr(ord("a") + i - 1)
         cur = chr(ord("a") + i)
         lines.append(f"{cur}: &{cur} [" + ",".join([f"*{prev}"] * 9) + "]")
@@ -169,6 +172,20 @@ CASES: list[Case] = [
         lambda w: ["config", str(bad_yaml(w, "bomb.yaml", bomb()))],
         2,
         "alias",
+    ),
+    # few aliases, each level an unknown key: one message about the expansion, not one per key
+    *(
+        (
+            f"{command}: alias bomb of unknown keys",
+            lambda w, command=command: [
+                *command.split(),
+                str(bad_yaml(w, "bomb8.yaml", bomb(8))),
+                *(["--out", str(w.root / "fresh")] if command != "config" else []),
+            ],
+            2,
+            "more than 100,000 values",
+        )
+        for command in ("config", "train", "run", "run --dry-run")
     ),
     (
         "config: a study file",
@@ -317,6 +334,28 @@ CASES: list[Case] = [
         "none.jsonl",
     ),
     (
+        "train: a .jsonl that is not JSON",
+        lambda w: [
+            "train",
+            str(with_corpus(w, "notjson.yaml", "notjson.jsonl", '{"text": "a"}\n{"text": b}\n')),
+            "--out",
+            str(w.root / "fresh"),
+        ],
+        2,
+        "notjson.jsonl as .jsonl records: line 2 is not JSON",
+    ),
+    (
+        "train: a .parquet that is not Parquet",
+        lambda w: [
+            "train",
+            str(with_corpus(w, "notparquet.yaml", "notparquet.parquet", b"PAR1 not really")),
+            "--out",
+            str(w.root / "fresh"),
+        ],
+        2,
+        "not a Parquet file",
+    ),
+    (
         "train: empty corpus",
         lambda w: [
             "train",
@@ -432,6 +471,73 @@ CASES: list[Case] = [
         "tiny",
     ),
     ("run: --set seed", lambda w: [*_run(w), "--set", "seed=3"], 2, "seed"),
+    # ---- --set into a study's own sections: the message names that section's keys
+    *(
+        (
+            f"run: --set {setting}",
+            lambda w, setting=setting: [
+                "run",
+                str(study_with(w, "big.yaml", variants={"big": {"d_model": 64}})),
+                "--dry-run",
+                "--set",
+                setting,
+            ],
+            2,
+            says,
+        )
+        for setting, says in (
+            ("samples.foo=1", "samples.foo is not a field of samples (valid: documents"),
+            ("samples.documnets=1", "did you mean 'documents'"),
+            ("budget.mach=tokens", "budget.mach is not a field of budget; did you mean 'match'"),
+            ("scale.sizes.width=2", "scale.sizes is a value, not a section"),
+            ("variants={}", "names the study's whole variants section"),
+            ("baseline=null", "names the study's whole baseline section"),
+            ("variants.big.misspelt=1", "variants.big.misspelt is not a field of variants.big"),
+            ("variants.bog.d_model=64", "no variant 'bog'; did you mean 'big'"),
+            ("variants.big.model.d_model.x=1", "variants.big.model.d_model is a value"),
+            ("baseline.model.dmodel=1", "baseline.model.dmodel is not a field of baseline.model"),
+            ("model.d_model.x=1", "model.d_model is a value, not a section"),
+            ("name.x=1", "name is a value, not a section"),
+            ("nmae=x", "did you mean 'name'"),
+        )
+    ),
+    (
+        "train: --set into a value",
+        lambda w: ["train", str(w.config), "--out", str(w.root / "fresh"), "--set", "d_model.x=1"],
+        2,
+        "model.d_model is a value",
+    ),
+    # ---- --out that holds something else: refused before a byte changes there
+    (
+        "train: --out is a study folder",
+        lambda w: ["train", str(w.config), "--out", str(w.study_dir)],
+        2,
+        "is an lmablate study folder",
+    ),
+    (
+        "train: --out holds the user's files",
+        lambda w: ["train", str(w.config), "--out", str(w.root)],
+        2,
+        "already holds files lmablate did not write",
+    ),
+    (
+        "run: --out is a run folder",
+        lambda w: ["run", str(w.study), "--out", str(w.run)],
+        2,
+        "is an lmablate run folder",
+    ),
+    (
+        "run: --out is one run of a study",
+        lambda w: ["run", str(w.study), "--out", str(w.study_dir / "runs/baseline/seed-0")],
+        2,
+        "is an lmablate run folder",
+    ),
+    (
+        "run: --out holds the user's files",
+        lambda w: ["run", str(w.study), "--out", str(w.root)],
+        2,
+        "already holds files lmablate did not write",
+    ),
     (
         "run: an empty prompt",
         lambda w: [
@@ -543,6 +649,18 @@ CASES: list[Case] = [
         "seed",
     ),
     ("generate: negative seed", lambda w: ["generate", str(w.run), "--seed", "-1"], 2, "seed"),
+    (
+        "generate: not a device",
+        lambda w: ["generate", str(w.run), "--prompt", "a", "--device", "tpu"],
+        2,
+        "--device 'tpu' is not a device",
+    ),
+    (
+        "generate: a GPU this machine lacks",
+        lambda w: ["generate", str(w.run), "--prompt", "a", "--device", "cuda:99"],
+        2,
+        "--device is 'cuda:99' but",
+    ),
     ("generate: top-p above 1", lambda w: ["generate", str(w.run), "--top-p", "2"], 2, "top_p"),
     (
         "generate: a directory without a run",
@@ -634,9 +752,9 @@ def _alarm(signum, frame):
 
 
 @pytest.mark.parametrize(("name", "argv", "code", "fragment"), CASES, ids=[c[0] for c in CASES])
-def test_bad_input(ws, capsys, name, argv, code, fragment):
+def test_bad_input(ws, capfd, name, argv, code, fragment):
     args = argv(ws)
-    capsys.readouterr()
+    capfd.readouterr()
     before = snapshot(ws.root)
     previous = signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(HANG_GUARD_S)
@@ -650,11 +768,18 @@ def test_bad_input(ws, capsys, name, argv, code, fragment):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err
     assert result == code, f"{name}: exit {result}, expected {code}\n{err[-1500:]}"
     assert "Traceback" not in err
     message = [line for line in err.splitlines() if line.strip()]
     assert 0 < len(message) <= MAX_LINES, f"{name}: {len(message)} lines\n{err[-1500:]}"
+    # progress notes may come first, but not a library's own report of the same failure
+    before_ours = itertools.takewhile(
+        lambda line: not line.startswith(("error:", "usage:")), message
+    )
+    assert not [line for line in before_ours if re.search("error|fail", line, re.I)], (
+        f"{name}: two messages\n{err}"
+    )
     assert fragment in err, f"{name}: {fragment!r} not in\n{err}"
     after = snapshot(ws.root)
     changed = {p for p in before if before[p] != after.get(p)}

@@ -38,8 +38,19 @@ PEAK_FLOPS: list[tuple[str, dict[str, float]]] = [
 ]
 
 
-def resolve_device(spec: str) -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu; an unavailable explicit device is an error."""
+DEVICE_SPEC = re.compile(r"auto|cpu|mps|cuda(:\d+)?")  # as train.device accepts them
+
+
+def check_device_spec(spec: str, what: str) -> None:
+    """A device name this tool can place a model on, or an error naming ``what`` set it."""
+    if not DEVICE_SPEC.fullmatch(spec):
+        raise LmablateError(f"{what} {spec!r} is not a device; valid: auto, cpu, cuda, cuda:N, mps")
+
+
+def resolve_device(spec: str, what: str = "train.device") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; an unavailable explicit device is an error
+    naming ``what`` set it (the config field, or a command's option)."""
+    check_device_spec(spec, what)
     if spec == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -48,13 +59,13 @@ def resolve_device(spec: str) -> torch.device:
         return torch.device("cpu")
     device = torch.device(spec)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise LmablateError(f"train.device is {spec!r} but CUDA is not available here; use auto")
+        raise LmablateError(f"{what} is {spec!r} but CUDA is not available here; use auto")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
         raise LmablateError(
-            f"train.device is {spec!r} but this machine has {torch.cuda.device_count()} GPU(s)"
+            f"{what} is {spec!r} but this machine has {torch.cuda.device_count()} GPU(s)"
         )
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise LmablateError(f"train.device is {spec!r} but MPS is not available here; use auto")
+        raise LmablateError(f"{what} is {spec!r} but MPS is not available here; use auto")
     return device
 
 

@@ -1,14 +1,21 @@
-"""One writer per directory: an advisory lock that dies with its process.
+"""One writer per directory, and only in a directory of its own kind.
 
 ``lmablate run`` locks the study directory and ``lmablate train`` the run directory, so a
 second process on the same directory stops at once with a clear message instead of
 interleaving writes. The lock is ``flock`` on ``DIR/.lock``: the operating system releases it
 when the holder exits, however it exits (a killed process never leaves a stale lock).
+
+Before it writes anything there, a command claims its folder: a new or empty one, or one that
+an earlier run of the same kind marked (``DIR/.lmablate`` names the kind: ``run`` or
+``study``). A folder written before that marker existed is accepted when every name in it is
+one its kind writes. Anything else (a study folder given to ``train``, a run folder given to
+``run``, a folder of the user's own files) is refused before a byte changes there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,14 +28,85 @@ except ImportError:  # not POSIX: no locking
     fcntl = None  # type: ignore[assignment]
 
 
-@contextlib.contextmanager
-def exclusive(directory: Path, what: str) -> Iterator[None]:
+MARKER = ".lmablate"
+KINDS = {"training": "run", "study": "study"}  # what a lock is taken for -> the folder's kind
+# every name a folder of each kind holds, as versions before the marker wrote them
+LEGACY = {
+    "run": {
+        "config.json",
+        "summary.json",
+        "metrics.jsonl",
+        "eval_documents.json",
+        "samples.json",
+        "checkpoint",
+        "tokenizer",
+        "train.log",
+        "tensorboard",
+        "wandb",
+        "eval",
+    },
+    "study": {"study.yaml", "runs", "report", "sample_prompts.json"},
+}
+IGNORED = {".lock", ".DS_Store"}
+HINT = {
+    "run": "train into a new or empty --out folder",
+    "study": "run the study into a new or empty --out folder",
+}
+
+
+def folder_kind(directory: Path) -> str | None:
+    """``run`` or ``study`` for a folder lmablate wrote (by its marker, else by its names),
+    ``""`` for a missing or empty one, None for a folder of anything else."""
+    if not directory.is_dir():
+        return ""
+    marker = directory / MARKER
+    if marker.is_file():
+        try:
+            kind = json.loads(marker.read_text()).get("kind")
+        except (ValueError, AttributeError, OSError):
+            kind = None
+        return kind if kind in LEGACY else None
+    names = {p.name for p in directory.iterdir()} - IGNORED
+    if not names:
+        return ""
+    for kind, known in LEGACY.items():
+        anchor = "config.json" if kind == "run" else "study.yaml"
+        if anchor in names and names <= known:
+            return kind
+    return None
+
+
+def check_claim(directory: Path, what: str) -> None:
+    """Refuse ``directory`` unless it is missing, empty or of the kind ``what`` writes."""
     if directory.exists() and not directory.is_dir():
         raise LmablateError(f"{directory} is a file, not a directory; give a directory (--out)")
     for parent in directory.parents:
         if parent.exists() and not parent.is_dir():
             raise LmablateError(f"{parent} is a file, so {directory} cannot be created in it")
+    want = KINDS[what]
+    found = folder_kind(directory)
+    if found in ("", want):
+        return
+    if found is not None:
+        raise LmablateError(
+            f"{directory} is an lmablate {found} folder, not a {want} folder; {HINT[want]} "
+            "(nothing was written there)"
+        )
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in directory.iterdir())
+    shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    raise LmablateError(
+        f"{directory} already holds files lmablate did not write ({shown}); {HINT[want]}, so "
+        "nothing there is overwritten"
+    )
+
+
+@contextlib.contextmanager
+def exclusive(directory: Path, what: str) -> Iterator[None]:
+    check_claim(directory, what)
     directory.mkdir(parents=True, exist_ok=True)
+    marker = directory / MARKER
+    if not marker.is_file():
+        marker.write_text(json.dumps({"kind": KINDS[what]}) + "\n")
     if fcntl is None:
         yield
         return

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -199,7 +198,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     prompts = prompts or list(REFERENCE_PROMPTS)
     if any(not p.strip() for p in prompts):
         raise LmablateError("a prompt is empty; give text to continue")
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, what="--device")
     model, tokenizer, cfg, step = load_run(run_dir, str(device))
     settings = Sampling(
         max_new_tokens=args.max_new_tokens,
@@ -274,6 +273,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from lmablate.downstream import evaluate_run
+    from lmablate.hardware import check_device_spec
 
     if not Path(args.run_dir).is_dir():
         raise LmablateError(f"run directory {args.run_dir} does not exist")
@@ -284,10 +284,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise LmablateError(f"--limit {args.limit}: give at least 1 example per task")
     if args.batch_size < 1:
         raise LmablateError(f"--batch-size {args.batch_size}: give at least 1")
-    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", args.device):
-        raise LmablateError(
-            f"--device {args.device!r} is not a device; valid: auto, cpu, cuda, cuda:N, mps"
-        )
+    check_device_spec(args.device, "--device")
     if args.include_path is not None and not Path(args.include_path).is_dir():
         raise LmablateError(f"--include-path {args.include_path} is not a folder of task YAMLs")
     record = evaluate_run(

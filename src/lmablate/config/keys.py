@@ -1,5 +1,6 @@
-"""Reading what users write: YAML files, flat keys, ``--set`` overrides, and the messages for
-their mistakes; ``field_reference`` documents every field.
+"""Reading what users write: flat keys, ``--set`` overrides, and the messages for
+their mistakes (YAML files themselves: ``config.yamlfile``); ``field_reference`` documents
+every field.
 
 Researchers write variants as flat keys, so a key that names a field of exactly one section may
 stand at the top level: ``{batch_size: 16}`` means ``{train: {batch_size: 16}}``.
@@ -12,7 +13,6 @@ nearest valid name), wrong types, impossible shapes. No torch.
 from __future__ import annotations
 
 import json
-import re
 import reprlib
 import types
 import typing
@@ -24,89 +24,14 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from lmablate.config.run import FLAT_KEYS, LIMITS, SECTIONS, RunConfig
+from lmablate.config.yamlfile import (  # re-exported: the readers of config files
+    kind_of,
+    parse_yaml,
+    read_yaml_mapping,
+)
 from lmablate.errors import ConfigError, suggest
 
-# --------------------------------------------------------------------------------------- YAML
-
 T = TypeVar("T")
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys and reads ``1e-4`` as a float (YAML 1.2 style)."""
-
-
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-
-MAX_ALIASES = 100  # a config reuses a value a few times; thousands is an expansion bomb
-
-
-def parse_yaml(text: str, source: str = "<string>") -> Any:
-    try:
-        aliases = sum(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, _Loader))
-        if aliases > MAX_ALIASES:
-            raise ConfigError(
-                f"{source}: {aliases} YAML aliases (*name); a config needs a few, and "
-                f"more than {MAX_ALIASES} can expand without bound, so the file is refused"
-            )
-        return yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
-    except RecursionError:
-        raise ConfigError(f"{source}: the YAML is nested too deeply to be a config") from None
-
-
-def read_text_file(path: Path, what: str) -> str:
-    """A UTF-8 text file's contents, or a ConfigError naming the file and the problem."""
-    if path.is_dir():
-        raise ConfigError(f"{what} {path} is a directory; give a file")
-    if not path.exists():
-        raise ConfigError(f"{what} not found: {path}")
-    if not path.is_file():
-        raise ConfigError(f"{what} {path} is not a regular file")
-    try:
-        return path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"{what} {path} is not UTF-8 text (byte {exc.start} is not valid UTF-8)"
-        ) from None
-
-
-def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
-    """Read a YAML file that must hold a mapping, with user-facing errors."""
-    path = Path(path)
-    data = parse_yaml(read_text_file(path, "config file"), source=str(path))
-    if data is None:
-        raise ConfigError(f"{path}: the file is empty")
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys to values, got {_kind(data)}")
-    return data
-
-
-def _kind(value: Any) -> str:
-    return {list: "a list", str: "a string", int: "a number", float: "a number"}.get(
-        type(value), type(value).__name__
-    )
 
 
 # ------------------------------------------------------------------------------- key checking
@@ -155,7 +80,9 @@ def nest_flat_keys(raw: Mapping[str, Any], where: str = "") -> dict[str, Any]:
             if value is None:
                 continue
             if not isinstance(value, Mapping):
-                raise ConfigError(f"{where}{key}: expected a mapping of fields, got {_kind(value)}")
+                raise ConfigError(
+                    f"{where}{key}: expected a mapping of fields, got {kind_of(value)}"
+                )
             section = out.setdefault(key, {})
             for field, field_value in value.items():
                 if field in section:
@@ -296,27 +223,45 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, parse_yaml(value, source=f"--set {key}")
 
 
-def resolve_key(key: str, cls: type[BaseModel] = RunConfig) -> list[str]:
-    """Turn a dotted or flat key into a full path in ``cls``, or raise with a suggestion."""
+def resolve_key(
+    key: str,
+    cls: type[BaseModel] = RunConfig,
+    *,
+    written: str | None = None,
+    within: str = "",
+    also: Iterable[str] = (),
+) -> list[str]:
+    """Turn a dotted or flat key into a full path in ``cls``, or raise with a suggestion.
+    Messages quote ``written`` (the key as typed; default ``key``) and name each field under
+    ``within`` (where ``cls`` sits in the file, e.g. ``variants.small``); ``also`` are other
+    names valid at the top (a study's own keys), offered as suggestions."""
+    written = written or key
     parts = key.split(".")
     if cls is RunConfig and parts[0] not in RunConfig.model_fields and parts[0] in FLAT_KEYS:
         parts.insert(0, FLAT_KEYS[parts[0]])
     current: type[BaseModel] | None = cls
     for depth, part in enumerate(parts):
-        if current is None or part not in current.model_fields:
-            valid = list(current.model_fields) if current else []
-            if depth == 0 and cls is RunConfig:
-                valid += list(FLAT_KEYS)
-            prefix = ".".join(parts[:depth])
-            hint = suggest(part, valid) or f" (valid: {', '.join(valid)})"
+        where = ".".join([p for p in (within, *parts[:depth]) if p])
+        if current is None:
             raise ConfigError(
-                f"--set {key}: {prefix + '.' if prefix else ''}{part} is not a config field{hint}"
+                f"--set {written}: {where} is a value, not a section with fields; set it "
+                f"with --set {where}=VALUE"
+            )
+        if part not in current.model_fields:
+            valid = list(current.model_fields)
+            if depth == 0:
+                valid += [*FLAT_KEYS, *also] if cls is RunConfig else list(also)
+            hint = suggest(part, valid) or f" (valid: {', '.join(valid)})"
+            noun = f"a field of {where}" if where else "a config field"
+            raise ConfigError(
+                f"--set {written}: {where + '.' if where else ''}{part} is not {noun}{hint}"
             )
         current = _nested_model(current.model_fields[part].annotation)
     if cls is RunConfig and len(parts) == 1 and parts[0] in SECTIONS:
+        where = ".".join([p for p in (within, parts[0]) if p])
         raise ConfigError(
-            f"--set {key}: names the whole {parts[0]} section, which --set does not replace "
-            f"or reset; set its fields one at a time (e.g. --set {parts[0]}."
+            f"--set {written}: names the whole {where} section, which --set does not replace "
+            f"or reset; set its fields one at a time (e.g. --set {where}."
             f"{next(iter(SECTIONS[parts[0]].model_fields))}=...)"
         )
     return parts

@@ -31,9 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import (
-    ValidationError,
-)
+from pydantic import BaseModel, ValidationError
 
 from lmablate.config.design import (
     REFERENCE_PROMPTS,
@@ -73,6 +71,7 @@ from lmablate.config.keys import (
     validate_run_config,
 )
 from lmablate.config.run import FLAT_KEYS, DataConfig, RunConfig
+from lmablate.config.scale import ScaleConfig
 from lmablate.errors import ConfigError
 
 __all__ = [
@@ -269,6 +268,14 @@ def _check_tokenizers(runs: list[StudyRun], data: DataConfig, where: str) -> Non
         )
 
 
+# the study's own sections that --set reaches into field by field (a whole value replaces one)
+STUDY_SECTIONS: dict[str, type[BaseModel]] = {
+    "samples": SamplesConfig,
+    "budget": BudgetConfig,
+    "scale": ScaleConfig,
+}
+
+
 def apply_study_overrides(
     raw: Mapping[str, Any], overrides: Iterable[str]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -280,20 +287,31 @@ def apply_study_overrides(
     for text in overrides:
         key, value = parse_override(text)
         head, _, rest = key.partition(".")
-        if head in ("name", "description", "seeds") and not rest:
-            study[head] = value
-        elif head == "samples":
-            path = rest.split(".") if rest else []
-            if path and path[0] not in SamplesConfig.model_fields:
+        if head in ("name", "description", "seeds"):
+            if rest:
                 raise ConfigError(
-                    f"--set {key}: samples.{path[0]} is not a field"
-                    f"{suggest(path[0], SamplesConfig.model_fields)}"
+                    f"--set {key}: {head} is a value, not a section with fields; set it with "
+                    f"--set {head}=VALUE"
                 )
-            set_path(study, ["samples", *path], value) if path else study.update(samples=value)
-        elif head == "baseline" and rest:
+            study[head] = value
+        elif head in STUDY_SECTIONS:
+            cls = STUDY_SECTIONS[head]
+            path = resolve_key(rest, cls, written=key, within=head) if rest else []
+            set_path(study, [head, *path], value) if path else study.update({head: value})
+        elif head == "tune" and rest:
+            study["tune"] = dict(study.get("tune") or {})
+            study["tune"][rest] = value  # a tuned field's name is checked with the study
+        elif head in ("baseline", "variants") and not rest:
+            first = next(iter(study.get("variants") or {"NAME": None}))
+            example = f"{head if head == 'baseline' else f'variants.{first}'}.learning_rate=1e-3"
+            raise ConfigError(
+                f"--set {key}: names the study's whole {head} section, which --set does not "
+                f"replace; set one field at a time (e.g. --set {example})"
+            )
+        elif head == "baseline":
             study["baseline"] = nest_flat_keys(study.get("baseline") or {})
-            set_path(study["baseline"], resolve_key(rest), value)
-        elif head == "variants" and rest:
+            set_path(study["baseline"], resolve_key(rest, written=key, within=head), value)
+        elif head == "variants":
             name, _, field = rest.partition(".")
             variants = study.get("variants") or {}
             ladder = (study.get("budget") or {}).get("ladder") or []
@@ -305,15 +323,18 @@ def apply_study_overrides(
                     "with the baseline, or change the multiples under budget: ladder:"
                 )
             if name not in variants:
+                have = f" (it has: {', '.join(variants)})" if variants else " (it has none)"
                 raise ConfigError(
-                    f"--set {key}: the study has no variant {name!r}{suggest(name, variants)}"
+                    f"--set {key}: the study has no variant {name!r}"
+                    f"{suggest(name, variants) or have}"
                 )
             if not field:
                 raise ConfigError(f"--set {key}: name a field, e.g. variants.{name}.learning_rate")
             variants[name] = nest_flat_keys(variants[name] or {})
-            set_path(variants[name], resolve_key(field), value)
+            path = resolve_key(field, written=key, within=f"variants.{name}")
+            set_path(variants[name], path, value)
         else:
-            path = resolve_key(key)
+            path = resolve_key(key, also=StudyConfig.model_fields)
             if path[-1] in PER_REPLICATE and path[0] == "train":
                 raise ConfigError(
                     f"--set {key}: {path[-1]} is set per replicate by the study's seeds; use "

@@ -154,6 +154,33 @@ def _read_text(path: Path) -> tuple[str, int]:
     return text, replaced
 
 
+def _where_malformed(path: Path) -> str | None:
+    """Where a record file stops being its format: the first line of a .jsonl that is not a
+    JSON value, or the missing magic bytes of a .parquet; None when that check finds nothing."""
+    import json
+
+    if path.suffix.lower() == ".parquet":
+        with path.open("rb") as f:
+            head = f.read(4)
+            f.seek(max(0, path.stat().st_size - 4))
+            tail = f.read(4)
+        if head != b"PAR1" or tail != b"PAR1":
+            at = "start" if head != b"PAR1" else "end"
+            return f"not a Parquet file (no PAR1 magic bytes at its {at})"
+        return None
+    if path.suffix.lower() != ".jsonl":
+        return None
+    with path.open(encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                json.loads(line)
+            except json.JSONDecodeError as exc:
+                return f"line {number} is not JSON ({exc.msg}, column {exc.colno})"
+    return None
+
+
 def _local_corpus(path: Path, cfg: DataConfig) -> Corpus:
     if path.is_dir():
         files = sorted(p for p in path.rglob("*.txt") if p.is_file())
@@ -169,14 +196,17 @@ def _local_corpus(path: Path, cfg: DataConfig) -> Corpus:
         import datasets
 
         try:
-            stream = datasets.load_dataset(
-                RECORD_FORMATS[suffix], data_files=str(path), split="train", streaming=True
-            )
-            return Corpus(list(_texts(stream, cfg, str(path), progress=False)))
+            with hub_quiet():  # the reader's own log line would repeat our message
+                stream = datasets.load_dataset(
+                    RECORD_FORMATS[suffix], data_files=str(path), split="train", streaming=True
+                )
+                return Corpus(list(_texts(stream, cfg, str(path), progress=False)))
         except DataError:
             raise
         except Exception as exc:  # datasets raises many types for a malformed file
-            raise DataError(f"could not read {path} as {suffix} records: {exc}") from exc
+            raise DataError(
+                f"could not read {path} as {suffix} records: {_where_malformed(path) or exc}"
+            ) from exc
     raise DataError(
         f"local corpus {path}: unsupported file type {suffix or '(none)'!r}; use .txt, .jsonl, "
         ".json, .parquet or a directory of .txt files"

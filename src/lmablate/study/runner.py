@@ -25,7 +25,7 @@ from lmablate.data import prepare
 from lmablate.data.references import CountModels
 from lmablate.errors import LmablateError
 from lmablate.hardware import resolve_device
-from lmablate.locks import exclusive
+from lmablate.locks import check_claim, exclusive
 from lmablate.model.counts import resolve_vocab_size
 from lmablate.report.package import build_report
 from lmablate.study.budgets import match_budgets, scale_budgets
@@ -101,6 +101,7 @@ def run_study(
     processes (GPUs) with torchrun, and ``ray`` makes every run a Ray task, on the cluster at
     that address (``True``: the one RAY_ADDRESS names, else a Ray instance started here).
     """
+    check_claim(directory, "study")
     runs = check_launch(study, only, parallel, nproc_per_node, ray)
     with exclusive(directory, "study"):
         _check_same_study(study, directory)

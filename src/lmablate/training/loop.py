@@ -52,7 +52,7 @@ from lmablate.hardware import (
     synchronize,
     tune_allocator,
 )
-from lmablate.locks import exclusive
+from lmablate.locks import check_claim, exclusive
 from lmablate.model.counts import resolve_vocab_size, training_memory_floor
 from lmablate.model.transformer import LM
 from lmablate.optim.optimizers import Optimizers, build_optimizer, set_learning_rate
@@ -86,6 +86,7 @@ def train(
     Under torchrun every process calls this; rank 0 alone writes ``run_dir`` and logs.
     """
     run_dir = Path(run_dir)
+    check_claim(run_dir, "training")  # before anything is read from or written to it
     world = World.from_environment()
     if not world.is_main:
         progress, log = False, _silent
