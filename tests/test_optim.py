@@ -489,3 +489,42 @@ def test_no_schedule_figure_when_every_variant_shares_the_schedule(tmp_path):
     assert draw_schedules(study, styles, tmp_path) == {}
     runs[1].config["train"]["schedule"] = "constant"
     assert list(draw_schedules(study, styles, tmp_path)) == ["learning_rate_schedules.png"]
+
+
+def test_the_schedule_legend_names_a_few_variants_and_counts_the_rest(tmp_path):
+    """A tuned or scaled study has many variants per schedule: naming them all once squeezed
+    the axes to nothing (a constrained-layout warning, a figure with no plot)."""
+    import warnings
+
+    from matplotlib import pyplot as plt
+
+    from lmablate.analysis.rundata import RunData, StudyData
+    from lmablate.report import design_figures
+    from lmablate.report.plotting import variant_styles
+
+    train = TrainConfig(max_steps=50, warmup_steps=5).model_dump(mode="json")
+    names = ["baseline", *(f"size=w{i},learning_rate=0.001" for i in range(9))]
+    runs = [
+        RunData(
+            v, 0, tmp_path, {"train": {**train, "learning_rate": 0.01 if i % 2 else 3e-4}}, None
+        )
+        for i, v in enumerate(names)
+    ]
+    study = StudyData(tmp_path, {"seeds": [0], "variants": {name: {} for name in names[1:]}}, runs)
+    legends = []
+    real_finish = design_figures.finish
+
+    def keep(fig, path, description):
+        legends.append([t.get_text() for legend in fig.legends for t in legend.get_texts()])
+        return real_finish(fig, path, description)
+
+    design_figures.finish, saved = keep, design_figures.finish
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a collapsed layout warns
+            design_figures.draw_schedules(study, variant_styles(study.variants), tmp_path)
+    finally:
+        design_figures.finish = saved
+        plt.close("all")
+    (labels,) = legends
+    assert len(labels) == 2 and all(" and 3 more (" in label for label in labels), labels

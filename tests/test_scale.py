@@ -18,6 +18,7 @@ from lmablate.config.study import build_study
 from lmablate.errors import ConfigError
 from lmablate.model.counts import count_parameters, resolve_vocab_size
 from lmablate.report.package import build_report
+from lmablate.report.scale import scale_section
 from lmablate.study.budgets import scale_budgets
 
 BASELINE = {
@@ -260,8 +261,12 @@ def test_a_tuned_scale_study_compares_each_size_at_its_own_best_learning_rate(tm
             summary = json.loads(path.read_text())
             summary["final_test_loss"] = loss + 0.05
             path.write_text(json.dumps(summary))
-    scale = analyze(load_study_dir(tmp_path)).scale
+    analysis = analyze(load_study_dir(tmp_path))
+    scale = analysis.scale
     assert scale["tuned"] and scale["sizes"] == ["s", "l"]
+    section = "\n".join(scale_section(analysis))
+    assert "final test loss minus the baseline's" in section  # read on test, and named so
+    assert "baseline test loss" in section and "baseline validation loss" not in section
     assert scale["learning_rates"] == {
         "baseline": {"s": 0.01, "l": 0.001},
         "x": {"s": 0.01, "l": 0.01},

@@ -26,6 +26,7 @@ from lmablate.report.plotting import (
     finish,
     in_bytes,
     legend_below,
+    legend_columns,
     plain_log,
     value_label,
     variant_styles,
@@ -233,6 +234,17 @@ def _schedule_label(cfg: TrainConfig) -> str:
     return f"{cfg.schedule} {floor}"
 
 
+MAX_NAMED = 3  # variants named in one legend entry; the rest are counted
+
+
+def _names(variants: list[str]) -> str:
+    """The variants one curve stands for, as a legend label of bounded length."""
+    if len(variants) <= MAX_NAMED:
+        return ", ".join(variants)
+    shown = ", ".join(variants[: MAX_NAMED - 1])
+    return f"{shown} and {len(variants) - MAX_NAMED + 1} more"
+
+
 def draw_schedules(study: StudyData, styles, out: Path) -> dict[str, dict[str, Any]]:
     """The learning rate of every update, from the schedule function the runs trained with,
     for every variant whose schedule differs from another's; nothing when all are the same."""
@@ -243,7 +255,8 @@ def draw_schedules(study: StudyData, styles, out: Path) -> dict[str, dict[str, A
         groups.setdefault(tuple(getattr(cfg, f) for f in SCHEDULE_FIELDS), []).append(variant)
     if len(groups) < 2:
         return {}
-    fig, (ax,) = figure(TEXT, 1, 0)
+    # one legend row per curve below the axes: its labels are too long to sit side by side
+    fig, (ax,) = figure(TEXT, 1, len(groups) * legend_columns(TEXT))
     # one style per curve (a configuration's own colour would repeat past eight of them)
     curve_styles = variant_styles([same[0] for same in groups.values()])
     for same in groups.values():
@@ -255,14 +268,14 @@ def draw_schedules(study: StudyData, styles, out: Path) -> dict[str, dict[str, A
             [lr_at(int(s), cfg) for s in steps],
             color=style["color"],
             linestyle=style["linestyle"],
-            label=", ".join(same) + f" ({_schedule_label(cfg)})",
+            label=f"{_names(same)} ({_schedule_label(cfg)})",
         )
     peaks = [c.learning_rate for c in configs.values()]
     if max(peaks) / min(peaks) > 5:
         ax.set_yscale("log")
         plain_log(ax.yaxis)
     ax.set(title="Learning-rate schedules", xlabel="optimizer step", ylabel="learning rate")
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    fig.legend(loc="outside lower center", ncols=1, frameon=False)
     return finish(
         fig,
         out / SCHEDULE_FIGURE,

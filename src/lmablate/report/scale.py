@@ -58,7 +58,7 @@ def scale_section(analysis: Analysis) -> list[str]:
         return [*out, f"Not available: {scale.get('note')}.", ""]
     sizes, largest = scale["sizes"], scale["largest"]
     per_size = scale["per_size"]
-    unit = measure(analysis)
+    unit = _scale_measure(analysis)
     out += [
         f"Every configuration trained at {len(sizes)} sizes ({', '.join(sizes)}; token "
         f"budget {scale['tokens']}). At each size the difference is the configuration's "
@@ -156,14 +156,23 @@ def scale_section(analysis: Analysis) -> list[str]:
     return [*out, f"![Scale]({SCALE_FIGURE})", ""]
 
 
+def _scale_measure(analysis: Analysis) -> str:
+    """What the section's numbers are: with tuning, the chosen runs read on the test split."""
+    unit = measure(analysis)
+    return unit.replace("validation", "test") if analysis.scale.get("tuned") else unit
+
+
 def draw_scale(analysis: Analysis, styles, out: Path) -> dict[str, dict[str, Any]]:
     """Final score against training compute per configuration, one point per size (mean over
     seeds, the seeds' 95% interval as error bars), joined in size order; log compute."""
     scale = analysis.scale
     if not scale or not scale.get("largest"):
         return {}
+    from matplotlib import ticker
+
     from lmablate.report import plotting
 
+    label = plotting.value_label(analysis)
     fig, (ax,) = plotting.figure(plotting.COLUMN, 1, len(scale["configurations"]))
     for config in scale["configurations"]:
         points = [
@@ -195,12 +204,16 @@ def draw_scale(analysis: Analysis, styles, out: Path) -> dict[str, dict[str, Any
     ax.set(
         title="Final score by size",
         xlabel="training FLOPs",
-        ylabel=f"final {plotting.value_label(analysis)}",
+        ylabel=f"final {label.replace('validation', 'test') if scale['tuned'] else label}",
     )
+    # 1-2-5 ticks in plain units: the three sizes often lie within one decade
+    ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1, 2, 5)))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(plotting.si))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     plotting.legend_below(fig, [ax])
     return plotting.finish(
         fig,
         out / SCALE_FIGURE,
-        f"Final {measure(analysis)} against training compute, each configuration at every "
+        f"Final {_scale_measure(analysis)} against training compute, each configuration at every "
         f"size ({', '.join(scale['sizes'])}; mean over seeds with the seeds' 95% interval)",
     )
