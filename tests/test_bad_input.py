@@ -132,6 +132,28 @@ def _run(w: Workspace) -> list[str]:
     return ["run", str(w.study), "--out", str(w.root / "fresh")]
 
 
+MILLION = {
+    "learning_rate": {"logspace": [1.0e-4, 1.0e-2], "num": 100},
+    "warmup_fraction": {"linspace": [0.0, 0.5], "num": 100},
+    "weight_decay": {"linspace": [0.0, 0.5], "num": 100},
+}
+
+
+TUNE_MILLION = {  # 1000 x 1000 candidates
+    "learning_rate": {"logspace": [1.0e-4, 1.0e-2], "num": 1000},
+    "weight_decay": {"linspace": [0.0, 0.5], "num": 1000},
+}
+
+
+def _run_file(w: Workspace, file: str, **top) -> list[str]:
+    """lmablate run of the good study with ``top`` replaced, into a fresh directory."""
+    return ["run", str(study_with(w, file, **top)), "--out", str(w.root / "fresh")]
+
+
+def _train(w: Workspace, config: Path) -> list[str]:
+    return ["train", str(config), "--out", str(w.root / "fresh")]
+
+
 CASES: list[Case] = [
     # ---- config files: paths, bytes, syntax
     ("config: missing file", lambda w: ["config", str(w.root / "nope.yaml")], 2, "nope.yaml"),
@@ -735,6 +757,137 @@ CASES: list[Case] = [
         ],
         2,
         "bin.txt",
+    ),
+    # ---- expansions are counted before they are built (a 10^6-run grid answers at once)
+    (
+        "run --dry-run: a grid of a million runs",
+        lambda w: [
+            "run",
+            str(study_with(w, "million.yaml", sweeps=[{"grid": MILLION}])),
+            "--dry-run",
+        ],
+        2,
+        "expands into 1,000,001 runs",
+    ),
+    (
+        "run: a tune grid of a million candidates",
+        lambda w: [*_run_file(w, "tune_million.yaml", tune=TUNE_MILLION)],
+        2,
+        "more than max_runs",
+    ),
+    (
+        "run: an empty tune list",
+        lambda w: [*_run_file(w, "tune_empty.yaml", tune={"learning_rate": []})],
+        2,
+        "tune.learning_rate has no values",
+    ),
+    (
+        "run: a single-value tune",
+        lambda w: [*_run_file(w, "tune_one.yaml", tune={"learning_rate": [1.0e-3]})],
+        2,
+        "tune.learning_rate has one value",
+    ),
+    (
+        "run: an integer field swept over fractions",
+        lambda w: [
+            *_run_file(
+                w,
+                "int_range.yaml",
+                sweeps=[{"grid": {"n_layers": {"linspace": [1, 2], "num": 3}}}],
+            )
+        ],
+        2,
+        "n_layers takes integers",
+    ),
+    # ---- a variant must change something that runs
+    (
+        "run: a variant equal to the baseline",
+        lambda w: [*_run_file(w, "same.yaml", variants={"same": {"learning_rate": 3.0e-4}})],
+        2,
+        "variants.same changes nothing",
+    ),
+    (
+        "run: two variants that are one configuration",
+        lambda w: [
+            *_run_file(
+                w,
+                "twins.yaml",
+                variants={"a": {"learning_rate": 1.0e-3}, "b": {"learning_rate": 0.001}},
+            )
+        ],
+        2,
+        "same configuration as variants.a",
+    ),
+    (
+        "run: a sweep point equal to a variant",
+        lambda w: [
+            *_run_file(
+                w,
+                "sweep_twin.yaml",
+                variants={"low": {"learning_rate": 1.0e-4}},
+                sweeps=[{"grid": {"learning_rate": [1.0e-4, 1.0e-3]}}],
+            )
+        ],
+        2,
+        "same configuration as variants.low",
+    ),
+    (
+        "run: z_loss: true",
+        lambda w: [*_run_file(w, "zbool.yaml", variants={"z": {"z_loss": True}})],
+        2,
+        "train.z_loss: expected a number, not true/false",
+    ),
+    (
+        "train: z_loss: true",
+        lambda w: _train(w, good_with(w, "zbool_run.yaml", "train", "z_loss: true")),
+        2,
+        "train.z_loss: expected a number",
+    ),
+    (
+        "train: a sliding window as long as the context",
+        lambda w: _train(w, good_with(w, "window.yaml", "model", "sliding_window: 16")),
+        2,
+        "the window changes nothing",
+    ),
+    (
+        "run: global_every 1",
+        lambda w: [
+            *_run_file(w, "global1.yaml", variants={"w": {"sliding_window": 8, "global_every": 1}})
+        ],
+        2,
+        "model.global_every is 1",
+    ),
+    (
+        "run: global_every past the last layer",
+        lambda w: [
+            *_run_file(w, "global9.yaml", variants={"w": {"sliding_window": 8, "global_every": 2}})
+        ],
+        2,
+        "more than model.n_layers (1)",
+    ),
+    (
+        "train: a Muon setting on an AdamW run",
+        lambda w: _train(w, good_with(w, "muon_on_adamw.yaml", "train", "muon_momentum: 0.9")),
+        2,
+        "muon_momentum does not take effect",
+    ),
+    (
+        "run: a Lion setting on an AdamW variant",
+        lambda w: [*_run_file(w, "lion_on_adamw.yaml", variants={"l": {"lion_beta1": 0.8}})],
+        2,
+        "variants.l: lion_beta1 does not take effect",
+    ),
+    (
+        "train: a wsd setting on a cosine schedule",
+        lambda w: _train(w, good_with(w, "wsd_on_cosine.yaml", "train", "decay_fraction: 0.3")),
+        2,
+        "read only with schedule: wsd",
+    ),
+    (
+        "run: --set max_runs=0",
+        lambda w: [*_run(w), "--set", "max_runs=0"],
+        2,
+        "max_runs",
     ),
     # ---- the command line itself
     ("no command", lambda w: [], 2, "COMMAND"),

@@ -86,10 +86,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from lmablate.config.study import load_study
+
+    # the study is read and checked before torch is imported: a mistake is refused in a moment
+    study = load_study(args.study, args.overrides, seeds=args.seeds)
     from lmablate.study.estimate import dry_run, print_dry_run
     from lmablate.study.runner import check_launch, run_study
 
-    study = load_study(args.study, args.overrides, seeds=args.seeds)
     directory = Path(args.out or f"results/{study.config.name}")
     log = _logger(args.quiet)
     if args.dry_run:

@@ -12,16 +12,16 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     field_validator,
     model_validator,
 )
 
+from lmablate.config.fields import Section
 from lmablate.config.run import Seed
 from lmablate.config.scale import ScaleConfig
 
+MAX_RUNS = 10_000  # runs a study may expand into unless its max_runs says more
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 REFERENCE_PROMPTS = [
     "The future of artificial intelligence",
@@ -32,13 +32,11 @@ REFERENCE_PROMPTS = [
 ]
 
 
-class SamplesConfig(BaseModel):
+class SamplesConfig(Section):
     """Text that every finished run generates from the same prompts, for the report: by
     default the openings of held-out validation documents, shown beside each document's true
     continuation; ``prompts`` adds fixed prompts (``prompts: reference`` gives the reference
     report's five)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     documents: Annotated[int, Field(ge=0, le=64, strict=True)] = Field(
         3,
@@ -101,15 +99,14 @@ class SamplesConfig(BaseModel):
     )
 
 
-class Spaced(BaseModel):
+class Spaced(Section):
     """``{logspace: [lo, hi], num: n}`` or ``{linspace: [lo, hi], num: n}``: n values from lo
     to hi (both included), evenly spaced in log or linear scale, rounded to 4 significant
-    digits."""
+    digits. Integer ends whose values all land on integers give integers (``{linspace: [1,
+    4], num: 4}`` is 1, 2, 3, 4), so a range can sweep a layer count or a width."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    logspace: tuple[float, float] | None = None
-    linspace: tuple[float, float] | None = None
+    logspace: tuple[int | float, int | float] | None = None
+    linspace: tuple[int | float, int | float] | None = None
     num: Annotated[int, Field(ge=2, le=1000, strict=True)]
 
     @model_validator(mode="after")
@@ -127,16 +124,17 @@ class Spaced(BaseModel):
             raw = [math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * t) for t in steps]
         else:
             raw = [lo + (hi - lo) * t for t in steps]
-        return [float(f"{v:.4g}") for v in raw]
+        values = [float(f"{v:.4g}") for v in raw]
+        if all(isinstance(end, int) for end in (lo, hi)) and all(v.is_integer() for v in values):
+            return [int(v) for v in values]
+        return values
 
 
-class SweepConfig(BaseModel):
+class SweepConfig(Section):
     """Variants generated from value lists: ``grid`` (every combination) or ``zip`` (the i-th
     value of every field together), applied to each configuration named in ``over``. A value
     list is a YAML list or a ``Spaced`` range. Each point is an ordinary variant named by its
     values (``learning_rate=0.001``; ``high_lr,d_model=256,n_layers=8`` over a variant)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     grid: dict[str, list[Any] | Spaced] | None = Field(
         None, description="Fields and their values; every combination is a variant."
@@ -173,11 +171,20 @@ class SweepConfig(BaseModel):
         value = (self.grid or self.zip or {})[field]
         return value.values() if isinstance(value, Spaced) else list(value)
 
+    def count(self) -> int:
+        """Points this sweep generates per configuration, without generating them."""
+        lengths = [_length(v) for v in (self.grid or self.zip or {}).values()]
+        return math.prod(lengths) if self.grid is not None else lengths[0]
+
     def points(self) -> list[dict[str, Any]]:
         fields = list(self.grid or self.zip or {})
         columns = [self.values_of(f) for f in fields]
         rows = itertools.product(*columns) if self.grid is not None else zip(*columns, strict=True)
         return [dict(zip(fields, row, strict=True)) for row in rows]
+
+
+def _length(values: list[Any] | Spaced) -> int:
+    return values.num if isinstance(values, Spaced) else len(values)
 
 
 def format_value(value: Any) -> str:
@@ -194,10 +201,8 @@ def point_name(base: str, point: Mapping[str, Any]) -> str:
     return values if base == "baseline" else f"{base},{values}"
 
 
-class BudgetConfig(BaseModel):
+class BudgetConfig(Section):
     """How the runs' training budgets relate (``budget:`` in a study)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     match: Literal["tokens", "flops"] | None = Field(
         None,
@@ -223,10 +228,8 @@ class BudgetConfig(BaseModel):
         return value
 
 
-class StudyConfig(BaseModel):
+class StudyConfig(Section):
     """A study file, before expansion."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str = Field(description="Study name; the default output is results/<name>.")
     description: str = Field("", description="Free text shown in the report.")
@@ -258,12 +261,42 @@ class StudyConfig(BaseModel):
         "follows the size; the report's Scale section compares the verdicts across sizes.",
     )
     samples: SamplesConfig = Field(default_factory=SamplesConfig)
+    max_runs: Annotated[int, Field(ge=1, strict=True)] = Field(
+        MAX_RUNS,
+        description="The most runs the study may expand into (every configuration, size, tuning "
+        "candidate and rung, times the seeds); counted before any run is built, so a grid "
+        "written by mistake is refused in a moment. Raise it for a study that is meant to be "
+        "that large.",
+    )
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
         if not STUDY_NAME.match(value):
             raise ValueError(f"name {value!r} must be letters, digits, '_', '-' or '.'")
+        return value
+
+    @field_validator("tune")
+    @classmethod
+    def _something_to_choose(
+        cls, value: dict[str, list[Any] | Spaced] | None
+    ) -> dict[str, list[Any] | Spaced] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError(
+                "tune is empty; give fields and the values to choose among (e.g. tune: "
+                "{learning_rate: [1.0e-3, 3.0e-3, 1.0e-2]}), or leave tune out"
+            )
+        for field, values in value.items():
+            spelled = values.values() if isinstance(values, Spaced) else values
+            distinct = len({format_value(v) for v in spelled})
+            if distinct < 2:
+                have = "no values" if not spelled else f"one value ({format_value(spelled[0])})"
+                raise ValueError(
+                    f"tune.{field} has {have}; tuning chooses among two or more, so give more "
+                    f"values, or set {field} under baseline: if it is a fixed setting"
+                )
         return value
 
     @field_validator("seeds")

@@ -7,12 +7,15 @@ nested deltas. No torch.
 from __future__ import annotations
 
 import copy
+import json
 import re
+import typing
 from collections.abc import Mapping
 from typing import Any
 
 from lmablate.config.data import check_variant_data
 from lmablate.config.design import StudyConfig, SweepConfig, format_value, point_name
+from lmablate.config.effect import unread_settings
 from lmablate.config.keys import (
     join_problems,
     nest_flat_keys,
@@ -20,7 +23,7 @@ from lmablate.config.keys import (
     unknown_key_errors,
     validate_run_config,
 )
-from lmablate.config.run import RunConfig
+from lmablate.config.run import FLAT_KEYS, SECTIONS, RunConfig
 from lmablate.config.scale import REFERENCE, resized, size_variant
 from lmablate.errors import ConfigError
 
@@ -96,6 +99,60 @@ def changes_from(base: Any, value: Any) -> Any:
         out = {k: changes_from(base.get(k), v) for k, v in value.items()}
         return {k: v for k, v in out.items() if v is not SAME}
     return value
+
+
+def count_runs(study: StudyConfig) -> tuple[int, str]:
+    """How many runs ``study`` expands into, from the sizes of its sweeps alone (nothing is
+    built), and how that count is made up, for the message that refuses too many."""
+    configs = 1 + len(study.variants)
+    parts = [f"{configs} written configuration{'s' if configs > 1 else ''}"]
+    for i, sweep in enumerate(study.sweeps):
+        points = sweep.count() * len(sweep.over)
+        configs += points
+        parts.append(f"+ sweeps[{i}]: {points:,} points")
+    if study.scale is not None:
+        configs *= len(study.scale.sizes)
+        parts.append(f"x {len(study.scale.sizes)} sizes")
+    if study.tune:
+        candidates = SweepConfig(grid=study.tune).count()
+        configs *= candidates
+        parts.append(f"x {candidates:,} tuning candidates")
+    rungs = len(set(study.budget.ladder or ()) - {1})
+    if rungs:
+        configs += rungs
+        parts.append(f"+ {rungs} budget rungs")
+    runs = configs * len(study.seeds)
+    parts.append(f"x {len(study.seeds)} seed{'s' if len(study.seeds) > 1 else ''}")
+    return runs, " ".join(parts)
+
+
+def check_run_count(study: StudyConfig, where: str) -> None:
+    """Refuse a study that would expand into more than ``max_runs`` runs, before building any."""
+    runs, made_of = count_runs(study)
+    if runs > study.max_runs:
+        raise ConfigError(
+            f"{where}the study expands into {runs:,} runs ({made_of}), more than max_runs "
+            f"({study.max_runs:,}); shrink its sweeps, or if it is meant to be that large, set "
+            f"max_runs: {runs} in the study (or --set max_runs={runs})"
+        )
+
+
+def _takes_integers(field: str) -> bool:
+    """A run field whose values are integers only (a layer count, a width)."""
+    section = FLAT_KEYS.get(field)
+    if section is None:
+        return False
+    leaves, todo = set(), [SECTIONS[section].model_fields[field].annotation]
+    while todo:
+        annotation = todo.pop()
+        args = typing.get_args(annotation)
+        if typing.get_origin(annotation) is typing.Annotated:
+            todo.append(args[0])
+        elif args:
+            todo += args
+        else:
+            leaves.add(annotation)
+    return int in leaves and float not in leaves and str not in leaves
 
 
 def ladder_name(multiple: float) -> str:
@@ -216,6 +273,14 @@ def expand_sweeps(
                     f"(the baseline and the study's variants: {', '.join(written)})"
                 )
         fields = {k: sweep.values_of(k) for k in sweep.grid or sweep.zip or {}}
+        for k, values in fields.items():
+            if _takes_integers(k) and not all(isinstance(v, int) for v in values):
+                raise ConfigError(
+                    f"{where}{here if key == 'tune' else f'{here}.{sweep.kind}'}.{k}: {k} takes "
+                    "integers, but its values are "
+                    f"{', '.join(format_value(v) for v in values)}; give a list, or a range with "
+                    "integer ends whose steps land on integers (e.g. {linspace: [2, 8], num: 4})"
+                )
         checked_overrides({k: v[0] for k, v in fields.items()}, f"{where}{here}.{sweep.kind}")
         record: dict[str, Any] = {"kind": sweep.kind, "fields": fields, "variants": {}}
         for over in sweep.over:
@@ -249,3 +314,44 @@ def expand_sweeps(
             record["variants"][over] = names
         records.append(record)
     return generated, records
+
+
+def check_configurations(
+    flat_of: Mapping[str, dict[str, Any]],
+    configs: Mapping[str, RunConfig],
+    written: Mapping[str, Mapping[str, Any]],
+    labels: Mapping[str, str],
+    exempt: set[str],
+    where: str,
+) -> None:
+    """Every configuration must train something of its own: a variant that resolves to the
+    baseline or to another configuration is refused, and so is a written setting its config
+    never reads (``config.effect``). ``flat_of``/``configs``: one seed's resolved configs by
+    name, in the study's order; ``written``: what each wrote (nested); ``exempt``: tuning
+    candidates, which may coincide with another configuration by design."""
+    problems = []
+    for name, config in configs.items():
+        fields = flatten_sections(written[name])
+        problems += [f"{where}{labels[name]}: {p}" for p in unread_settings(config, fields)]
+    seen: dict[str, str] = {}
+    for name, flat in flat_of.items():
+        key = json.dumps(flat, sort_keys=True, default=str)
+        other = seen.setdefault(key, name)
+        if other == name or name in exempt:
+            continue
+        if other == "baseline":
+            wrote = ", ".join(
+                f"{k}={format_value(v)}" for k, v in flatten_sections(written[name]).items()
+            )
+            problems.append(
+                f"{where}{labels[name]} changes nothing: it resolves to the baseline's "
+                f"configuration ({wrote or 'it sets no field'}); a variant must change a "
+                "setting that trains differently"
+            )
+        else:
+            problems.append(
+                f"{where}{labels[name]} resolves to the same configuration as {labels[other]}; "
+                "each configuration must train something of its own (change or remove one)"
+            )
+    if problems:
+        raise ConfigError(join_problems(problems))

@@ -3,9 +3,12 @@ seeds, and the frozen, closed base of every section. No torch."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import types
+import typing
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 # Integers are strict (a YAML 3.5 or "12" for a layer count is a mistake, not a conversion);
 # floats stay lax because PyYAML reads ``1e-4`` (no dot) as a string.
@@ -49,8 +52,40 @@ SEED_MAX = 2**63 - 1  # torch and numpy take seeds up to a signed 64-bit integer
 Seed = Annotated[int, Field(ge=0, le=SEED_MAX, strict=True)]
 
 
+def _boolean_for_number(value: Any, annotation: Any) -> bool:
+    """Whether ``value`` holds a boolean where ``annotation`` takes only numbers (pydantic's
+    lax floats read ``true`` as 1.0, so ``z_loss: true`` would silently mean a coefficient)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is Any or annotation is bool or isinstance(annotation, typing.TypeVar):
+        return False
+    if origin is Annotated:
+        return _boolean_for_number(value, args[0])
+    if origin in (Union, types.UnionType):
+        return all(_boolean_for_number(value, arg) for arg in args if arg is not type(None))
+    if origin is Literal:
+        return isinstance(value, bool) and value not in args
+    if isinstance(value, bool):
+        return annotation in (int, float)
+    if origin in (list, tuple) and isinstance(value, list | tuple) and args:
+        items = args[:1] * len(value) if origin is list or args[-1] is Ellipsis else args
+        return any(_boolean_for_number(v, a) for v, a in zip(value, items, strict=False))
+    if origin is dict and isinstance(value, dict) and len(args) == 2:
+        return any(_boolean_for_number(v, args[1]) for v in value.values())
+    return False
+
+
 class Section(BaseModel):
+    """The base of every config model: closed, frozen, finite, and a boolean is never read as
+    a number."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if _boolean_for_number(value, cls.model_fields[info.field_name].annotation):
+            raise PydanticCustomError("bool_for_number", "expected a number, not true/false")
+        return value
 
 
 def looks_like_path(value: str) -> bool:

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from lmablate.config.effect import unread_settings, written_fields
 from lmablate.config.run import FLAT_KEYS, LIMITS, SECTIONS, RunConfig
 from lmablate.config.yamlfile import (  # re-exported: the readers of config files
     kind_of,
@@ -211,6 +212,16 @@ def validate_run_config(raw: Mapping[str, Any], where: str = "") -> RunConfig:
         raise ConfigError(format_validation_error(exc, where, RunConfig)) from None
 
 
+def checked_run_config(raw: Mapping[str, Any], where: str = "") -> RunConfig:
+    """``validate_run_config`` of what a user wrote, refusing a written setting the config
+    never reads (``config.effect``)."""
+    config = validate_run_config(raw, where)
+    problems = unread_settings(config, written_fields(config))
+    if problems:
+        raise ConfigError(join_problems([f"{where}{p}" for p in problems]))
+    return config
+
+
 # ---------------------------------------------------------------------------------- overrides
 
 
@@ -297,8 +308,8 @@ def load_run_config(path: str | Path, overrides: Iterable[str] = ()) -> RunConfi
     return blaming_overrides(
         path,
         overrides,
-        lambda where: validate_run_config(apply_overrides(raw, overrides), where=where),
-        lambda where: validate_run_config(raw, where=where),
+        lambda where: checked_run_config(apply_overrides(raw, overrides), where=where),
+        lambda where: checked_run_config(raw, where=where),
     )
 
 

@@ -258,6 +258,26 @@ class RunConfig(Section):
                 f"train.seq_len ({self.train.seq_len}): the learned position table needs a row "
                 "for every position of a training sequence"
             )
+        model, seq_len = self.model, self.train.seq_len
+        if model.sliding_window is not None and model.sliding_window >= seq_len:
+            raise ValueError(
+                f"model.sliding_window ({model.sliding_window}) is not shorter than "
+                f"train.seq_len ({seq_len}): every token already sees its whole context, so "
+                "the window changes nothing; give a window below seq_len, or null for full "
+                "attention"
+            )
+        if model.global_every == 1:
+            raise ValueError(
+                "model.global_every is 1: every layer keeps full attention, so the "
+                "sliding_window changes nothing; give 2 or more (every k-th layer global), or "
+                "leave out sliding_window"
+            )
+        if model.global_every is not None and model.global_every > model.n_layers:
+            raise ValueError(
+                f"model.global_every ({model.global_every}) is more than model.n_layers "
+                f"({model.n_layers}): no layer keeps full attention, which is global_every: "
+                f"null; give 2 to {model.n_layers}"
+            )
         if self.model.parametrization == "mup" and self.train.optimizer == "sgd":
             raise ValueError(
                 "model.parametrization: mup scales the learning rates of Adam-like optimizers "

@@ -49,6 +49,8 @@ from lmablate.config.expand import (
     PER_REPLICATE,
     SAME,
     changes_from,
+    check_configurations,
+    check_run_count,
     checked_overrides,
     expand_ladder,
     expand_scale,
@@ -169,6 +171,7 @@ def build_study(
         study = StudyConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, where, StudyConfig)) from None
+    check_run_count(study, where)
 
     data = validate_run_config({"data": study.data}, where).data
     baseline = checked_overrides(study.baseline, f"{where}baseline")
@@ -194,6 +197,7 @@ def build_study(
     generated, sweeps = expand_sweeps(study.sweeps, variant_changes, labels, where)
     scale = expand_scale(study, merge_mappings(baseline, forced), variant_changes, labels, where)
     tuning: dict[str, Any] = {}
+    tuning_names: set[str] = set()
     if study.tune:
         if data.test_fraction == 0:
             raise ConfigError(
@@ -204,6 +208,7 @@ def build_study(
         grid = SweepConfig(grid=study.tune, over=list(variant_changes))
         tuned, records = expand_sweeps([grid], variant_changes, labels, where, key="tune")
         generated.update(tuned)
+        tuning_names = set(tuned)
         tuning = records[0]
     # a run the budget design derives from the baseline (a ladder rung) derives it from the
     # baseline as --set leaves it, and keeps what it derives: a study-wide --set max_steps
@@ -234,6 +239,15 @@ def build_study(
         if all(flat_of[name, seed] == flat_of[over, seed] for seed in study.seeds)
     }
     runs = [run for run in runs if run.variant not in same]
+    first = study.seeds[0]
+    check_configurations(
+        {r.variant: flat_of[r.variant, first] for r in runs if r.seed == first},
+        {r.variant: r.config for r in runs if r.seed == first},
+        {**variant_changes, "baseline": baseline},
+        labels,
+        tuning_names,
+        where,
+    )
     _check_tokenizers(runs, data, where)
     fixed = sorted({r.variant for r in runs if "max_steps" in r.changes} - set(ladder))
     if study.budget.match and fixed:
@@ -287,7 +301,7 @@ def apply_study_overrides(
     for text in overrides:
         key, value = parse_override(text)
         head, _, rest = key.partition(".")
-        if head in ("name", "description", "seeds"):
+        if head in ("name", "description", "seeds", "max_runs"):
             if rest:
                 raise ConfigError(
                     f"--set {key}: {head} is a value, not a section with fields; set it with "
