@@ -884,6 +884,12 @@ CASES: list[Case] = [
         "read only with schedule: wsd",
     ),
     (
+        "train: --stop-at 0",
+        lambda w: [*_train(w, w.config), "--stop-at", "0"],
+        2,
+        "--stop-at 0",
+    ),
+    (
         "run: --set max_runs=0",
         lambda w: [*_run(w), "--set", "max_runs=0"],
         2,

@@ -229,10 +229,10 @@ def test_counts_match_the_built_model(fields):
     assert counts["total"] == sum(p.numel() for p in model.parameters())
     head = 0 if cfg.tie_embeddings else VOCAB * cfg.d_model
     assert counts["non_embedding"] == counts["total"] - counts["embedding"] - head
-    # FLOPs: 6 x the weights in matrix multiplies, plus attention over each layer's context
-    attended = sum(min(16, w) if (w := cfg.window_of(i)) else 16 for i in range(cfg.n_layers))
+    # FLOPs: 6 x the weights, plus attention over the whole context (a window is a mask)
     matmul = counts["non_embedding"] + VOCAB * cfg.d_model
-    assert training_flops_per_token(cfg, VOCAB, 16) == 6 * matmul + 12 * 32 * attended
+    expected = 6 * matmul + 12 * 32 * cfg.n_layers * 16
+    assert training_flops_per_token(cfg, VOCAB, 16) == expected
 
 
 @pytest.fixture(scope="module")

@@ -178,3 +178,31 @@ def test_an_exported_mup_model_computes_the_same_logits(
     ids = torch.tensor([tokenizer.encode("Assignment statements are used to bind names")])
     with torch.no_grad():
         torch.testing.assert_close(hf.eval()(ids).logits, ours(ids), rtol=1e-5, atol=1e-5)
+
+
+def test_a_bias_free_neox_export_says_its_zero_biases_where_it_counts_parameters(
+    tmp_path, corpus, tokenizer_dir
+):
+    run_dir = trained(
+        tmp_path, corpus, tokenizer_dir, norm="layernorm", mlp="gelu", n_kv_heads=None
+    )
+    out = export_run(run_dir, tmp_path / "hf")
+    card = (out / "README.md").read_text()
+    row = next(line for line in card.splitlines() if line.startswith("| architecture"))
+    ours = sum(p.numel() for p in load_run(run_dir)[0].parameters())
+    assert f"{ours / 1e6:.2f}M parameters (the weights file holds" in row
+    assert "exported as zeros" in row
+    # a model with biases of its own exports no zeros, and its card says nothing of them
+    biased = export_run(
+        trained(
+            tmp_path / "b",
+            corpus,
+            tokenizer_dir,
+            norm="layernorm",
+            mlp="gelu",
+            n_kv_heads=None,
+            bias=True,
+        ),
+        tmp_path / "hf_b",
+    )
+    assert "exported as zeros" not in (biased / "README.md").read_text()

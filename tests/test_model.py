@@ -122,3 +122,27 @@ def test_vocab_resolution():
     assert resolve_vocab_size(tiny(vocab_size=512), 300) == 512
     with pytest.raises(ConfigError, match=r"model.vocab_size \(256\) is smaller"):
         resolve_vocab_size(tiny(vocab_size=256), 300)
+
+
+@pytest.mark.parametrize(
+    "window",
+    [{}, {"sliding_window": 8}, {"sliding_window": 8, "global_every": 2}],
+    ids=["full", "window", "window_every_2nd_global"],
+)
+def test_counted_flops_are_what_runs(window):
+    """The counted training FLOPs equal torch's FlopCounterMode count of one forward and
+    backward pass (attention on its math path, which the counter sees op by op), less the
+    6 FLOPs a token the convention counts for each norm gain, which no matmul touches. A
+    sliding window is a mask over the whole square, so it computes as much as full attention
+    and is counted so."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    vocab, batch, seq = 256, 2, 32
+    cfg = ModelConfig(d_model=32, n_heads=2, n_layers=2, d_ff=64, **window)
+    model = LM(cfg, vocab)
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(torch.randint(0, vocab, (batch, seq))).float().sum().backward()
+    gains = sum(p.numel() for p in model.parameters() if p.ndim == 1)
+    counted = (training_flops_per_token(cfg, vocab, seq) - 6 * gains) * batch * seq
+    assert counted == counter.get_total_flops()

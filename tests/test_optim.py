@@ -443,7 +443,7 @@ def test_the_report_states_groups_schedules_and_the_untuned_optimizers(
                   max_steps: 8, eval_every: 4, eval_tokens: 256, log_every: 2}}
         samples: {{prompts: [The], max_new_tokens: 2}}
         variants:
-          lion_wsd: {{optimizer: lion, schedule: wsd, head_lr_mult: 0.5}}
+          lion_wsd: {{optimizer: lion, schedule: wsd, embedding_lr_mult: 0.5}}
           sgd: {{optimizer: sgd, learning_rate: 0.1}}
         """,
     )
@@ -456,7 +456,7 @@ def test_the_report_states_groups_schedules_and_the_untuned_optimizers(
     assert "| lion_wsd | matrices | lion | 0.003 | 0.1 |" in markdown
     assert "| sgd | scalars | sgd | 0.1 | 0 |" in markdown
     assert "### Tuning" in markdown and "(adamw, lion, sgd)" in markdown
-    assert "| lion_wsd | schedule=wsd, optimizer=lion, head_lr_mult=0.5 |" in markdown
+    assert "| lion_wsd | schedule=wsd, optimizer=lion, embedding_lr_mult=0.5 |" in markdown
     assert "learning-rate schedule, optimizer, parameter groups | yes" in markdown
 
     assert "learning_rate_schedules.png" in markdown  # the schedules differ

@@ -72,13 +72,14 @@ from lmablate.analysis.validity import (
 
 INTERVAL_METRICS = ("eval_loss", "val_bpb", "accuracy")
 FLOPS_CONVENTION = (
-    "training FLOPs per token = 6N + 12·d·Σ_l T_l (Chowdhery et al. 2022, appendix B): N is "
-    "every weight in a matrix multiply, the non-embedding weights plus the output head's "
-    "vocabulary × d (counted also when tied to the embedding; vocabulary padded to a multiple "
-    "of 64), with the embedding lookups free; 6N is forward plus backward; 12·d·T_l is layer "
-    "l's attention scores and weighted values over the full T×T square (causal masking not "
-    "discounted), T_l being the context length or the layer's sliding window where shorter; "
-    "evaluation and sampling are not counted"
+    "training FLOPs per token = 6N + 12·d·L·T (Chowdhery et al. 2022, appendix B): N is "
+    "the non-embedding weights (norm gains included) plus the output head's vocabulary × d "
+    "(counted also when tied to the embedding; vocabulary padded to a multiple of 64), with "
+    "the embedding lookups free; 6N is forward plus backward; 12·d·T is each of the L layers' "
+    "attention scores and weighted values over the full T×T square of the context length T "
+    "(causal masking not discounted); a sliding window is applied as a mask over that square, "
+    "so a windowed layer is counted as the full layer it computes; evaluation and sampling are "
+    "not counted"
 )
 
 

@@ -40,6 +40,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from lmablate.training.summary import summary_lines
 
     cfg = load_run_config(args.config, args.overrides)
+    if args.stop_at is not None and args.stop_at < 1:
+        raise LmablateError(
+            f"--stop-at {args.stop_at}: give the optimizer step to stop after, 1 or more"
+        )
     log = _logger(args.quiet)
     result = train(cfg, args.out, progress=not args.quiet, stop_at=args.stop_at, log=log)
     if not World.from_environment().is_main:  # under torchrun, rank 0 reports for the run

@@ -214,9 +214,15 @@ def validate_run_config(raw: Mapping[str, Any], where: str = "") -> RunConfig:
 
 def checked_run_config(raw: Mapping[str, Any], where: str = "") -> RunConfig:
     """``validate_run_config`` of what a user wrote, refusing a written setting the config
-    never reads (``config.effect``)."""
+    never reads (``config.effect``). A resolved config (a run's own config.json, which a
+    study hands to each launched run) lists every field, read or not, and is not checked."""
     config = validate_run_config(raw, where)
-    problems = unread_settings(config, written_fields(config))
+    nested = nest_flat_keys(raw, where)
+    resolved = all(
+        set(SECTIONS[section].model_fields) <= set(nested.get(section) or {})
+        for section in ("model", "train")
+    )
+    problems = [] if resolved else unread_settings(config, written_fields(config))
     if problems:
         raise ConfigError(join_problems([f"{where}{p}" for p in problems]))
     return config

@@ -115,7 +115,8 @@ def export_run(
         bos_token_id=tokenizer.eos_id, eos_token_id=tokenizer.eos_id, pad_token_id=tokenizer.eos_id
     ).save_pretrained(str(out_dir))
     tokenizer.save(out_dir)
-    card = model_card(run_dir, cfg, summary, step, model, dtype, target.architecture)
+    exported = sum(t.numel() for t in state.values())
+    card = model_card(run_dir, cfg, summary, step, model, dtype, target.architecture, exported)
     (out_dir / "README.md").write_text(card)
     return out_dir
 
@@ -128,10 +129,20 @@ def model_card(
     model: torch.nn.Module,
     dtype: str,
     architecture: str = "LlamaForCausalLM",
+    exported: int | None = None,
 ) -> str:
+    """``exported``: the values the weights file holds, when more than the model's parameters
+    (GPT-NeoX's layout has biases a bias-free model exports as zeros)."""
     summary = summary or {}
     study = run_dir.parent.parent.parent / "study.yaml"
     params = sum(p.numel() for p in model.parameters())
+    zeros = (exported or params) - params
+    padding = (
+        f" (the weights file holds {zeros:,} more values: the biases {architecture}'s layout "
+        "always has, exported as zeros because this model has none; they compute nothing)"
+        if zeros > 0
+        else ""
+    )
     data = cfg.data
     source = (
         f"{data.dataset} ({data.subset})"
@@ -155,7 +166,7 @@ def model_card(
         "|---|---|",
         f"| architecture | {architecture}, {cfg.model.n_layers} layers, d_model "
         f"{cfg.model.d_model}, {cfg.model.n_heads} heads ({cfg.model.kv_heads} key/value), "
-        f"d_ff {cfg.model.d_ff}, {params / 1e6:.2f}M parameters |",
+        f"d_ff {cfg.model.d_ff}, {params / 1e6:.2f}M parameters{padding} |",
         f"| training data | {source}, {data.num_documents or 'all'} documents, "
         f"{int(data.val_fraction * 100)}% held out by document |",
         f"| tokens trained | {summary.get('tokens_seen', 'n/a'):,} "

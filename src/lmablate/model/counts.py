@@ -77,19 +77,18 @@ def count_parameters(cfg: ModelConfig, vocab_size: int) -> dict[str, int]:
 
 
 def training_flops_per_token(cfg: ModelConfig, vocab_size: int, seq_len: int) -> int:
-    """Training FLOPs per token: 6N + 12·d·Σ_layers T_l (Chowdhery et al. 2022, PaLM, app. B).
+    """Training FLOPs per token: 6N + 12·d·L·T (Chowdhery et al. 2022, PaLM, app. B).
 
-    N counts every weight used in a matrix multiply: the non-embedding weights plus the LM head
-    (the embedding lookups themselves are free). 6N is forward (2N) plus backward (4N);
-    12·d·T_l is one layer's attention score and value products (QKᵀ and AV, 2·T·d each
-    forward, times 3 for training), counted over the full T×T square as is customary although
-    causal masking skips half of it. T_l is the context a layer's queries see: seq_len, or the
-    sliding window where it is shorter.
+    N is the non-embedding parameters plus the LM head (the embedding lookups themselves are
+    free; norm gains count as weights, a few hundred per layer). 6N is forward (2N) plus
+    backward (4N); 12·d·T is one layer's attention score and value products (QKᵀ and AV,
+    2·T·d each forward, times 3 for training), over the full T×T square as is customary
+    although causal masking skips half of it. A sliding window is applied as a mask over that
+    same square (no kernel here skips the masked blocks), so a windowed layer computes, and is
+    counted, as a full one: the count is what runs (tested against torch's FlopCounterMode).
     """
     matmul_params = count_parameters(cfg, vocab_size)["non_embedding"] + vocab_size * cfg.d_model
-    windows = [cfg.window_of(layer) for layer in range(cfg.n_layers)]
-    attended = sum(seq_len if window is None else min(seq_len, window) for window in windows)
-    return 6 * matmul_params + 12 * cfg.d_model * attended
+    return 6 * matmul_params + 12 * cfg.d_model * cfg.n_layers * seq_len
 
 
 def padded_vocab_size(tokenizer_vocab: int, multiple: int = 64) -> int:
