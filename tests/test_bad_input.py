@@ -883,6 +883,19 @@ CASES: list[Case] = [
         2,
         "read only with schedule: wsd",
     ),
+    *(
+        (
+            f"export: into the study's {part}/ folder",
+            lambda w, part=part: [
+                "export",
+                str(w.study_dir / "runs" / "baseline" / "seed-0"),
+                str(w.study_dir / part / "hf"),
+            ],
+            2,
+            f"inside the {part}/ folder of the study",
+        )
+        for part in ("report", "runs")
+    ),
     (
         "train: --stop-at 0",
         lambda w: [*_train(w, w.config), "--stop-at", "0"],

@@ -48,6 +48,8 @@ from lmablate.export.targets import (  # noqa: F401  (the export's public names)
 )
 from lmablate.training.checkpoint import load_run
 
+STUDY_OWN = ("runs", "report")  # the folders of a study directory that lmablate writes
+
 
 def _is_run_dir(path: Path) -> bool:
     """What lmablate train writes first: the run's config and its metrics log."""
@@ -66,6 +68,15 @@ def check_export_target(out_dir: Path, overwrite: bool) -> None:
                 f"export output {out_dir} is {'' if folder == out_dir else 'inside '}the run "
                 f"directory {folder}; exporting there would replace the run's own config.json. "
                 "Give a folder outside it"
+            )
+    resolved = out_dir.resolve()
+    for folder in resolved.parents:
+        part = resolved.relative_to(folder).parts[0]
+        if (folder / "study.yaml").is_file() and part in STUDY_OWN:
+            raise LmablateError(
+                f"export output {out_dir} is inside the {part}/ folder of the study {folder}, "
+                f"which lmablate writes itself; give a folder outside it (export --all writes "
+                f"to {folder / 'export'} by default)"
             )
     if (out_dir / "study.yaml").exists():
         raise LmablateError(
