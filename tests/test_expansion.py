@@ -89,6 +89,7 @@ def test_a_tuning_candidate_may_equal_another_configuration():
         ({"variants": {"p": {"max_positions": 64}}}, "read only with positions: learned"),
         ({"variants": {"z": {"z_loss": True}}}, "expected a number"),
         ({"samples": {"temperature": True}}, "expected a number"),
+        ({"variants": {"p": {"precision": True}}}, "precision: Input should be 'auto'"),
     ],
 )
 def test_configurations_that_train_nothing_new_are_refused(top, message):

@@ -62,8 +62,8 @@ def _boolean_for_number(value: Any, annotation: Any) -> bool:
         return _boolean_for_number(value, args[0])
     if origin in (Union, types.UnionType):
         return all(_boolean_for_number(value, arg) for arg in args if arg is not type(None))
-    if origin is Literal:
-        return isinstance(value, bool) and value not in args
+    if origin is Literal:  # pydantic names the choices itself
+        return False
     if isinstance(value, bool):
         return annotation in (int, float)
     if origin in (list, tuple) and isinstance(value, list | tuple) and args:
