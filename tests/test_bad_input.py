@@ -127,6 +127,25 @@ def bomb(levels: int = 12) -> str:
 Case = tuple[str, Callable[[Workspace], list[str]], int, str]
 
 
+def _damaged_run(w: Workspace, name: str, config_text: str) -> Path:
+    """A copy of the finished run, its config.json replaced by ``config_text``."""
+    import shutil
+
+    copy = w.root / "cases" / name
+    if not copy.exists():
+        shutil.copytree(w.run, copy)
+    (copy / "config.json").write_text(config_text)
+    return copy
+
+
+def _exported(w: Workspace) -> Path:
+    """The finished run, exported once (outside the workspace's snapshot: made before it)."""
+    out = w.root / "cases" / "exported"
+    if not (out / "model.safetensors").is_file():
+        assert main(["export", str(w.run), str(out)]) == 0
+    return out
+
+
 def _run(w: Workspace) -> list[str]:
     """lmablate run of the good study into a fresh directory (nothing may appear there)."""
     return ["run", str(w.study), "--out", str(w.root / "fresh")]
@@ -701,7 +720,42 @@ CASES: list[Case] = [
         "export: into a folder with files",
         lambda w: ["export", str(w.run), str(w.tokenizer)],  # a folder that always has files
         2,
-        "--overwrite",
+        "did not write",
+    ),
+    (
+        "export: --overwrite into a folder of the user's own files",
+        lambda w: ["export", str(w.run), str(w.tokenizer), "--overwrite"],
+        2,
+        "did not write",
+    ),
+    (
+        "export: OUT_DIR under a file",
+        lambda w: ["export", str(w.run), str(w.corpus / "hf")],
+        2,
+        "is a file",
+    ),
+    (
+        "export: a run whose config.json is not JSON",
+        lambda w: ["export", str(_damaged_run(w, "torn_config", '{"model": {')), "x"],
+        2,
+        "config.json is damaged: not valid JSON",
+    ),
+    (
+        "generate: a run whose config.json has a wrong type",
+        lambda w: [
+            "generate",
+            str(_damaged_run(w, "typed_config", '{"model": {"d_model": "big"}}')),
+            "--prompt",
+            "a",
+        ],
+        2,
+        "model.d_model",
+    ),
+    (
+        "export: from an exported folder",
+        lambda w: ["export", str(_exported(w)), str(w.root / "again")],
+        2,
+        "no run",
     ),
     (
         "export: into a study directory",
@@ -1071,3 +1125,28 @@ def test_status_names_each_damaged_file_and_shows_the_rest(ws, capsys):
     captured = capsys.readouterr()
     assert "baseline" in captured.out  # the runs found under runs/, without study.yaml
     assert "study.yaml is damaged" in captured.err and "Traceback" not in captured.err
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("final_val_loss", "NaN", "final_val_loss: Input should be a valid number (got 'NaN')"),
+        ("final_val_loss", None, "final_val_loss must be a finite number"),
+        ("step", True, "step: Input should be a valid integer"),
+    ],
+)
+def test_report_and_status_skip_and_list_a_run_whose_summary_is_broken(
+    ws, capfd, field, value, named
+):
+    copy = damaged_copy(ws, f"typed_{field}_{value}")
+    path = copy / "runs/baseline/seed-0/summary.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), field: value}))
+    capfd.readouterr()
+    assert main(["report", str(copy)]) == 0
+    captured = capfd.readouterr()
+    assert "Traceback" not in captured.err and named in captured.err
+    report = (copy / "report/research_report.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| baseline | 0 |"))
+    assert "damaged" in row and named in row  # the report lists the run it left out, and why
+    assert main(["status", str(copy)]) == 0
+    assert named in capfd.readouterr().out

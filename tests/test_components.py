@@ -287,6 +287,24 @@ def hf_logits_difference(cfg: ModelConfig) -> tuple[str, float]:
             "GPTNeoXForCausalLM",
         ),
         ({"norm": "layernorm", "mlp": "silu", "rotary_fraction": 0.25}, "GPTNeoXForCausalLM"),
+        # windows, on every layer and on all but every 2nd (ids are 12 long: 3 windows)
+        ({"sliding_window": 4}, "MinistralForCausalLM"),
+        ({"sliding_window": 4, "global_every": 2, "n_kv_heads": 2}, "MinistralForCausalLM"),
+        ({"qk_norm": True, "sliding_window": 4, "global_every": 2}, "Qwen3ForCausalLM"),
+        ({"qk_norm": True, "sliding_window": 5}, "Qwen3ForCausalLM"),
+        # Gemma 2: sandwich norms, soft-capped logits (2.0: every logit is bent), windows
+        ({"norm_placement": "sandwich", "logit_softcap": 2.0}, "Gemma2ForCausalLM"),
+        ({"norm_placement": "sandwich"}, "Gemma2ForCausalLM"),
+        (
+            {"norm_placement": "sandwich", "logit_softcap": 2.0, "sliding_window": 4,
+             "global_every": 2, "mlp": "geglu", "tie_embeddings": False, "n_layers": 3},
+            "Gemma2ForCausalLM",
+        ),
+        (
+            {"norm_placement": "sandwich", "parametrization": "mup", "mup_base_width": 16,
+             "logit_softcap": 2.0},
+            "Gemma2ForCausalLM",
+        ),
     ],
 )  # fmt: skip
 def test_export_parity_per_architecture(fields, architecture):
@@ -299,9 +317,11 @@ def test_export_parity_per_architecture(fields, architecture):
     ("fields", "named"),
     [
         ({"positions": "nope"}, "positions 'nope'"),
-        ({"norm_placement": "sandwich"}, "norm_placement 'sandwich'"),
+        ({"norm_placement": "post"}, "norm_placement 'post'"),
         ({"logit_softcap": 30.0}, "logit_softcap"),
-        ({"sliding_window": 8}, "sliding_window"),
+        ({"sliding_window": 8, "bias": True}, "bias (Ministral has none)"),
+        ({"norm_placement": "sandwich", "qk_norm": True}, "norm_placement 'sandwich' (needs pre)"),
+        ({"norm_placement": "sandwich", "bias": True}, "bias (Gemma 2"),
         ({"mlp": "relu2"}, "mlp 'relu2'"),
         ({"qk_norm": True, "bias": True}, "bias (Qwen3"),
         ({"norm": "layernorm", "n_kv_heads": 2, "mlp": "gelu"}, "n_kv_heads 2"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from helpers import run_cli
@@ -75,8 +77,11 @@ def test_exported_model_matches_lmablate(tmp_path, corpus, tokenizer_dir, tie):
     text = "Assignment statements are used to bind names"
     ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids
     assert ids[0].tolist() == our_tokenizer.encode(text)
+    assert hf.config.vocab_size == len(tokenizer) == our_tokenizer.vocab_size
     with torch.no_grad():
-        torch.testing.assert_close(hf.eval()(ids).logits, ours(ids), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            hf.eval()(ids).logits, ours(ids)[..., : len(tokenizer)], rtol=1e-5, atol=1e-5
+        )
 
     theirs = hf.generate(ids, max_new_tokens=10, do_sample=False)[0, ids.shape[1] :].tolist()
     if our_tokenizer.eos_id in theirs:
@@ -92,6 +97,41 @@ def test_exported_model_matches_lmablate(tmp_path, corpus, tokenizer_dir, tie):
 
     card = (out / "README.md").read_text()
     assert "final validation loss" in card and "LlamaForCausalLM" in card
+
+
+@pytest.mark.parametrize(
+    ("model", "architecture"),
+    [
+        ({"sliding_window": 4, "global_every": 2}, "MinistralForCausalLM"),
+        ({"qk_norm": True, "sliding_window": 4}, "Qwen3ForCausalLM"),
+        ({"norm_placement": "sandwich", "logit_softcap": 3.0}, "Gemma2ForCausalLM"),
+        ({"norm_placement": "sandwich", "logit_softcap": 3.0, "sliding_window": 4,
+          "global_every": 2}, "Gemma2ForCausalLM"),
+    ],
+)  # fmt: skip
+def test_windowed_and_soft_capped_runs_export_at_the_tokenizers_size(
+    tmp_path, corpus, tokenizer_dir, model, architecture
+):
+    """vocab_size 600 pads the embedding past the tokenizer's 512: those rows are no tokens,
+    so the export leaves them out and sampling from it can never return one."""
+    run_dir = trained(tmp_path, corpus, tokenizer_dir, vocab_size=600, **model)
+    out = export_run(run_dir, tmp_path / "hf")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(out)).eval()
+    assert type(hf).__name__ == architecture
+    ours, tokenizer, _, _ = load_run(run_dir)
+    size = tokenizer.vocab_size
+    assert ours.vocab_size == 600 > size == len(transformers.AutoTokenizer.from_pretrained(out))
+    ids = torch.tensor([tokenizer.encode("Assignment statements are used to bind names")])
+    assert ids.shape[1] > 2 * 4  # longer than the window: the window changes the logits
+    with torch.no_grad():
+        torch.testing.assert_close(hf(ids).logits, ours(ids)[..., :size], rtol=1e-5, atol=1e-5)
+        torch.manual_seed(0)
+        sampled = hf.generate(
+            ids.repeat(8, 1), max_new_tokens=24, do_sample=True, temperature=5.0, top_k=0
+        )
+    assert sampled.max().item() < size
+    card = (out / "README.md").read_text()
+    assert f"{size:,} tokens (the embedding's {600 - size} padding rows are left out" in card
 
 
 def test_bfloat16_export(tmp_path, corpus, tokenizer_dir):
@@ -143,10 +183,18 @@ def test_export_never_overwrites_what_it_was_not_asked_to(tmp_path, corpus, toke
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "notes.txt").write_text("mine")
-    result = run_cli("export", str(run_dir), str(busy))
-    assert result.returncode == 2 and "already holds files" in result.stderr
-    assert run_cli("export", str(run_dir), str(busy), "--overwrite").returncode == 0
-    assert (busy / "notes.txt").read_text() == "mine" and (busy / "model.safetensors").is_file()
+    for extra in ([], ["--overwrite"]):  # the user's own files are never an export's to replace
+        result = run_cli("export", str(run_dir), str(busy), *extra)
+        assert result.returncode == 2 and "did not write (notes.txt)" in result.stderr
+        assert sorted(p.name for p in busy.iterdir()) == ["notes.txt"]
+    done = tmp_path / "done"
+    assert run_cli("export", str(run_dir), str(done)).returncode == 0
+    assert json.loads((done / ".lmablate").read_text()) == {"kind": "export"}
+    result = run_cli("export", str(run_dir), str(done))
+    assert result.returncode == 2 and "earlier export; pass --overwrite" in result.stderr
+    (done / ".lmablate").unlink()  # an export from before the marker: recognised by its names
+    assert run_cli("export", str(run_dir), str(done), "--overwrite").returncode == 0
+    assert (done / ".lmablate").is_file() and (done / "model.safetensors").is_file()
     (tmp_path / "file").write_text("x")
     result = run_cli("export", str(run_dir), str(tmp_path / "file"))
     assert result.returncode == 2 and "is a file" in result.stderr
@@ -177,7 +225,9 @@ def test_an_exported_mup_model_computes_the_same_logits(
     assert ours.cfg.width_mult == 2.0
     ids = torch.tensor([tokenizer.encode("Assignment statements are used to bind names")])
     with torch.no_grad():
-        torch.testing.assert_close(hf.eval()(ids).logits, ours(ids), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            hf.eval()(ids).logits, ours(ids)[..., : tokenizer.vocab_size], rtol=1e-5, atol=1e-5
+        )
 
 
 def test_a_bias_free_neox_export_says_its_zero_biases_where_it_counts_parameters(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -327,3 +328,39 @@ def test_a_damaged_study_directory_reports_the_damage_and_reads_the_rest(tmp_pat
         (study_dir / "study.yaml").write_text(text)
         with pytest.raises(LmablateError, match=r"study.yaml is damaged"):
             load_study_dir(study_dir)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("final_val_loss", "NaN", "final_val_loss: Input should be a valid number (got 'NaN')"),
+        ("final_val_loss", None, "final_val_loss must be a finite number"),
+        ("tokens_seen", True, "tokens_seen: Input should be a valid integer"),
+        ("status", "done", "status: Input should be 'complete', 'diverged' or 'failed'"),
+        ("params", [1, 2], "params: Input should be a valid dictionary"),
+    ],
+)
+def test_a_summary_of_the_wrong_types_reads_as_missing(tmp_path, field, value, named):
+    study_dir = synthetic_study(tmp_path, {"baseline": [3.0, 3.1], "better": [2.7, 2.8]}, {}, {})
+    path = study_dir / "runs/better/seed-1/summary.json"
+    summary = json.loads(path.read_text())
+    path.write_text(json.dumps({**summary, field: value}))
+    with pytest.warns(UserWarning, match=re.escape(named)):
+        study = load_study_dir(study_dir)
+    run = next(r for r in study.runs if r.variant == "better" and r.seed == 1)
+    assert run.summary is None and run.status == "damaged" and named in run.damaged[0]
+    assert analyze(study).per_variant["better"]["n_complete"] == 1  # the other seed still counts
+
+
+def test_a_metrics_record_of_the_wrong_types_is_skipped(tmp_path):
+    study_dir = synthetic_study(tmp_path, {"baseline": [3.0, 3.1], "better": [2.7, 2.8]}, {}, {})
+    path = study_dir / "runs/better/seed-1/metrics.jsonl"
+    lines = path.read_text().splitlines()
+    record = json.loads(lines[1])
+    lines[1] = json.dumps({**record, "val_loss" if record["kind"] == "eval" else "loss": "NaN"})
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.warns(UserWarning, match=r"metrics.jsonl:2: record skipped \((val_)?loss: "):
+        study = load_study_dir(study_dir)
+    run = next(r for r in study.runs if r.variant == "better" and r.seed == 1)
+    assert len(run.records) == len(lines) - 1
+    analyze(study)  # the rest of the log still reads

@@ -6,10 +6,11 @@ interleaving writes. The lock is ``flock`` on ``DIR/.lock``: the operating syste
 when the holder exits, however it exits (a killed process never leaves a stale lock).
 
 Before it writes anything there, a command claims its folder: a new or empty one, or one that
-an earlier run of the same kind marked (``DIR/.lmablate`` names the kind: ``run`` or
-``study``). A folder written before that marker existed is accepted when every name in it is
-one its kind writes. Anything else (a study folder given to ``train``, a run folder given to
-``run``, a folder of the user's own files) is refused before a byte changes there.
+an earlier command of the same kind marked (``DIR/.lmablate`` names the kind: ``run``,
+``study`` or ``export``). A folder written before that marker existed is accepted when every
+name in it is one its kind writes. Anything else (a study folder given to ``train``, a run
+folder given to ``run``, a folder of the user's own files) is refused before a byte changes
+there.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ except ImportError:  # not POSIX: no locking
 
 
 MARKER = ".lmablate"
-KINDS = {"training": "run", "study": "study"}  # what a lock is taken for -> the folder's kind
+# what a folder is claimed for -> the folder's kind
+KINDS = {"training": "run", "study": "study", "export": "export"}
 # every name a folder of each kind holds, as versions before the marker wrote them
 LEGACY = {
     "run": {
@@ -46,17 +48,29 @@ LEGACY = {
         "eval",
     },
     "study": {"study.yaml", "runs", "report", "sample_prompts.json"},
+    "export": {
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "README.md",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "chat_template.jinja",
+    },
 }
+ANCHOR = {"run": "config.json", "study": "study.yaml", "export": "model.safetensors"}
 IGNORED = {".lock", ".DS_Store"}
 HINT = {
     "run": "train into a new or empty --out folder",
     "study": "run the study into a new or empty --out folder",
+    "export": "export into a new or empty folder",
 }
 
 
 def folder_kind(directory: Path) -> str | None:
-    """``run`` or ``study`` for a folder lmablate wrote (by its marker, else by its names),
-    ``""`` for a missing or empty one, None for a folder of anything else."""
+    """``run``, ``study`` or ``export`` for a folder lmablate wrote (by its marker, else by
+    its names), ``""`` for a missing or empty one, None for a folder of anything else."""
     if not directory.is_dir():
         return ""
     marker = directory / MARKER
@@ -70,8 +84,7 @@ def folder_kind(directory: Path) -> str | None:
     if not names:
         return ""
     for kind, known in LEGACY.items():
-        anchor = "config.json" if kind == "run" else "study.yaml"
-        if anchor in names and names <= known:
+        if ANCHOR[kind] in names and names <= known:
             return kind
     return None
 
@@ -100,13 +113,18 @@ def check_claim(directory: Path, what: str) -> None:
     )
 
 
-@contextlib.contextmanager
-def exclusive(directory: Path, what: str) -> Iterator[None]:
+def claim(directory: Path, what: str) -> None:
+    """Check the claim, create the folder and mark it as of the kind ``what`` writes."""
     check_claim(directory, what)
     directory.mkdir(parents=True, exist_ok=True)
     marker = directory / MARKER
     if not marker.is_file():
         marker.write_text(json.dumps({"kind": KINDS[what]}) + "\n")
+
+
+@contextlib.contextmanager
+def exclusive(directory: Path, what: str) -> Iterator[None]:
+    claim(directory, what)
     if fcntl is None:
         yield
         return

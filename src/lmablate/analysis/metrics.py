@@ -87,7 +87,7 @@ def run_metrics(run: RunData, target: float | None) -> dict[str, Any]:
         "variant": run.variant,
         "seed": run.seed,
         "status": run.status,
-        "message": summary.get("message"),
+        "message": "; ".join(run.damaged) or summary.get("message"),
         "train_loss": summary.get("final_train_loss"),
         "eval_loss": final,
         "val_bpb": summary.get("final_val_bpb"),

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from lmablate.analysis.runfiles import checked_record, checked_summary
 from lmablate.errors import LmablateError
 
 # a complete run's final evaluation, per validation document: [targets, summed nats]
@@ -41,6 +42,8 @@ class RunData:
     def status(self) -> str:
         if self.summary is not None:
             return self.summary["status"]
+        if any("summary.json" in problem for problem in self.damaged):
+            return "damaged"  # read as unfinished: resumed by a study, listed by a report
         return "partial" if self.records else "not started"
 
     @property
@@ -149,7 +152,8 @@ def read_json_object(path: Path) -> dict[str, Any] | None:
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Records of a metrics log. A torn last line (a kill mid-write) is dropped; a corrupt line
-    elsewhere is reported and skipped, never fatal."""
+    or a record of the wrong types (``runfiles``) elsewhere is reported and skipped, never
+    fatal."""
     if not path.is_file():
         return []
     records = []
@@ -162,9 +166,17 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
             except json.JSONDecodeError:
                 warnings.warn(f"{path}:{number}: unreadable record skipped", stacklevel=2)
                 continue
-            if isinstance(record, dict) and "step" in record and "kind" in record:
+            record = checked_record(record, f"{path}:{number}")
+            if record is not None:
                 records.append(record)
     return records
+
+
+def read_summary_file(path: Path) -> dict[str, Any] | None:
+    """A run's summary.json, checked against its schema (``runfiles.RunSummary``); None when
+    absent, and None with a warning naming the file and field when damaged."""
+    value = read_json_object(path)
+    return None if value is None else checked_summary(value, path)
 
 
 def load_study_dir(directory: str | Path) -> StudyData:
@@ -205,7 +217,7 @@ def read_run(path: Path, variant: str, seed: int) -> RunData:
             seed=seed,
             path=path,
             config=read_json_object(path / "config.json"),
-            summary=read_json_object(path / "summary.json"),
+            summary=read_summary_file(path / "summary.json"),
             records=read_jsonl(path / "metrics.jsonl"),
             samples=read_json_object(path / "samples.json"),
             downstream=read_json_object(path / "eval" / "lm_eval.json"),

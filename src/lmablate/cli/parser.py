@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser(
         "export",
-        help="write a run as a Hugging Face model folder (Llama, Qwen3 or GPT-NeoX)",
+        help="write a run as a Hugging Face model folder (Llama, Qwen3, GPT-NeoX, ...)",
         description="Write RUN_DIR's newest valid weights, tokenizer, config and a model card to "
         "OUT_DIR, loadable with transformers' AutoModelForCausalLM and AutoTokenizer. With "
         "--all, export every complete run of a study (default OUT_DIR: STUDY_DIR/export).",

@@ -353,7 +353,23 @@ def read_run_config(run_dir: str | Path) -> RunConfig:
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not a run directory (no config.json)")
-    return RunConfig.model_validate(json.loads(path.read_text()), context={"check_paths": False})
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise ConfigError(f"{path} is damaged: not valid JSON, so the run cannot be read") from None
+    if isinstance(raw, dict) and "model_type" in raw:
+        raise ConfigError(
+            f"{run_dir} holds a Hugging Face model config ({raw['model_type']!r}), not a run "
+            "of lmablate's: it is an export, so there is no run here to read; give the run "
+            "directory it was exported from"
+        )
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} is damaged: not a JSON object")
+    try:
+        return RunConfig.model_validate(raw, context={"check_paths": False})
+    except ValidationError as exc:
+        problems = format_validation_error(exc, f"{path}: ", RunConfig)
+        raise ConfigError(f"{problems}\n(the run's config.json is damaged)") from None
 
 
 # ------------------------------------------------------------------------------ documentation

@@ -4,14 +4,20 @@ The model's combination of components decides the architecture (``TARGETS``, fir
 
 - ``LlamaForCausalLM``: RMSNorm before each branch, a gated MLP (swiglu, geglu), full rotary
   positions; biases allowed (``attention_bias``, ``mlp_bias``). The default model.
-- ``Qwen3ForCausalLM``: the same with QK-norm (per-head RMSNorm of q and k), no biases.
+- ``MinistralForCausalLM``: Llama with a sliding window on every layer or on all but every
+  ``global_every``-th (``layer_types``), no biases.
+- ``Qwen3ForCausalLM``: Llama with QK-norm (per-head RMSNorm of q and k), windowed or not, no
+  biases.
 - ``GPTNeoXForCausalLM``: LayerNorm before each branch, a plain MLP (gelu, relu2, silu),
   whole or partial rotary positions, sequential or parallel blocks, multi-head attention
   (no grouped keys). Its LayerNorms and MLP always have biases: a model without them exports
   them as zeros, which computes the same function.
+- ``Gemma2ForCausalLM``: sandwich norms (RMSNorm before and after each branch) and a gated
+  MLP, with or without soft-capped logits and windows, no biases.
 
-A combination none of them computes (post or sandwich norms, NoPE or learned positions, a
-sliding window, soft-capped logits, a registered component, ...) is refused before anything is
+The embedding and head are written at the tokenizer's size: the padding rows past it are no
+tokens. A combination none of them computes (post norms, NoPE or learned positions,
+soft-capped logits with pre norms, a registered component, ...) is refused before anything is
 written, with the fields that stand in the way of each architecture. Each architecture's
 weight names are one explicit table (``{i}`` stands for the block index); GPT-NeoX's fused
 ``query_key_value`` interleaves q, k and v per head, which ``_neox_qkv`` spells out. A
@@ -21,7 +27,6 @@ into its weights (``fold_mup``), so the exported model computes the same logits.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +34,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from lmablate.analysis.rundata import read_summary_file
 from lmablate.config.keys import read_run_config
 from lmablate.errors import ConfigError, LmablateError
 from lmablate.export.targets import (  # noqa: F401  (the export's public names)
@@ -46,6 +52,7 @@ from lmablate.export.targets import (  # noqa: F401  (the export's public names)
     name_pairs,
     to_hf_state_dict,
 )
+from lmablate.locks import check_claim, claim, folder_kind
 from lmablate.training.checkpoint import load_run
 
 STUDY_OWN = ("runs", "report")  # the folders of a study directory that lmablate writes
@@ -57,9 +64,10 @@ def _is_run_dir(path: Path) -> bool:
 
 
 def check_export_target(out_dir: Path, overwrite: bool) -> None:
-    """Refuse an output folder that is a run or study directory, lies inside a run directory,
-    is a file, or already holds files (unless ``overwrite``): an export never replaces what
-    the user did not ask it to."""
+    """Refuse an output folder that is a file, a run or study directory, lies inside a run
+    directory or a study's own ``runs/``/``report/``, or holds files an export did not write;
+    a folder an earlier export wrote (its ``.lmablate`` marker says ``export``) is replaced
+    only with ``overwrite``. Nothing is written before every check has passed."""
     if out_dir.exists() and not out_dir.is_dir():
         raise LmablateError(f"export output {out_dir} is a file; give a folder")
     for folder in (out_dir, *out_dir.resolve().parents):
@@ -83,10 +91,11 @@ def check_export_target(out_dir: Path, overwrite: bool) -> None:
             f"export output {out_dir} is a study directory; give a folder outside it (or "
             "leave OUT_DIR out with --all: STUDY_DIR/export)"
         )
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+    check_claim(out_dir, "export")
+    if folder_kind(out_dir) == "export" and not overwrite:
         raise LmablateError(
-            f"export output {out_dir} already holds files; exporting would mix them with this "
-            "model's. Give an empty or new folder, or pass --overwrite to replace them"
+            f"export output {out_dir} already holds an earlier export; pass --overwrite to "
+            "replace it, or give a new or empty folder"
         )
 
 
@@ -98,7 +107,7 @@ def export_run(
 ) -> Path:
     """Write ``out_dir`` so that ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained``
     load the run's newest valid weights and tokenizer with no custom code. ``out_dir`` must
-    be new or empty (``overwrite``: files already in it are replaced), and never a run or
+    be new or empty, or (with ``overwrite``) an earlier export's folder, and never a run or
     study directory; the one folder inside a run it writes is the run's own ``hf/`` for
     ``lmablate eval``."""
     from transformers import AutoConfig, GenerationConfig
@@ -106,28 +115,39 @@ def export_run(
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if dtype not in DTYPES:
         raise LmablateError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
-    if out_dir.resolve() != (run_dir / EVAL_FOLDER).resolve():
+    own = out_dir.resolve() == (run_dir / EVAL_FOLDER).resolve()
+    if not own:
         check_export_target(out_dir, overwrite)
     cfg = read_run_config(run_dir)
     target = export_target(cfg.model)
     model, tokenizer, _, step = load_run(run_dir)
-    summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
-    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = read_summary_file(run_dir / "summary.json")
+    if own:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        claim(out_dir, "export")
+    # the rows past the tokenizer's (padding to a multiple of 64) are no tokens: left out, so
+    # that nothing loading the export can sample them
+    vocab = tokenizer.vocab_size
+    fields = target.config(cfg.model, vocab, cfg.train.seq_len, tokenizer.eos_id)
     state = to_hf_state_dict(model.state_dict(), cfg.model)
-    if cfg.model.tie_embeddings:  # stored once; transformers ties it back on load
+    for name in (target.names["embed.weight"], "lm_head.weight", "embed_out.weight"):
+        if name in state:
+            state[name] = state[name][:vocab]
+    if fields["tie_word_embeddings"]:  # stored once; transformers ties it back on load
         state.pop("embed_out.weight" if "embed_out.weight" in state else "lm_head.weight")
     state = {name: t.detach().to(DTYPES[dtype]).contiguous() for name, t in state.items()}
     save_file(state, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
-    fields = target.config(cfg.model, model.vocab_size, cfg.train.seq_len, tokenizer.eos_id)
     model_type = fields.pop("model_type")
     AutoConfig.for_model(model_type, **fields, torch_dtype=dtype).save_pretrained(str(out_dir))
     GenerationConfig(
         bos_token_id=tokenizer.eos_id, eos_token_id=tokenizer.eos_id, pad_token_id=tokenizer.eos_id
     ).save_pretrained(str(out_dir))
     tokenizer.save(out_dir)
-    exported = sum(t.numel() for t in state.values())
-    card = model_card(run_dir, cfg, summary, step, model, dtype, target.architecture, exported)
+    zeros = sum(  # GPT-NeoX's always-present biases, for a model that has none
+        t.numel() for n, t in state.items() if n.endswith(".bias") and not cfg.model.bias
+    )
+    card = model_card(run_dir, cfg, summary, step, model, dtype, target.architecture, zeros, vocab)
     (out_dir / "README.md").write_text(card)
     return out_dir
 
@@ -140,14 +160,21 @@ def model_card(
     model: torch.nn.Module,
     dtype: str,
     architecture: str = "LlamaForCausalLM",
-    exported: int | None = None,
+    zeros: int = 0,
+    vocab: int | None = None,
 ) -> str:
-    """``exported``: the values the weights file holds, when more than the model's parameters
-    (GPT-NeoX's layout has biases a bias-free model exports as zeros)."""
+    """``zeros``: the bias values the weights file holds that the model does not have
+    (GPT-NeoX's layout has biases a bias-free model exports as zeros); ``vocab``: the
+    tokenizer's size, at which the embedding and head are exported."""
     summary = summary or {}
     study = run_dir.parent.parent.parent / "study.yaml"
     params = sum(p.numel() for p in model.parameters())
-    zeros = (exported or params) - params
+    rows = getattr(model, "vocab_size", vocab) - (vocab or 0) if vocab else 0
+    vocabulary = (
+        f"| vocabulary | {vocab:,} tokens"
+        + (f" (the embedding's {rows} padding rows are left out of the export)" if rows else "")
+        + " |"
+    )
     padding = (
         f" (the weights file holds {zeros:,} more values: the biases {architecture}'s layout "
         "always has, exported as zeros because this model has none; they compute nothing)"
@@ -178,6 +205,7 @@ def model_card(
         f"| architecture | {architecture}, {cfg.model.n_layers} layers, d_model "
         f"{cfg.model.d_model}, {cfg.model.n_heads} heads ({cfg.model.kv_heads} key/value), "
         f"d_ff {cfg.model.d_ff}, {params / 1e6:.2f}M parameters{padding} |",
+        *([vocabulary] if vocab else []),
         f"| training data | {source}, {data.num_documents or 'all'} documents, "
         f"{int(data.val_fraction * 100)}% held out by document |",
         f"| tokens trained | {summary.get('tokens_seen', 'n/a'):,} "
@@ -213,7 +241,7 @@ def export_study(
     exported = []
     for summary_path in sorted(study_dir.glob("runs/*/seed-*/summary.json")):
         run_dir = summary_path.parent
-        if json.loads(summary_path.read_text()).get("status") != "complete":
+        if (read_summary_file(summary_path) or {}).get("status") != "complete":
             continue
         name = "/".join(run_dir.parts[-2:])
         try:

@@ -46,6 +46,12 @@ NEOX_NAMES: dict[str, str] = {  # q, k and v go into query_key_value (_neox_qkv)
     "norm.weight": "gpt_neox.final_layer_norm.weight",
     "lm_head.weight": "lm_head.weight",
 }
+GEMMA2_NAMES: dict[str, str] = {  # sandwich norms: a gain g exports as g - 1 (to_hf_state_dict)
+    **{ours: theirs for ours, theirs in HF_NAMES.items() if "mlp_norm" not in ours},
+    "blocks.{i}.attn_out_norm.weight": "model.layers.{i}.post_attention_layernorm.weight",
+    "blocks.{i}.mlp_norm.weight": "model.layers.{i}.pre_feedforward_layernorm.weight",
+    "blocks.{i}.mlp_out_norm.weight": "model.layers.{i}.post_feedforward_layernorm.weight",
+}
 # GPT-NeoX layers that always carry a bias (a model without biases exports zeros there)
 NEOX_ALWAYS_BIASED = ("layernorm", "final_layer_norm", "dense_h_to_4h", "dense_4h_to_h")
 GATED_ACTIVATIONS = {"swiglu": "silu", "geglu": "gelu"}
@@ -55,14 +61,10 @@ PLAIN_ACTIVATIONS = {"gelu": "gelu", "relu2": "relu2", "silu": "silu"}
 def _common_problems(cfg: ModelConfig) -> list[str]:
     """What no target computes."""
     problems = []
-    if cfg.norm_placement != "pre":
-        problems.append(f"norm_placement {cfg.norm_placement!r} (every target normalizes before)")
+    if cfg.norm_placement == "post":
+        problems.append("norm_placement 'post' (every target normalizes before each branch)")
     if cfg.positions != "rope":
         problems.append(f"positions {cfg.positions!r} (every target uses rope)")
-    if cfg.sliding_window is not None:
-        problems.append("sliding_window (no target slides over every layer as configured)")
-    if cfg.logit_softcap is not None:
-        problems.append("logit_softcap (no target caps its logits)")
     registered = [
         f"{family} {getattr(cfg, family)!r}"
         for family, registry in REGISTRIES.items()
@@ -73,7 +75,24 @@ def _common_problems(cfg: ModelConfig) -> list[str]:
     return problems
 
 
-def _llama_problems(cfg: ModelConfig) -> list[str]:
+def _pre_norm(cfg: ModelConfig) -> list[str]:
+    return (
+        [f"norm_placement {cfg.norm_placement!r} (needs pre)"]
+        if cfg.norm_placement != "pre"
+        else []
+    )
+
+
+def _no_softcap(cfg: ModelConfig) -> list[str]:
+    return ["logit_softcap (its logits are not capped)"] if cfg.logit_softcap is not None else []
+
+
+def _no_window(cfg: ModelConfig) -> list[str]:
+    return ["sliding_window (it has no sliding window)"] if cfg.sliding_window is not None else []
+
+
+def _gated_rms(cfg: ModelConfig) -> list[str]:
+    """What Llama's family of blocks needs: RMSNorm, a gated MLP, full rotary, sequential."""
     problems = []
     if cfg.norm != "rmsnorm":
         problems.append(f"norm {cfg.norm!r} (needs rmsnorm)")
@@ -86,12 +105,34 @@ def _llama_problems(cfg: ModelConfig) -> list[str]:
     return problems
 
 
+def _llama_problems(cfg: ModelConfig) -> list[str]:
+    return _pre_norm(cfg) + _gated_rms(cfg) + _no_window(cfg) + _no_softcap(cfg)
+
+
+def _ministral_problems(cfg: ModelConfig) -> list[str]:
+    """Llama with a sliding window on every layer or some (``layer_types``), no biases."""
+    problems = _pre_norm(cfg) + _gated_rms(cfg) + _no_softcap(cfg)
+    if cfg.sliding_window is None:
+        problems.append("sliding_window (needs one; without it the model is Llama)")
+    return problems + (["bias (Ministral has none)"] if cfg.bias else [])
+
+
+def _gemma2_problems(cfg: ModelConfig) -> list[str]:
+    """Sandwich norms, soft-capped logits and sliding windows allowed; no biases."""
+    problems = _gated_rms(cfg)
+    if cfg.norm_placement != "sandwich":
+        problems.append(f"norm_placement {cfg.norm_placement!r} (needs sandwich)")
+    return problems + (["bias (Gemma 2's MLP has none)"] if cfg.bias else [])
+
+
 def _qwen3_problems(cfg: ModelConfig) -> list[str]:
-    return _llama_problems(cfg) + (["bias (Qwen3's MLP has none)"] if cfg.bias else [])
+    """Llama with QK-norm; a sliding window on any layers (``layer_types``); no biases."""
+    problems = _pre_norm(cfg) + _gated_rms(cfg) + _no_softcap(cfg)
+    return problems + (["bias (Qwen3's MLP has none)"] if cfg.bias else [])
 
 
 def _neox_problems(cfg: ModelConfig) -> list[str]:
-    problems = []
+    problems = _pre_norm(cfg) + _no_window(cfg) + _no_softcap(cfg)
     if cfg.norm != "layernorm":
         problems.append(f"norm {cfg.norm!r} (needs layernorm)")
     if cfg.mlp not in PLAIN_ACTIVATIONS:
@@ -128,14 +169,68 @@ def llama_config(cfg: ModelConfig, vocab_size: int, context: int, eos_id: int) -
     }
 
 
+def layer_types(cfg: ModelConfig) -> list[str]:
+    """Each block's attention, in the names of transformers' ``layer_types``."""
+    return [
+        "full_attention" if cfg.window_of(i) is None else "sliding_attention"
+        for i in range(cfg.n_layers)
+    ]
+
+
+def _windows(cfg: ModelConfig) -> dict[str, Any]:
+    """The sliding-window fields: the same band as ours (a query sees itself and the W - 1
+    positions before it), on the layers ``window_of`` slides."""
+    return {"sliding_window": cfg.sliding_window, "layer_types": layer_types(cfg)}
+
+
+def _ministral_config(
+    cfg: ModelConfig, vocab_size: int, context: int, eos_id: int
+) -> dict[str, Any]:
+    fields = llama_config(cfg, vocab_size, context, eos_id)
+    for name in ("attention_bias", "mlp_bias"):
+        del fields[name]
+    return {
+        **fields,
+        "architectures": ["MinistralForCausalLM"],
+        "model_type": "ministral",
+        **_windows(cfg),
+    }
+
+
 def _qwen3_config(cfg: ModelConfig, vocab_size: int, context: int, eos_id: int) -> dict[str, Any]:
     fields = llama_config(cfg, vocab_size, context, eos_id)
     del fields["mlp_bias"]
+    windowed = cfg.sliding_window is not None
     return {
         **fields,
         "architectures": ["Qwen3ForCausalLM"],
         "model_type": "qwen3",
-        "use_sliding_window": False,
+        "use_sliding_window": windowed,
+        **(_windows(cfg) if windowed else {}),
+    }
+
+
+def _gemma2_config(cfg: ModelConfig, vocab_size: int, context: int, eos_id: int) -> dict[str, Any]:
+    """Gemma 2 scales its embedding by sqrt(d_model) (undone in the exported table, so the
+    head is stored on its own) and its attention by query_pre_attn_scalar^-1/2 (set to
+    head_dim, the standard scale); its attention logits are not capped here, as ours are not."""
+    fields = llama_config(cfg, vocab_size, context, eos_id)
+    for name in ("attention_bias", "mlp_bias", "hidden_act"):
+        del fields[name]
+    windowed = cfg.sliding_window is not None
+    return {
+        **fields,
+        "architectures": ["Gemma2ForCausalLM"],
+        "model_type": "gemma2",
+        "hidden_activation": GATED_ACTIVATIONS[cfg.mlp],
+        "query_pre_attn_scalar": cfg.head_dim,
+        "attn_logit_softcapping": None,
+        "final_logit_softcapping": cfg.logit_softcap,
+        "tie_word_embeddings": False,
+        "pad_token_id": eos_id,
+        # without a window every layer is full_attention; the field must still be set
+        "sliding_window": cfg.sliding_window if windowed else context,
+        "layer_types": layer_types(cfg),
     }
 
 
@@ -174,8 +269,10 @@ class Target:
 
 TARGETS = (  # the first whose problems are none is the one exported
     Target("LlamaForCausalLM", HF_NAMES, _llama_problems, llama_config),
+    Target("MinistralForCausalLM", HF_NAMES, _ministral_problems, _ministral_config),
     Target("Qwen3ForCausalLM", QWEN3_NAMES, _qwen3_problems, _qwen3_config),
     Target("GPTNeoXForCausalLM", NEOX_NAMES, _neox_problems, _neox_config),
+    Target("Gemma2ForCausalLM", GEMMA2_NAMES, _gemma2_problems, _gemma2_config),
 )
 
 
@@ -257,6 +354,13 @@ def to_hf_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[s
             out[their_bias] = state[our_bias]
         elif target.names is NEOX_NAMES and any(n in theirs for n in NEOX_ALWAYS_BIASED):
             out[their_bias] = torch.zeros(state[ours].shape[0], dtype=state[ours].dtype)
+    if target.names is GEMMA2_NAMES:  # Gemma's RMSNorm multiplies by (1 + gain)
+        for name in out:
+            if name.endswith("layernorm.weight") or name == "model.norm.weight":
+                out[name] = out[name] - 1
+        # it multiplies the embedding by sqrt(d_model): the table is stored divided by it
+        out["model.embed_tokens.weight"] = out["model.embed_tokens.weight"] / math.sqrt(cfg.d_model)
+        out["lm_head.weight"] = state["lm_head.weight"]  # tied or not: its own copy
     if target.names is NEOX_NAMES:
         if _transformers_major() < 5:  # transformers 4 names GPT-NeoX's head embed_out
             out["embed_out.weight"] = out.pop("lm_head.weight")

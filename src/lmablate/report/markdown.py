@@ -81,10 +81,11 @@ def _overview_and_setup(study: StudyData, data: dict[str, Any]) -> list[str]:
         "",
         f"**Date:** {meta['training_finished'] or meta['collection_date']} (training finished); "
         f"report built {meta['collection_date']}  ",
-        f"**Platform:** {meta['platform']}  ",
-        f"**Hardware:** {meta['hardware']}  ",
-        f"**Software:** lmablate {env.get('lmablate_version')} (git {env.get('git_sha') or 'n/a'}),"
-        f" Python {env.get('python')}, PyTorch {env.get('torch')}"
+        f"**Platform:** {meta['platform'] or 'n/a (no run completed)'}  ",
+        f"**Hardware:** {meta['hardware'] or 'n/a (no run completed)'}  ",
+        f"**Software:** lmablate {env.get('lmablate_version', 'n/a')} "
+        f"(git {env.get('git_sha') or 'n/a'}),"
+        f" Python {env.get('python', 'n/a')}, PyTorch {env.get('torch', 'n/a')}"
         f"{', CUDA ' + env['cuda'] if env.get('cuda') else ''}  ",
         f"**Total Configurations:** {meta['total_configurations']} × {len(seeds)} seed(s) "
         f"({', '.join(f'{n} {s}' for s, n in meta['runs'].items())})  ",

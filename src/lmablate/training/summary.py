@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from lmablate.analysis.rundata import read_json_object
+from lmablate.analysis.rundata import read_summary_file
 from lmablate.config.keys import with_defaults
 from lmablate.config.run import RunConfig
 from lmablate.data.cache import digest
@@ -41,7 +41,7 @@ class RunResult:
 def read_summary(run_dir: Path) -> dict[str, Any] | None:
     """A run's summary.json; None when there is none or it is damaged (then with a warning
     naming it): the run counts as unfinished and resumes from its checkpoints."""
-    return read_json_object(run_dir / "summary.json")
+    return read_summary_file(run_dir / "summary.json")
 
 
 def write_json_atomic(path: Path, value: Any) -> None:
