@@ -138,6 +138,15 @@ def _damaged_run(w: Workspace, name: str, config_text: str) -> Path:
     return copy
 
 
+def _learned_run(w: Workspace) -> Path:
+    """A finished run whose learned position table has 16 rows (trained before the snapshot)."""
+    out = w.root / "cases" / "learned_run"
+    if not (out / "summary.json").is_file():
+        config = good_with(w, "learned.yaml", "model", "positions: learned, max_positions: 16")
+        assert main(["train", str(config), "--out", str(out), "--quiet"]) == 0
+    return out
+
+
 def _exported(w: Workspace) -> Path:
     """The finished run, exported once (outside the workspace's snapshot: made before it)."""
     out = w.root / "cases" / "exported"
@@ -752,6 +761,18 @@ CASES: list[Case] = [
         "model.d_model",
     ),
     (
+        "export: to a folder that cannot be created",
+        lambda w: ["export", str(w.run), "/proc/lmablate-export"],  # not even root may
+        2,
+        "cannot create /proc/lmablate-export",
+    ),
+    (
+        "train: --out that cannot be created",
+        lambda w: ["train", str(w.config), "--out", "/proc/lmablate-run"],
+        2,
+        "cannot create /proc/lmablate-run",
+    ),
+    (
         "export: from an exported folder",
         lambda w: ["export", str(_exported(w)), str(w.root / "again")],
         2,
@@ -957,6 +978,29 @@ CASES: list[Case] = [
         "--stop-at 0",
     ),
     (
+        "generate: more new tokens than the learned positions hold",
+        lambda w: ["generate", str(_learned_run(w)), "--prompt", "a", "--max-new-tokens", "16"],
+        2,
+        "at most 15 new tokens fit",
+    ),
+    (
+        "run: samples longer than a variant's learned positions",
+        lambda w: _run_file(
+            w,
+            "learned_samples.yaml",
+            variants={"learned": {"positions": "learned", "max_positions": 16}},
+            samples={"documents": 1, "max_new_tokens": 20},
+        ),
+        2,
+        "variants.learned: samples.max_new_tokens 20",
+    ),
+    (
+        "run: --nproc-per-node that does not divide the batch",
+        lambda w: [*_run(w), "--nproc-per-node", "3"],
+        2,
+        "--nproc-per-node 3 does not divide the batch of baseline (4)",
+    ),
+    (
         "run: --set max_runs=0",
         lambda w: [*_run(w), "--set", "max_runs=0"],
         2,
@@ -1150,3 +1194,37 @@ def test_report_and_status_skip_and_list_a_run_whose_summary_is_broken(
     assert "damaged" in row and named in row  # the report lists the run it left out, and why
     assert main(["status", str(copy)]) == 0
     assert named in capfd.readouterr().out
+
+
+def test_a_changed_description_resumes_the_finished_study_without_retraining(ws, capfd):
+    """What a variant's description is never decides whether its runs are the same: not for
+    de-duplication (tests/test_expansion.py), and not for resuming."""
+    copy = damaged_copy(ws, "redescribed")
+    study = yaml.safe_load(ws.study.read_text())
+    study["baseline"]["description"] = "the same run, described anew"
+    changed = bad_yaml(ws, "redescribed.yaml", yaml.safe_dump(study))
+    summary = copy / "runs/baseline/seed-0/summary.json"
+    before = summary.read_bytes()
+    assert main(["run", str(changed), "--out", str(copy), "--quiet"]) == 0, capfd.readouterr().err
+    assert summary.read_bytes() == before  # resumed as finished, not trained again
+
+
+@pytest.mark.parametrize(
+    ("file", "content", "named"),
+    [
+        ("samples.json", {"settings": {}, "samples": [{"prompt": 3}]}, "samples.0.prompt"),
+        ("samples.json", {"settings": {}, "samples": []}, "samples: List should have at least"),
+        ("eval_documents.json", {"step": 4, "targets_digest": "x", "columns": [],
+                                 "documents": [[1, "NaN"]]}, "documents.0.1"),
+        ("eval/lm_eval.json", {"results": ["hellaswag"]}, "results: Input should be a valid"),
+    ],
+)  # fmt: skip
+def test_report_reads_past_any_run_file_of_the_wrong_shape(ws, capfd, file, content, named):
+    copy = damaged_copy(ws, f"shape_{file.replace('/', '_')}_{len(str(content))}")
+    path = copy / "runs/baseline/seed-0" / file
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(content))
+    capfd.readouterr()
+    assert main(["report", str(copy)]) == 0
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and f"{file}: damaged, read as missing ({named}" in err, err

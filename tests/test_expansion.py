@@ -104,3 +104,59 @@ def test_a_baseline_setting_unread_by_a_variant_is_not_that_variants_fault():
     baseline["train"]["muon_momentum"] = 0.9
     raw = study(baseline=baseline, variants={"adamw": {"optimizer": "adamw"}})
     assert [run.variant for run in build_study(raw).runs] == ["baseline", "adamw"]
+
+
+@pytest.mark.parametrize(
+    ("variants", "message"),
+    [
+        ({"same": {"description": "says so"}}, "variants.same changes nothing"),
+        ({"watched": {"logger": "tensorboard"}}, "variants.watched changes nothing"),
+        (
+            {"a": {"learning_rate": 1.0e-3, "description": "one"},
+             "b": {"learning_rate": 1.0e-3, "description": "two"}},
+            "variants.b resolves to the same configuration as variants.a",
+        ),
+    ],
+)  # fmt: skip
+def test_what_documents_or_watches_a_run_is_no_configuration_of_its_own(variants, message):
+    """config.effect.NOT_TRAINED, the same fields a resumed run may change."""
+    with pytest.raises(ConfigError, match=message):
+        build_study(study(variants=variants))
+
+
+def test_a_sweep_point_that_differs_only_in_description_is_its_configuration():
+    built = build_study(
+        study(
+            variants={"fast": {"learning_rate": 1.0e-3, "description": "faster"}},
+            sweeps=[{"grid": {"learning_rate": [1.0e-3, 3.0e-3]}, "over": ["fast"]}],
+        )
+    )
+    # fast at learning_rate 1e-3 is fast itself (its description aside): one run, not two
+    assert sorted({r.variant for r in built.runs}) == [
+        "baseline",
+        "fast",
+        "fast,learning_rate=0.003",
+    ]
+
+
+def test_every_variant_name_is_addressable_by_set():
+    """A name may hold '.' and '=' (a directory name): --set matches it whole."""
+    raw = study(
+        variants={"lr=1e-3": {"learning_rate": 1.0e-3}, "v1.5": {"d_model": 64}, "v1": {}},
+    )
+    changed, _ = apply_study_overrides(
+        raw, ["variants.lr=1e-3.batch_size=8", "variants.v1.5.n_layers=3", "variants.v1.n_layers=4"]
+    )
+    assert changed["variants"]["lr=1e-3"]["train"]["batch_size"] == 8
+    assert changed["variants"]["v1.5"]["model"] == {"d_model": 64, "n_layers": 3}
+    assert changed["variants"]["v1"]["model"] == {"n_layers": 4}
+
+
+def test_a_generated_point_named_by_set_says_what_to_set_instead():
+    raw = study(
+        variants={"fast": {"learning_rate": 1.0e-3}},
+        sweeps=[{"grid": {"batch_size": [2, 8]}, "over": ["fast"]}],
+    )
+    assert "fast,batch_size=8" in {r.variant for r in build_study(raw).runs}
+    with pytest.raises(ConfigError, match=r"a point the study's sweeps, scale or tune generate"):
+        apply_study_overrides(raw, ["variants.fast,batch_size=8.learning_rate=0.01"])

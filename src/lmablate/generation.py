@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmablate.config.effect import check_positions
 from lmablate.config.run import SEED_MAX
 from lmablate.data.tokenizers import Tokenizer
 from lmablate.errors import LmablateError
@@ -235,6 +236,7 @@ def generate(
     """One continuation per prompt, batched; ``use_cache=False`` recomputes every step."""
     if not prompts:
         return []
+    check_positions(model.cfg, settings.max_new_tokens)
     model.eval()
     device = next(model.parameters()).device
     encoded = _prepare_prompts(tokenizer, prompts, context, settings.max_new_tokens)

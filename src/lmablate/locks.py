@@ -116,10 +116,16 @@ def check_claim(directory: Path, what: str) -> None:
 def claim(directory: Path, what: str) -> None:
     """Check the claim, create the folder and mark it as of the kind ``what`` writes."""
     check_claim(directory, what)
-    directory.mkdir(parents=True, exist_ok=True)
     marker = directory / MARKER
-    if not marker.is_file():
-        marker.write_text(json.dumps({"kind": KINDS[what]}) + "\n")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        if not marker.is_file():
+            marker.write_text(json.dumps({"kind": KINDS[what]}) + "\n")
+    except OSError as exc:
+        raise LmablateError(
+            f"cannot create {directory}: {exc.strerror or exc}; give a folder this user may "
+            "write (nothing was written)"
+        ) from None
 
 
 @contextlib.contextmanager

@@ -1,4 +1,6 @@
-"""The schema of the run files lmablate reads back: ``summary.json`` and ``metrics.jsonl``.
+"""The schema of the run files lmablate reads back: ``summary.json``, ``metrics.jsonl``,
+``samples.json``, ``eval_documents.json`` and ``eval/lm_eval.json`` (``config.json`` is a
+``RunConfig``, checked where it is read).
 
 Everything downstream (``report``, ``status``, resume, export) does arithmetic on these files,
 so a value of the wrong type there (a hand-edited ``"NaN"``, a ``null`` final loss, a
@@ -17,9 +19,9 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lmablate.config.keys import format_validation_error
 
@@ -96,6 +98,41 @@ class RunSummary(_File):
         return self
 
 
+class Sample(_File):
+    prompt: str
+    generated: str
+    generated_only: str
+    new_tokens: int
+    prompt_index: Count = None
+    draw: Count = None
+
+
+class SamplesFile(_File):
+    """``samples.json``: the study's text samples of a finished run."""
+
+    settings: dict[str, Any]
+    samples: list[Sample] = Field(min_length=1)
+    step: Count = None
+    quality: Table = None
+    yardstick: Table = None
+
+
+class DocumentsFile(_File):
+    """``eval_documents.json``: the final evaluation per validation document."""
+
+    step: int
+    targets_digest: str
+    columns: list[str]
+    documents: list[Annotated[list[float], Field(min_length=2, max_length=2)]]
+
+
+class DownstreamFile(_File):
+    """``eval/lm_eval.json``: what ``lmablate eval`` recorded."""
+
+    results: dict[str, dict[str, Any]]
+    limit: Count = None
+
+
 class TrainRecord(_File):
     kind: Literal["train"]
     step: int
@@ -121,10 +158,18 @@ def problem(exc: ValidationError) -> str:
     return format_validation_error(exc).replace("\n", "; ").removeprefix("- ")
 
 
-def checked_summary(value: dict[str, Any], path: Path) -> dict[str, Any] | None:
-    """``value`` when it is a valid summary; else None, with a warning naming the field."""
+FILES: dict[str, type[_File]] = {  # a run directory's JSON files, by path inside it
+    "summary.json": RunSummary,
+    "samples.json": SamplesFile,
+    "eval_documents.json": DocumentsFile,
+    "eval/lm_eval.json": DownstreamFile,
+}
+
+
+def checked_file(value: dict[str, Any], path: Path, schema: type[_File]) -> dict[str, Any] | None:
+    """``value`` when it fits ``schema``; else None, with a warning naming the field."""
     try:
-        RunSummary.model_validate(value)
+        schema.model_validate(value)
     except ValidationError as exc:
         warnings.warn(f"{path}: damaged, read as missing ({problem(exc)})", stacklevel=3)
         return None

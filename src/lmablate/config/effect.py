@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from lmablate.config.run import RunConfig
+from lmablate.config.run import ModelConfig, RunConfig
+from lmablate.errors import ConfigError
 
 # (fields, why they are unread in this config or None)
 Rule = tuple[tuple[str, ...], Callable[[RunConfig], str | None]]
@@ -100,3 +101,29 @@ def written_fields(config: RunConfig) -> set[str]:
         *config.train.model_fields_set,
         *config.data.model_fields_set,
     }
+
+
+def check_positions(cfg: ModelConfig, max_new_tokens: int, what: str = "--max-new-tokens") -> None:
+    """A learned position table has no row past ``max_positions``: a prompt token and
+    ``max_new_tokens`` after it must fit (rope and NoPE compute any position)."""
+    if cfg.positions == "learned" and max_new_tokens >= cfg.max_positions:
+        raise ConfigError(
+            f"{what} {max_new_tokens}: the model's learned positions stop at "
+            f"{cfg.max_positions} (model.max_positions), so at most {cfg.max_positions - 1} new "
+            "tokens fit after a prompt; ask for fewer"
+        )
+
+
+# fields (dotted paths of a run config) that document or watch a run and never change what it
+# trains: a change to one is no new configuration (a variant must change something else), and
+# a finished run whose config differs only there is resumed, not retrained
+NOT_TRAINED = frozenset({"description", "train.logger", "train.wandb_project"})
+
+
+def trained_part(config: dict) -> dict:
+    """A resolved run config (``model_dump``) without the ``NOT_TRAINED`` fields."""
+    out = {k: v for k, v in config.items() if k not in NOT_TRAINED}
+    for section, value in config.items():
+        if isinstance(value, dict):
+            out[section] = {k: v for k, v in value.items() if f"{section}.{k}" not in NOT_TRAINED}
+    return out

@@ -317,7 +317,7 @@ def expand_sweeps(
 
 
 def check_configurations(
-    flat_of: Mapping[str, dict[str, Any]],
+    trained_of: Mapping[str, dict[str, Any]],
     configs: Mapping[str, RunConfig],
     written: Mapping[str, Mapping[str, Any]],
     labels: Mapping[str, str],
@@ -326,16 +326,17 @@ def check_configurations(
 ) -> None:
     """Every configuration must train something of its own: a variant that resolves to the
     baseline or to another configuration is refused, and so is a written setting its config
-    never reads (``config.effect``). ``flat_of``/``configs``: one seed's resolved configs by
-    name, in the study's order; ``written``: what each wrote (nested); ``exempt``: tuning
+    never reads (``config.effect``). ``trained_of``: one seed's resolved configs by name, in
+    the study's order, without what does not train (``config.effect.trained_part``);
+    ``configs``: the same configs; ``written``: what each wrote (nested); ``exempt``: tuning
     candidates, which may coincide with another configuration by design."""
     problems = []
     for name, config in configs.items():
         fields = flatten_sections(written[name])
         problems += [f"{where}{labels[name]}: {p}" for p in unread_settings(config, fields)]
     seen: dict[str, str] = {}
-    for name, flat in flat_of.items():
-        key = json.dumps(flat, sort_keys=True, default=str)
+    for name, trained in trained_of.items():
+        key = json.dumps(trained, sort_keys=True, default=str)
         other = seen.setdefault(key, name)
         if other == name or name in exempt:
             continue

@@ -43,6 +43,7 @@ from lmablate.config.design import (
     format_value,
     point_name,
 )
+from lmablate.config.effect import check_positions, trained_part
 from lmablate.config.expand import (
     MAX_NAME,
     NAME,
@@ -218,6 +219,7 @@ def build_study(
 
     runs = []
     flat_of: dict[tuple[str, int], dict[str, Any]] = {}
+    trained_of: dict[tuple[str, int], dict[str, Any]] = {}  # what trains (config.effect)
     for name, changes in variant_changes.items():
         for seed in study.seeds:
             if name in ladder:
@@ -227,7 +229,9 @@ def build_study(
             merged["data"] = merge_mappings(study.data, merged.get("data", {}))
             merged.setdefault("train", {}).update(seed=seed, data_seed=seed)
             config = validate_run_config(merged, f"{where}{labels[name]}: ")
-            flat_of[name, seed] = flatten_sections(config.model_dump(mode="json"))
+            dump = config.model_dump(mode="json")
+            flat_of[name, seed] = flatten_sections(dump)
+            trained_of[name, seed] = trained_part(dump)
             base = flat_of["baseline", seed]
             diff = {k: changes_from(base.get(k), v) for k, v in flat_of[name, seed].items()}
             diff = {k: v for k, v in diff.items() if v is not SAME}
@@ -236,12 +240,12 @@ def build_study(
     same = {
         name
         for name, over in generated.items()
-        if all(flat_of[name, seed] == flat_of[over, seed] for seed in study.seeds)
+        if all(trained_of[name, seed] == trained_of[over, seed] for seed in study.seeds)
     }
     runs = [run for run in runs if run.variant not in same]
     first = study.seeds[0]
     check_configurations(
-        {r.variant: flat_of[r.variant, first] for r in runs if r.seed == first},
+        {r.variant: trained_of[r.variant, first] for r in runs if r.seed == first},
         {r.variant: r.config for r in runs if r.seed == first},
         {**variant_changes, "baseline": baseline},
         labels,
@@ -249,6 +253,13 @@ def build_study(
         where,
     )
     _check_tokenizers(runs, data, where)
+    for run in runs:
+        if run.seed == first:
+            check_positions(
+                run.config.model,
+                study.samples.max_new_tokens,
+                f"{where}{labels[run.variant]}: samples.max_new_tokens",
+            )
     fixed = sorted({r.variant for r in runs if "max_steps" in r.changes} - set(ladder))
     if study.budget.match and fixed:
         raise ConfigError(
@@ -299,8 +310,13 @@ def apply_study_overrides(
     study = copy.deepcopy(dict(raw))
     forced: dict[str, Any] = {}
     for text in overrides:
-        key, value = parse_override(text)
-        head, _, rest = key.partition(".")
+        named = _named_variant(text, study.get("variants") or {})
+        key, value = parse_override(text if named is None else named[1])
+        if named is not None:  # variants.NAME.FIELD=VALUE, NAME as written (it may hold . or =)
+            named = (named[0], key)
+            key, rest, head = f"variants.{named[0]}.{key}", named[0], "variants"
+        else:
+            head, _, rest = key.partition(".")
         if head in ("name", "description", "seeds", "max_runs"):
             if rest:
                 raise ConfigError(
@@ -326,7 +342,7 @@ def apply_study_overrides(
             study["baseline"] = nest_flat_keys(study.get("baseline") or {})
             set_path(study["baseline"], resolve_key(rest, written=key, within=head), value)
         elif head == "variants":
-            name, _, field = rest.partition(".")
+            name, field = named if named is not None else rest.partition(".")[::2]
             variants = study.get("variants") or {}
             ladder = (study.get("budget") or {}).get("ladder") or []
             # a rung's name holds '=' (budget=2x), where --set splits the key from its value
@@ -335,6 +351,14 @@ def apply_study_overrides(
                     f"--set {text}: the budget ladder's rungs are the baseline at multiples of its "
                     "budget, not variants of their own; use --set max_steps=N to move every rung "
                     "with the baseline, or change the multiples under budget: ladder:"
+                )
+            if name not in variants and "=" in text.rpartition("=")[0]:
+                raise ConfigError(
+                    f"--set {text}: no variant of the study is named like that. A name with '=' "
+                    "(learning_rate=0.003, size=S) is a point the study's sweeps, scale or tune "
+                    "generate: its base configuration with the swept values, not a variant of "
+                    "its own. Set the base (variants.BASE.FIELD=V or baseline.FIELD=V) or the "
+                    "swept values"
                 )
             if name not in variants:
                 have = f" (it has: {', '.join(variants)})" if variants else " (it has none)"
@@ -359,6 +383,17 @@ def apply_study_overrides(
             else:
                 set_path(forced, path, value)
     return study, forced
+
+
+def _named_variant(text: str, variants: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(NAME, "FIELD=VALUE") when ``text`` is ``variants.NAME.FIELD=VALUE`` for a variant the
+    study has, its whole name matched (a name may hold '.' and '='); None otherwise."""
+    rest = text.removeprefix("variants.")
+    if rest == text:
+        return None
+    names = [str(n) for n in variants if rest.startswith(f"{n}.")]
+    name = max(names, key=len, default=None)
+    return None if name is None else (name, rest[len(name) + 1 :])
 
 
 def load_study(path: str | Path, overrides: Iterable[str] = (), seeds: int | None = None) -> Study:

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from lmablate.config.effect import trained_part
 from lmablate.config.keys import with_defaults
 from lmablate.config.study import Study, StudyRun
 from lmablate.data import prepare
@@ -41,7 +42,6 @@ from lmablate.study.status import duration
 from lmablate.training.loop import train
 from lmablate.training.summary import (
     FINISHED,
-    OBSERVATION_ONLY,
     read_summary,
     write_json_atomic,
 )
@@ -56,11 +56,8 @@ class StudyOutcome:
 
 
 def _computed(config: dict[str, Any]) -> dict[str, Any]:
-    """A run config without the fields that only change how the run is watched."""
-    train = {
-        k: v for k, v in config.get("train", {}).items() if f"train.{k}" not in OBSERVATION_ONLY
-    }
-    return {**config, "train": train}
+    """A run config without the fields that only document it or change how it is watched."""
+    return trained_part(config)
 
 
 def config_conflicts(
@@ -135,6 +132,19 @@ def check_launch(
                 f"{', '.join(study.variants)}"
             )
         runs = [r for r in runs if r.variant in only]
+    uneven = (
+        [r for r in runs if r.config.train.batch_size % nproc_per_node]
+        if nproc_per_node > 0
+        else []
+    )
+    if uneven:
+        shown = sorted({f"{r.variant} ({r.config.train.batch_size})" for r in uneven})
+        raise LmablateError(
+            f"--nproc-per-node {nproc_per_node} does not divide the batch of "
+            f"{', '.join(shown[:4])}{' and more' if len(shown) > 4 else ''}: each process takes "
+            "an equal share of train.batch_size; choose a process count that divides every "
+            "batch, or change the batch sizes"
+        )
     if ray is not False and parallel != 1:
         raise LmablateError(
             "--parallel and --ray do not combine: Ray places the runs on the cluster "

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from lmablate.analysis.rundata import read_summary_file
+from lmablate.config.effect import NOT_TRAINED
 from lmablate.config.keys import with_defaults
 from lmablate.config.run import RunConfig
 from lmablate.data.cache import digest
@@ -27,7 +28,7 @@ from lmablate.training.metrics import mfu, smoothed_train_loss
 
 FINISHED = ("complete", "diverged")  # a rerun of such a run does nothing
 # fields that change how a run is watched, not what it computes: changing them is no conflict
-OBSERVATION_ONLY = {"train.logger", "train.wandb_project"}
+OBSERVATION_ONLY = NOT_TRAINED  # a resumed run may change these (config.effect)
 
 
 @dataclass
