@@ -160,3 +160,24 @@ def test_a_generated_point_named_by_set_says_what_to_set_instead():
     assert "fast,batch_size=8" in {r.variant for r in build_study(raw).runs}
     with pytest.raises(ConfigError, match=r"a point the study's sweeps, scale or tune generate"):
         apply_study_overrides(raw, ["variants.fast,batch_size=8.learning_rate=0.01"])
+
+
+@pytest.mark.parametrize(
+    ("top", "message"),
+    [
+        ({"budget": 5}, "budget: expected a mapping (key: value) (got 5)"),
+        ({"sweeps": [5]}, "sweeps.0: expected a mapping (key: value) (got 5)"),
+        ({"scale": {"sizes": [5]}}, "scale.sizes.0: expected a mapping (key: value) (got 5)"),
+        ({"tune": {"learning_rate": 5}}, "tune.learning_rate: expected a list or a mapping"),
+        ({"data": {"tokenizer": 5}}, "data.tokenizer: expected text or a mapping"),
+    ],
+)
+def test_a_wrong_type_is_named_in_the_files_terms_never_a_class(top, message):
+    raw = study(**top)
+    if "data" in top:
+        raw["data"] = {"source": "builtin", **top["data"]}
+    with pytest.raises(ConfigError) as raised:
+        build_study(raw)
+    assert message in str(raised.value)
+    for name in ("BudgetConfig", "SweepConfig", "SizeConfig", "Spaced", "instance of"):
+        assert name not in str(raised.value)

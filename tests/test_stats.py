@@ -333,11 +333,11 @@ def test_a_damaged_study_directory_reports_the_damage_and_reads_the_rest(tmp_pat
 @pytest.mark.parametrize(
     ("field", "value", "named"),
     [
-        ("final_val_loss", "NaN", "final_val_loss: Input should be a valid number (got 'NaN')"),
+        ("final_val_loss", "NaN", "final_val_loss: expected a number (got 'NaN')"),
         ("final_val_loss", None, "final_val_loss must be a finite number"),
-        ("tokens_seen", True, "tokens_seen: Input should be a valid integer"),
+        ("tokens_seen", True, "tokens_seen: expected an integer (got True)"),
         ("status", "done", "status: Input should be 'complete', 'diverged' or 'failed'"),
-        ("params", [1, 2], "params: Input should be a valid dictionary"),
+        ("params", [1, 2], "params: expected a mapping"),
     ],
 )
 def test_a_summary_of_the_wrong_types_reads_as_missing(tmp_path, field, value, named):

@@ -174,8 +174,19 @@ def format_validation_error(
         loc = tuple(str(p) for p in err["loc"] if not _is_union_tag(p))
         errors.append((loc, err))
     lines = []
+    kinds: dict[tuple[str, ...], list[str]] = {}  # the types each location would take
+    for loc, err in errors:
+        if err["type"] in KINDS:
+            kinds.setdefault(loc, []).append(KINDS[err["type"]])
     for loc, err in errors:
         if any(len(other) > len(loc) and other[: len(loc)] == loc for other, _ in errors):
+            continue
+        if err["type"] in KINDS:  # one line per location, in the file's terms, never a class
+            wanted = kinds.pop(loc, None)
+            if wanted is not None:  # else: the location's line is written
+                got = _SHORT.repr(err["input"])
+                shown = " or ".join(dict.fromkeys(wanted))
+                lines.append(f"{where}{'.'.join(loc)}: expected {shown} (got {got})")
             continue
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "value_error" or not loc:
@@ -190,6 +201,22 @@ def format_validation_error(
             why = f"; {reason[1]}" if reason else ""
             lines.append(f"{where}{'.'.join(loc)}: {message} (got {got}){why}")
     return join_problems(lines)
+
+
+KINDS = {  # pydantic's type errors -> what the file should hold there
+    "list_type": "a list",
+    "tuple_type": "a list",
+    "dict_type": "a mapping (key: value)",
+    "model_type": "a mapping (key: value)",
+    "model_attributes_type": "a mapping (key: value)",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "string_type": "text",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+}
 
 
 def _is_union_tag(part: Any) -> bool:
