@@ -979,9 +979,9 @@ CASES: list[Case] = [
     ),
     (
         "generate: more new tokens than the learned positions hold",
-        lambda w: ["generate", str(_learned_run(w)), "--prompt", "a", "--max-new-tokens", "16"],
+        lambda w: ["generate", str(_learned_run(w)), "--prompt", "a", "--max-new-tokens", "17"],
         2,
-        "at most 15 new tokens fit",
+        "at most 16 new tokens fit",
     ),
     (
         "run: samples longer than a variant's learned positions",

@@ -256,3 +256,31 @@ def test_a_bias_free_neox_export_says_its_zero_biases_where_it_counts_parameters
         tmp_path / "hf_b",
     )
     assert "exported as zeros" not in (biased / "README.md").read_text()
+
+
+def test_a_transformers_that_would_drop_the_window_is_refused_before_any_write(
+    tmp_path, corpus, tokenizer_dir, monkeypatch
+):
+    """An older transformers builds Gemma 2 / Qwen3 configs without layer_types: the export
+    would compute another model, so it is refused, and nothing is written."""
+    run_dir = trained(tmp_path, corpus, tokenizer_dir, sliding_window=4, global_every=2)
+    original = transformers.AutoConfig.for_model
+
+    def forgetful(model_type, **fields):
+        config = original(model_type, **fields)
+        config.layer_types = ["full_attention"] * len(config.layer_types)
+        return config
+
+    monkeypatch.setattr(transformers.AutoConfig, "for_model", forgetful)
+    with pytest.raises(ConfigError, match=r"does not keep layer_types .* -U transformers"):
+        export_run(run_dir, tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
+
+
+def test_the_card_of_a_run_that_failed_after_a_checkpoint_says_so(tmp_path, corpus, tokenizer_dir):
+    from lmablate.export import model_card
+
+    run_dir = trained(tmp_path, corpus, tokenizer_dir)
+    model, _, cfg, step = load_run(run_dir)
+    card = model_card(run_dir, cfg, {"status": "failed", "message": "x"}, step, model, "float32")
+    assert f"| weights | step {step} (run failed) |" in card

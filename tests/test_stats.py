@@ -364,3 +364,18 @@ def test_a_metrics_record_of_the_wrong_types_is_skipped(tmp_path):
     run = next(r for r in study.runs if r.variant == "better" and r.seed == 1)
     assert len(run.records) == len(lines) - 1
     analyze(study)  # the rest of the log still reads
+
+
+def test_a_resumed_run_keeps_its_own_records_whatever_their_types(tmp_path):
+    from lmablate.analysis.rundata import read_jsonl
+
+    path = tmp_path / "metrics.jsonl"
+    records = [
+        {"kind": "train", "step": 2, "loss": "NaN", "tokens_seen": 8, "step_time": 0.1},
+        {"kind": ["eval"], "step": 3},
+        {"kind": "eval", "step": "4"},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    with pytest.warns(UserWarning, match=r"metrics.jsonl:1: record skipped \(loss: expected"):
+        assert read_jsonl(path) == [records[1]]  # a kind of its own is not ours to check
+    assert read_jsonl(path, check=False) == records[:2]  # what truncate_jsonl rewrites

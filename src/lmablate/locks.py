@@ -102,7 +102,8 @@ def check_claim(directory: Path, what: str) -> None:
         return
     if found is not None:
         raise LmablateError(
-            f"{directory} is an lmablate {found} folder, not a {want} folder; {HINT[want]} "
+            f"{directory} is an lmablate {found} folder, not {'an' if want[0] in 'aeiou' else 'a'} "
+            f"{want} folder; {HINT[want]} "
             "(nothing was written there)"
         )
     names = sorted(p.name + ("/" if p.is_dir() else "") for p in directory.iterdir())

@@ -34,6 +34,7 @@ class RunData:
     downstream: dict[str, Any] | None = None  # eval/lm_eval.json, from lmablate eval
     documents: dict[str, Any] | None = None  # eval_documents.json: the final per-document loss
     damaged: list[str] = field(default_factory=list)  # files read as missing, and why
+    summary_damaged: bool = False  # a summary.json that is there but fails its schema
     # the study's measure: nats per token, or bits per byte when the study's tokenizers differ
     # (set by StudyData: a property of the study, never of one run)
     in_bytes: bool = False
@@ -42,7 +43,7 @@ class RunData:
     def status(self) -> str:
         if self.summary is not None:
             return self.summary["status"]
-        if any("summary.json" in problem for problem in self.damaged):
+        if self.summary_damaged:
             return "damaged"  # read as unfinished: resumed by a study, listed by a report
         return "partial" if self.records else "not started"
 
@@ -150,10 +151,11 @@ def read_json_object(path: Path) -> dict[str, Any] | None:
     return value
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
+def read_jsonl(path: Path, check: bool = True) -> list[dict[str, Any]]:
     """Records of a metrics log. A torn last line (a kill mid-write) is dropped; a corrupt line
     or a record of the wrong types (``runfiles``) elsewhere is reported and skipped, never
-    fatal."""
+    fatal. ``check=False`` (a resumed run rewriting its own log) keeps every record that has
+    a kind and an integer step, so no record is lost for its types alone."""
     if not path.is_file():
         return []
     records = []
@@ -165,6 +167,11 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 warnings.warn(f"{path}:{number}: unreadable record skipped", stacklevel=2)
+                continue
+            if not check:
+                kept = isinstance(record, dict) and isinstance(record.get("step"), int)
+                if kept and "kind" in record:
+                    records.append(record)
                 continue
             record = checked_record(record, f"{path}:{number}")
             if record is not None:
@@ -228,6 +235,7 @@ def read_run(path: Path, variant: str, seed: int) -> RunData:
             downstream=read_run_file(path / "eval/lm_eval.json", FILES["eval/lm_eval.json"]),
             documents=read_run_file(path / DOCUMENTS_FILE, FILES[DOCUMENTS_FILE]),
         )
+    run.summary_damaged = run.summary is None and (path / "summary.json").is_file()
     for warning in caught:
         run.damaged.append(str(warning.message))
         warnings.warn(str(warning.message), stacklevel=2)

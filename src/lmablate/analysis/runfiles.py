@@ -183,7 +183,8 @@ def checked_record(record: Any, where: str) -> dict[str, Any] | None:
     if not isinstance(record, dict):
         warnings.warn(f"{where}: not a JSON object; record skipped", stacklevel=3)
         return None
-    schema = RECORDS.get(record.get("kind"))  # type: ignore[arg-type]
+    kind = record.get("kind")
+    schema = RECORDS.get(kind) if isinstance(kind, str) else None
     if schema is None:
         return record if "step" in record and "kind" in record else None
     try:

@@ -104,12 +104,13 @@ def written_fields(config: RunConfig) -> set[str]:
 
 
 def check_positions(cfg: ModelConfig, max_new_tokens: int, what: str = "--max-new-tokens") -> None:
-    """A learned position table has no row past ``max_positions``: a prompt token and
-    ``max_new_tokens`` after it must fit (rope and NoPE compute any position)."""
-    if cfg.positions == "learned" and max_new_tokens >= cfg.max_positions:
+    """A learned position table has no row past ``max_positions``: a prompt token and the
+    first ``max_new_tokens - 1`` new ones are fed back, so that many positions must exist
+    (rope and NoPE compute any position)."""
+    if cfg.positions == "learned" and max_new_tokens > cfg.max_positions:
         raise ConfigError(
             f"{what} {max_new_tokens}: the model's learned positions stop at "
-            f"{cfg.max_positions} (model.max_positions), so at most {cfg.max_positions - 1} new "
+            f"{cfg.max_positions} (model.max_positions), so at most {cfg.max_positions} new "
             "tokens fit after a prompt; ask for fewer"
         )
 

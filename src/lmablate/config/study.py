@@ -311,6 +311,8 @@ def apply_study_overrides(
     forced: dict[str, Any] = {}
     for text in overrides:
         named = _named_variant(text, study.get("variants") or {})
+        if named is not None and "=" not in named[1]:
+            named = None  # no value: parse_override says so, quoting what was typed
         key, value = parse_override(text if named is None else named[1])
         if named is not None:  # variants.NAME.FIELD=VALUE, NAME as written (it may hold . or =)
             named = (named[0], key)
@@ -352,7 +354,9 @@ def apply_study_overrides(
                     "budget, not variants of their own; use --set max_steps=N to move every rung "
                     "with the baseline, or change the multiples under budget: ladder:"
                 )
-            if name not in variants and "=" in text.rpartition("=")[0]:
+            # variants.NAME.FIELD=VALUE: NAME is what precedes FIELD (the last dotted part)
+            written = text.removeprefix("variants.").rpartition("=")[0].rpartition(".")[0]
+            if name not in variants and "=" in written:
                 raise ConfigError(
                     f"--set {text}: no variant of the study is named like that. A name with '=' "
                     "(learning_rate=0.003, size=S) is a point the study's sweeps, scale or tune "

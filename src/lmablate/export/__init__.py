@@ -110,7 +110,7 @@ def export_run(
     be new or empty, or (with ``overwrite``) an earlier export's folder, and never a run or
     study directory; the one folder inside a run it writes is the run's own ``hf/`` for
     ``lmablate eval``."""
-    from transformers import AutoConfig, GenerationConfig
+    from transformers import GenerationConfig
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if dtype not in DTYPES:
@@ -122,15 +122,16 @@ def export_run(
     target = export_target(cfg.model)
     model, tokenizer, _, step = load_run(run_dir)
     summary = read_summary_file(run_dir / "summary.json")
-    if own:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    else:
-        claim(out_dir, "export")
     # the rows past the tokenizer's (padding to a multiple of 64) are no tokens: left out, so
     # that nothing loading the export can sample them
     vocab = tokenizer.vocab_size
     fields = target.config(cfg.model, vocab, cfg.train.seq_len, tokenizer.eos_id)
-    state = to_hf_state_dict(model.state_dict(), cfg.model)
+    config = installed_config(target.architecture, dict(fields), dtype)  # before any write
+    if own:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        claim(out_dir, "export")
+    state = to_hf_state_dict(model.state_dict(), cfg.model, DTYPES[dtype])
     for name in (target.names["embed.weight"], "lm_head.weight", "embed_out.weight"):
         if name in state:
             state[name] = state[name][:vocab]
@@ -138,8 +139,7 @@ def export_run(
         state.pop("embed_out.weight" if "embed_out.weight" in state else "lm_head.weight")
     state = {name: t.detach().to(DTYPES[dtype]).contiguous() for name, t in state.items()}
     save_file(state, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
-    model_type = fields.pop("model_type")
-    AutoConfig.for_model(model_type, **fields, torch_dtype=dtype).save_pretrained(str(out_dir))
+    config.save_pretrained(str(out_dir))
     GenerationConfig(
         bos_token_id=tokenizer.eos_id, eos_token_id=tokenizer.eos_id, pad_token_id=tokenizer.eos_id
     ).save_pretrained(str(out_dir))
@@ -150,6 +150,28 @@ def export_run(
     card = model_card(run_dir, cfg, summary, step, model, dtype, target.architecture, zeros, vocab)
     (out_dir / "README.md").write_text(card)
     return out_dir
+
+
+def installed_config(architecture: str, fields: dict[str, Any], dtype: str) -> Any:
+    """The architecture's config as the installed transformers builds it, refused (naming the
+    version to install) when that version lacks the architecture or would drop a field that
+    changes what it computes (an older one ignores ``layer_types``)."""
+    import transformers
+    from transformers import AutoConfig
+
+    model_type = fields.pop("model_type")
+    needs = f"{architecture} export needs a newer transformers than {transformers.__version__}"
+    try:
+        config = AutoConfig.for_model(model_type, **fields, torch_dtype=dtype)
+    except (ValueError, KeyError) as exc:
+        raise ConfigError(f"{needs} (pip install -U transformers): {exc}") from None
+    for name in ("layer_types", "sliding_window", "final_logit_softcapping"):
+        if name in fields and getattr(config, name, None) != fields[name]:
+            raise ConfigError(
+                f"{needs}: this one does not keep {name} ({fields[name]!r}), so the exported "
+                "model would compute something else (pip install -U transformers)"
+            )
+    return config
 
 
 def model_card(
@@ -169,12 +191,14 @@ def model_card(
     summary = summary or {}
     study = run_dir.parent.parent.parent / "study.yaml"
     params = sum(p.numel() for p in model.parameters())
-    rows = getattr(model, "vocab_size", vocab) - (vocab or 0) if vocab else 0
+    rows = model.vocab_size - vocab if vocab else 0
     vocabulary = (
-        f"| vocabulary | {vocab:,} tokens"
-        + (f" (the embedding's {rows} padding rows are left out of the export)" if rows else "")
-        + " |"
-    )
+        [f"| vocabulary | {vocab:,} tokens"
+         + (f" (the embedding's {rows} padding rows are left out of the export)" if rows else "")
+         + " |"]
+        if vocab
+        else []
+    )  # fmt: skip
     padding = (
         f" (the weights file holds {zeros:,} more values: the biases {architecture}'s layout "
         "always has, exported as zeros because this model has none; they compute nothing)"
@@ -205,13 +229,13 @@ def model_card(
         f"| architecture | {architecture}, {cfg.model.n_layers} layers, d_model "
         f"{cfg.model.d_model}, {cfg.model.n_heads} heads ({cfg.model.kv_heads} key/value), "
         f"d_ff {cfg.model.d_ff}, {params / 1e6:.2f}M parameters{padding} |",
-        *([vocabulary] if vocab else []),
+        *vocabulary,
         f"| training data | {source}, {data.num_documents or 'all'} documents, "
         f"{int(data.val_fraction * 100)}% held out by document |",
-        f"| tokens trained | {summary.get('tokens_seen', 'n/a'):,} "
-        f"({summary.get('epochs', 0):.2f} epochs), weights of step {step} |"
-        if summary
-        else f"| weights | step {step} (run not finished) |",
+        f"| tokens trained | {summary['tokens_seen']:,} "
+        f"({summary.get('epochs') or 0:.2f} epochs), weights of step {step} |"
+        if summary and summary.get("tokens_seen") is not None
+        else f"| weights | step {step} (run {(summary or {}).get('status', 'not finished')}) |",
         f"| final validation loss | {summary.get('final_val_loss', 'n/a')} nats/token |",
         f"| final validation bpb | {summary.get('final_val_bpb', 'n/a')} |",
         f"| run status | {summary.get('status', 'unfinished')} |",

@@ -341,9 +341,13 @@ def fold_mup(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torc
     return out
 
 
-def to_hf_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+def to_hf_state_dict(
+    state: dict[str, torch.Tensor], cfg: ModelConfig, dtype: torch.dtype = torch.float32
+) -> dict[str, torch.Tensor]:
     """lmablate ``state_dict`` -> the export target's ``state_dict`` (the same tensors, with a
-    mup model's multipliers folded in: ``fold_mup``)."""
+    mup model's multipliers folded in: ``fold_mup``); ``dtype``: the one the weights are saved
+    in, whose rounding of a constant the target multiplies by (Gemma 2's sqrt(d_model)) is
+    undone exactly."""
     target = export_target(cfg)
     state = fold_mup(state, cfg)
     out = {}
@@ -359,7 +363,8 @@ def to_hf_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[s
             if name.endswith("layernorm.weight") or name == "model.norm.weight":
                 out[name] = out[name] - 1
         # it multiplies the embedding by sqrt(d_model): the table is stored divided by it
-        out["model.embed_tokens.weight"] = out["model.embed_tokens.weight"] / math.sqrt(cfg.d_model)
+        scale = torch.tensor(math.sqrt(cfg.d_model), dtype=dtype).item()  # as Gemma 2 rounds it
+        out["model.embed_tokens.weight"] = out["model.embed_tokens.weight"] / scale
         out["lm_head.weight"] = state["lm_head.weight"]  # tied or not: its own copy
     if target.names is NEOX_NAMES:
         if _transformers_major() < 5:  # transformers 4 names GPT-NeoX's head embed_out

@@ -194,7 +194,7 @@ class MetricsLog:
 
 def truncate_jsonl(path: Path, last_step: int) -> list[dict[str, Any]]:
     """Keep only records up to ``last_step`` (atomically); what a resumed run replays is dropped."""
-    kept = [r for r in read_jsonl(path) if r["step"] <= last_step]
+    kept = [r for r in read_jsonl(path, check=False) if r["step"] <= last_step]
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(json.dumps(r, allow_nan=True) + "\n" for r in kept), encoding="utf-8")
     os.replace(tmp, path)
