@@ -193,8 +193,10 @@ def test_export_never_overwrites_what_it_was_not_asked_to(tmp_path, corpus, toke
     result = run_cli("export", str(run_dir), str(done))
     assert result.returncode == 2 and "earlier export; pass --overwrite" in result.stderr
     (done / ".lmablate").unlink()  # an export from before the marker: recognised by its names
+    (done / "chat_template.jinja").write_text("{{ stale }}")  # one this export does not write
     assert run_cli("export", str(run_dir), str(done), "--overwrite").returncode == 0
     assert (done / ".lmablate").is_file() and (done / "model.safetensors").is_file()
+    assert not (done / "chat_template.jinja").exists()  # nothing of the earlier export outlives it
     (tmp_path / "file").write_text("x")
     result = run_cli("export", str(run_dir), str(tmp_path / "file"))
     assert result.returncode == 2 and "is a file" in result.stderr

@@ -52,7 +52,7 @@ from lmablate.export.targets import (  # noqa: F401  (the export's public names)
     name_pairs,
     to_hf_state_dict,
 )
-from lmablate.locks import check_claim, claim, folder_kind
+from lmablate.locks import LEGACY, check_claim, claim, folder_kind
 from lmablate.training.checkpoint import load_run
 
 STUDY_OWN = ("runs", "report")  # the folders of a study directory that lmablate writes
@@ -131,6 +131,8 @@ def export_run(
         out_dir.mkdir(parents=True, exist_ok=True)
     else:
         claim(out_dir, "export")
+        for name in LEGACY["export"]:  # an earlier export's files: none outlives this one
+            (out_dir / name).unlink(missing_ok=True)
     state = to_hf_state_dict(model.state_dict(), cfg.model, DTYPES[dtype])
     for name in (target.names["embed.weight"], "lm_head.weight", "embed_out.weight"):
         if name in state:
