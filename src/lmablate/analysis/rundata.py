@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from lmablate.analysis.runfiles import FILES, RunSummary, checked_file, checked_record
+from lmablate.analysis.runfiles import FILES, checked_file, checked_record
 from lmablate.errors import LmablateError
 
 # a complete run's final evaluation, per validation document: [targets, summed nats]
@@ -179,16 +179,12 @@ def read_jsonl(path: Path, check: bool = True) -> list[dict[str, Any]]:
     return records
 
 
-def read_run_file(path: Path, schema: type = RunSummary) -> dict[str, Any] | None:
-    """A run file checked against its schema (``runfiles``); None when absent, and None with
-    a warning naming the file and field when damaged."""
+def read_run_file(run_dir: Path, name: str) -> dict[str, Any] | None:
+    """The run file ``name`` (a key of ``runfiles.FILES``) checked against its schema; None
+    when absent, and None with a warning naming the file and field when damaged."""
+    path = run_dir / name
     value = read_json_object(path)
-    return None if value is None else checked_file(value, path, schema)
-
-
-def read_summary_file(path: Path) -> dict[str, Any] | None:
-    """A run's summary.json, checked against ``runfiles.RunSummary``."""
-    return read_run_file(path, RunSummary)
+    return None if value is None else checked_file(value, path, FILES[name])
 
 
 def load_study_dir(directory: str | Path) -> StudyData:
@@ -229,11 +225,11 @@ def read_run(path: Path, variant: str, seed: int) -> RunData:
             seed=seed,
             path=path,
             config=read_json_object(path / "config.json"),
-            summary=read_run_file(path / "summary.json", FILES["summary.json"]),
+            summary=read_run_file(path, "summary.json"),
             records=read_jsonl(path / "metrics.jsonl"),
-            samples=read_run_file(path / "samples.json", FILES["samples.json"]),
-            downstream=read_run_file(path / "eval/lm_eval.json", FILES["eval/lm_eval.json"]),
-            documents=read_run_file(path / DOCUMENTS_FILE, FILES[DOCUMENTS_FILE]),
+            samples=read_run_file(path, "samples.json"),
+            downstream=read_run_file(path, "eval/lm_eval.json"),
+            documents=read_run_file(path, DOCUMENTS_FILE),
         )
     run.summary_damaged = run.summary is None and (path / "summary.json").is_file()
     for warning in caught:

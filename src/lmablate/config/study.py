@@ -310,13 +310,12 @@ def apply_study_overrides(
     study = copy.deepcopy(dict(raw))
     forced: dict[str, Any] = {}
     for text in overrides:
+        # variants.NAME.FIELD=VALUE, NAME as written (it may hold . or =)
         named = _named_variant(text, study.get("variants") or {})
-        if named is not None and "=" not in named[1]:
-            named = None  # no value: parse_override says so, quoting what was typed
         key, value = parse_override(text if named is None else named[1])
-        if named is not None:  # variants.NAME.FIELD=VALUE, NAME as written (it may hold . or =)
-            named = (named[0], key)
-            key, rest, head = f"variants.{named[0]}.{key}", named[0], "variants"
+        if named is not None:
+            named = (named[0], key)  # (NAME, FIELD)
+            key, head, rest = f"variants.{named[0]}.{key}", "variants", named[0]
         else:
             head, _, rest = key.partition(".")
         if head in ("name", "description", "seeds", "max_runs"):
@@ -391,13 +390,16 @@ def apply_study_overrides(
 
 def _named_variant(text: str, variants: Mapping[str, Any]) -> tuple[str, str] | None:
     """(NAME, "FIELD=VALUE") when ``text`` is ``variants.NAME.FIELD=VALUE`` for a variant the
-    study has, its whole name matched (a name may hold '.' and '='); None otherwise."""
+    study has, its whole name matched (a name may hold '.' and '='); None otherwise, which
+    includes a ``variants.NAME.FIELD`` given no value."""
     rest = text.removeprefix("variants.")
     if rest == text:
         return None
     names = [str(n) for n in variants if rest.startswith(f"{n}.")]
     name = max(names, key=len, default=None)
-    return None if name is None else (name, rest[len(name) + 1 :])
+    assignment = "" if name is None else rest[len(name) + 1 :]
+    # without '=' there is no value: parse_override of the whole text says so, quoting it
+    return (name, assignment) if name is not None and "=" in assignment else None
 
 
 def load_study(path: str | Path, overrides: Iterable[str] = (), seeds: int | None = None) -> Study:

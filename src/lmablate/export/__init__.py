@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from lmablate.analysis.rundata import read_summary_file
+from lmablate.analysis.rundata import read_run_file
 from lmablate.config.keys import read_run_config
 from lmablate.errors import ConfigError, LmablateError
 from lmablate.export.targets import (  # noqa: F401  (the export's public names)
@@ -121,7 +121,7 @@ def export_run(
     cfg = read_run_config(run_dir)
     target = export_target(cfg.model)
     model, tokenizer, _, step = load_run(run_dir)
-    summary = read_summary_file(run_dir / "summary.json")
+    summary = read_run_file(run_dir, "summary.json")
     # the rows past the tokenizer's (padding to a multiple of 64) are no tokens: left out, so
     # that nothing loading the export can sample them
     vocab = tokenizer.vocab_size
@@ -267,7 +267,7 @@ def export_study(
     exported = []
     for summary_path in sorted(study_dir.glob("runs/*/seed-*/summary.json")):
         run_dir = summary_path.parent
-        if (read_summary_file(summary_path) or {}).get("status") != "complete":
+        if (read_run_file(run_dir, "summary.json") or {}).get("status") != "complete":
             continue
         name = "/".join(run_dir.parts[-2:])
         try:

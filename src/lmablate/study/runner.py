@@ -55,11 +55,6 @@ class StudyOutcome:
     report: Path | None = None
 
 
-def _computed(config: dict[str, Any]) -> dict[str, Any]:
-    """A run config without the fields that only document it or change how it is watched."""
-    return trained_part(config)
-
-
 def config_conflicts(
     directory: Path, runs: list[StudyRun], data_keys: dict[str, str]
 ) -> dict[str, str]:
@@ -72,7 +67,9 @@ def config_conflicts(
             continue
         summary = read_summary(path) or {}
         recorded = json.loads((path / "config.json").read_text())
-        if _computed(with_defaults(recorded)) != _computed(run.config.model_dump(mode="json")):
+        # what only documents or watches a run (config.effect.NOT_TRAINED) is no conflict
+        wanted = trained_part(run.config.model_dump(mode="json"))
+        if trained_part(with_defaults(recorded)) != wanted:
             conflicts[run.path] = "config"
         elif summary.get("data_cache_key") not in (None, data_keys[run.path]):
             conflicts[run.path] = "data"  # same config, but the corpus or tokenizer changed

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
 
-from lmablate.analysis.rundata import read_summary_file
+from lmablate.analysis.rundata import read_run_file
 from lmablate.config.keys import read_run_config
 from lmablate.config.run import RunConfig
 from lmablate.data.tokenizers import Tokenizer, load_tokenizer
@@ -186,7 +186,7 @@ def _no_weights(run_dir: Path) -> str:
             f"{run_dir}: every checkpoint fails its checks ({problems}); the weights are "
             "damaged, so retrain the run"
         )
-    summary = read_summary_file(run_dir / "summary.json") or {}
+    summary = read_run_file(run_dir, "summary.json") or {}
     if summary.get("status") == "diverged":
         return (
             f"{run_dir} diverged at step {summary.get('step')}, before its first checkpoint, "

@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from lmablate.analysis.rundata import read_summary_file
-from lmablate.config.effect import NOT_TRAINED
+from lmablate.analysis.rundata import read_run_file
+from lmablate.config.effect import trained_part
 from lmablate.config.keys import with_defaults
 from lmablate.config.run import RunConfig
 from lmablate.data.cache import digest
@@ -27,8 +27,6 @@ from lmablate.model.counts import count_parameters
 from lmablate.training.metrics import mfu, smoothed_train_loss
 
 FINISHED = ("complete", "diverged")  # a rerun of such a run does nothing
-# fields that change how a run is watched, not what it computes: changing them is no conflict
-OBSERVATION_ONLY = NOT_TRAINED  # a resumed run may change these (config.effect)
 
 
 @dataclass
@@ -42,7 +40,7 @@ class RunResult:
 def read_summary(run_dir: Path) -> dict[str, Any] | None:
     """A run's summary.json; None when there is none or it is damaged (then with a warning
     naming it): the run counts as unfinished and resumes from its checkpoints."""
-    return read_summary_file(run_dir / "summary.json")
+    return read_run_file(run_dir, "summary.json")
 
 
 def write_json_atomic(path: Path, value: Any) -> None:
@@ -84,13 +82,10 @@ def check_config(run_dir: Path, cfg: RunConfig) -> None:
     resolved = cfg.model_dump(mode="json")
     path = run_dir / "config.json"
     if path.is_file() and not _only_a_failed_start(run_dir):
-        old = _flatten(with_defaults(json.loads(path.read_text())))
-        new = _flatten(resolved)
-        changed = sorted(
-            k
-            for k in old.keys() | new.keys()
-            if old.get(k) != new.get(k) and k not in OBSERVATION_ONLY
-        )
+        # what only documents or watches a run (config.effect.NOT_TRAINED) is no conflict
+        old = _flatten(trained_part(with_defaults(json.loads(path.read_text()))))
+        new = _flatten(trained_part(resolved))
+        changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
         if changed:
             details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:6])
             raise LmablateError(
